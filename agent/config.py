@@ -1,0 +1,242 @@
+"""The agent's TOML configuration: structure, defaults, bounds and precise errors.
+
+Every key is documented in ``config.sample.toml``. Loading is two steps: ``load_config``
+checks the structure of the file; ``check_profiles`` (once plugins are loaded) checks each
+``[connections.NAME]`` table against its plugin's ``profile_type``. Either raises
+``ConfigError`` naming the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+
+from agent.errors import ConfigError
+from agent.redact import MIN_SECRET_LENGTH, REDACTOR
+from agent.sdk import Credential, Profile
+
+MiB = 1024 * 1024
+T = TypeVar("T")
+NameStr = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class AgentSection(_Section):
+    name: NameStr
+    data_dir: str
+    cluster: NameStr = "default"
+    max_concurrent_jobs: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 8
+    plugins_dir: str | None = None
+    disabled_plugins: list[str] = []
+    drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+
+class ControlSection(_Section):
+    url: str | None = None
+    urls: list[str] = []
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    backoff_initial_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 0.5
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+
+    @property
+    def all_urls(self) -> list[str]:
+        return ([self.url] if self.url else []) + list(self.urls)
+
+
+class LimitsSection(_Section):
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=64 * MiB)] = 4 * MiB
+    max_record_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * MiB)] = 1 * MiB
+    batch_records: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    window_records: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
+    window_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=1024 * MiB)] = 8 * MiB
+    spool_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1024 * 1024 * MiB)] = 512 * MiB
+
+
+class CredentialSection(_Section):
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    token: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    private_key_file: str | None = None
+    passphrase_env: str | None = None
+    passphrase_file: str | None = None
+
+
+class AgentConfig(_Section):
+    agent: AgentSection
+    control: ControlSection
+    limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    connections: dict[NameStr, dict[str, Any]] = {}
+    credentials: dict[NameStr, CredentialSection] = {}
+    path: str = ""
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.agent.data_dir)
+
+
+_AT = re.compile(r"^(?P<problem>.*?)(?: - at (?P<inkey>`key` in )?`\$(?P<path>[^`]*)`)?$", re.S)
+_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<field>[^`]+)`$")
+
+
+def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """Turn msgspec's 'Expected `int`, got `str` - at `$.agent.max_concurrent_jobs`' into
+    (dotted key, problem); an unknown or missing field is named in the key itself."""
+    match = _AT.match(str(exc))
+    if not match:
+        return "", str(exc)
+    path = (match.group("path") or "").lstrip(".")
+    problem = match.group("problem")
+    field = _FIELD.match(problem)
+    if field:
+        path = f"{path}.{field.group('field')}".lstrip(".")
+        problem = "unknown key (is it misspelt?)" if "unknown" in problem else "required key is missing"
+    elif match.group("inkey"):
+        problem = f"table name: {problem}"
+    return path, problem
+
+
+def _convert(value: Any, kind: type[T], path: str, prefix: str) -> T:
+    try:
+        return msgspec.convert(value, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        key, problem = split_validation_error(exc)
+        raise ConfigError(path, ".".join(p for p in (prefix, key) if p), problem) from None
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_control_url(url: str) -> str:
+    """Return the problem with a control URL, or '' if it is fine."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss"):
+        return f"{url!r} must start with https:// (or http:// on loopback)"
+    if not parts.hostname:
+        return f"{url!r} has no host"
+    if parts.scheme in ("http", "ws") and not is_loopback(parts.hostname):
+        return f"{url!r}: plain {parts.scheme}:// is accepted only on loopback; use https://"
+    return ""
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read and check the structure of an agent config file."""
+    p = str(path)
+    try:
+        with open(p, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(p, "", "file not found") from None
+    except PermissionError:
+        raise ConfigError(p, "", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(p, "", f"not valid TOML: {exc}") from None
+    # Tables of named tables first, one by one, so that an error names the table
+    # (msgspec would say "credentials[...]").
+    for section, kind in (("credentials", CredentialSection), ("connections", dict)):
+        tables = raw.get(section, {})
+        if not isinstance(tables, dict):
+            raise ConfigError(p, section, "must be a table of tables")
+        for name, table in tables.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name):
+                raise ConfigError(p, f"{section}.{name}", "table name: use letters, digits, '_', '.', '-'")
+            _convert(table, kind, p, f"{section}.{name}")
+    config = _convert(raw, AgentConfig, p, "")
+    config.path = p
+    urls = config.control.all_urls
+    if not urls:
+        raise ConfigError(p, "control.url", "set control.url or control.urls")
+    for i, url in enumerate(urls):
+        problem = check_control_url(url)
+        if problem:
+            key = "control.url" if config.control.url and i == 0 else "control.urls"
+            raise ConfigError(p, key, problem)
+    if config.control.backoff_max_s < config.control.backoff_initial_s:
+        raise ConfigError(p, "control.backoff_max_s", "must be at least control.backoff_initial_s")
+    if config.limits.max_record_bytes > config.limits.max_message_bytes // 2:
+        raise ConfigError(p, "limits.max_record_bytes", "must be at most half of limits.max_message_bytes")
+    for name, cred in config.credentials.items():
+        _check_credential(p, name, cred)
+    for name, table in config.connections.items():
+        if not isinstance(table.get("plugin"), str):
+            raise ConfigError(p, f"connections.{name}.plugin", "missing: name the plugin this profile is for")
+        ref = table.get("credential")
+        if ref is not None and ref not in config.credentials:
+            raise ConfigError(p, f"connections.{name}.credential", f"no [credentials.{ref}] table")
+    return config
+
+
+def _check_credential(path: str, name: str, cred: CredentialSection) -> None:
+    for secret in ("password", "token", "passphrase"):
+        sources = [k for k in (secret, f"{secret}_env", f"{secret}_file") if getattr(cred, k, None) is not None]
+        if len(sources) > 1:
+            raise ConfigError(path, f"credentials.{name}", f"set only one of {', '.join(sources)}")
+    try:
+        resolve_credential(cred, name)
+    except ConfigError as exc:
+        raise ConfigError(path, exc.key, exc.problem) from None
+
+
+def _read_secret(name: str, key: str, env: str | None, file: str | None, inline: str | None) -> str | None:
+    value: str | None = inline
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError("", f"credentials.{name}.{key}_env", f"environment variable {env} is not set")
+    elif file is not None:
+        try:
+            value = Path(file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError("", f"credentials.{name}.{key}_file", f"cannot read {file}: {exc.strerror}") from None
+    if value is not None and len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError("", f"credentials.{name}.{key}", f"shorter than {MIN_SECRET_LENGTH} characters")
+    REDACTOR.add(value)
+    return value
+
+
+def resolve_credential(cred: CredentialSection, name: str) -> Credential:
+    """Read the credential's secrets now (so rotated files and variables are picked up)."""
+    return Credential(
+        username=cred.username,
+        password=_read_secret(name, "password", cred.password_env, cred.password_file, cred.password),
+        token=_read_secret(name, "token", cred.token_env, cred.token_file, cred.token),
+        private_key_file=cred.private_key_file,
+        passphrase=_read_secret(name, "passphrase", cred.passphrase_env, cred.passphrase_file, None),
+    )
+
+
+def check_profiles(config: AgentConfig, profile_types: dict[str, type[Profile]]) -> dict[str, Profile]:
+    """Validate each connection profile against its plugin; return them parsed."""
+    parsed: dict[str, Profile] = {}
+    for name, table in config.connections.items():
+        plugin = table["plugin"]
+        if plugin not in profile_types:
+            known = ", ".join(sorted(profile_types)) or "none"
+            raise ConfigError(
+                config.path, f"connections.{name}.plugin", f"no plugin {plugin!r} is loaded (loaded: {known})"
+            )
+        parsed[name] = _convert(table, profile_types[plugin], config.path, f"connections.{name}")
+    return parsed

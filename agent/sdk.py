@@ -1,0 +1,226 @@
+"""The plugin SDK: the whole public surface a plugin author needs (see docs/plugins.md).
+
+A plugin is a class with a ``name``, a ``params_type`` struct (the job's params, validated
+before the job runs), a ``profile_type`` struct (the keys of its connection profiles, validated when the
+agent starts) and an ``async run(ctx, params)`` that emits records through ``ctx``::
+
+    class Hello(Plugin[HelloParams, NoProfile]):
+        name = "hello"
+        params_type = HelloParams
+        profile_type = NoProfile
+
+        async def run(self, ctx: JobContext[NoProfile], params: HelloParams) -> None:
+            await ctx.emit({"greeting": f"hello {params.who}"})
+
+``ctx.emit`` applies backpressure: when the control plane is slow or away it blocks once the
+agent's memory window and disk spool are full, and nothing is ever dropped. Cancellation and
+timeouts arrive as ``asyncio.CancelledError`` at the plugin's current ``await``; blocking
+library calls go through ``ctx.run_blocking(fn, on_cancel=...)`` so that a cancel reaches the
+source too (``cursor.cancel()``, abandoning a search, closing a channel).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import msgspec
+
+from agent.errors import (
+    InvalidParams,
+    JobError,
+    PolicyDenied,
+    RecordTooLarge,
+    SourceError,
+    SourceUnavailable,
+)
+
+Record = Mapping[str, Any]
+T = TypeVar("T")
+
+
+class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of a plugin's job params. Unknown keys are refused, so typos fail loudly."""
+
+
+class Profile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of a plugin's connection-profile keys (a ``[connections.NAME]`` table).
+
+    ``plugin`` names the plugin the profile belongs to; ``credential`` names a
+    ``[credentials.NAME]`` table whose secrets the agent resolves for each job.
+    """
+
+    plugin: str
+    credential: str | None = None
+
+
+class NoProfile(Profile):
+    """For plugins that reach nothing outside the agent."""
+
+
+class Credential(msgspec.Struct, frozen=True, kw_only=True):
+    """A resolved credential: secret values read from the environment or files at job start.
+
+    Every secret value in here is registered with the agent's redactor, so it is replaced by
+    ``***`` in every log line and error message that leaves the agent.
+    """
+
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    private_key_file: str | None = None
+    passphrase: str | None = None
+
+    def __repr__(self) -> str:  # never print secrets, even by accident
+        return f"Credential(username={self.username!r}, ...)"
+
+
+ParamsT = TypeVar("ParamsT", bound=Params)
+ProfileT = TypeVar("ProfileT", bound=Profile)
+
+
+class RecordSink(Protocol):
+    """Where a job's encoded records go; the agent's outbound stream implements it."""
+
+    async def put(self, data: bytes) -> None: ...
+
+    def progress(self, done: int | None, total: int | None, message: str) -> None: ...
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class JobContext(Generic[ProfileT]):
+    """What a running job sees: its identity, profile, credential, deadline and emitter."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        profile: ProfileT,
+        credential: Credential | None,
+        sink: RecordSink,
+        deadline: float,
+        max_record_bytes: int,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+        self.profile = profile
+        self.credential = credential
+        self.deadline = deadline
+        self.log = logger
+        self.records_emitted = 0
+        self._sink = sink
+        self._max_record_bytes = max_record_bytes
+
+    @property
+    def remaining_s(self) -> float:
+        """Seconds left before the job's timeout; pass it on to the source's own timeouts."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def emit(self, record: Record) -> None:
+        """Send one record (a JSON object). Blocks while the agent's window and spool are full."""
+        data = _encode_record(record)
+        if len(data) > self._max_record_bytes:
+            raise RecordTooLarge(
+                f"record {self.records_emitted + 1} is {len(data)} bytes, over the agent's "
+                f"limits.max_record_bytes of {self._max_record_bytes}"
+            )
+        await self._sink.put(data)
+        self.records_emitted += 1
+
+    async def emit_many(self, records: Iterable[Record]) -> None:
+        for record in records:
+            await self.emit(record)
+
+    def progress(self, done: int | None = None, total: int | None = None, message: str = "") -> None:
+        """Advisory progress shown in the job API; cheap, may be coalesced or dropped."""
+        self._sink.progress(done, total, message)
+
+    async def run_blocking(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        on_cancel: Callable[[], object] | None = None,
+        cancel_grace_s: float = 10.0,
+    ) -> T:
+        """Run a blocking library call in a worker thread.
+
+        If the job is cancelled or times out meanwhile, ``on_cancel`` is called (from the
+        event loop) so the source stops its work, then the thread is given ``cancel_grace_s``
+        to return before the cancellation propagates.
+        """
+        future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if on_cancel is not None:
+                with contextlib.suppress(Exception):
+                    on_cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(future), cancel_grace_s)
+            raise
+
+
+def _encode_record(record: Record) -> bytes:
+    if not isinstance(record, Mapping):
+        raise JobError(f"a record must be a JSON object, not {type(record).__name__}", code="bad_record")
+    try:
+        return _encoder.encode(record)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise JobError(f"record is not JSON-serialisable: {exc}", code="bad_record") from None
+
+
+class Plugin(abc.ABC, Generic[ParamsT, ProfileT]):
+    """Base of every plugin, built-in or an admin's own.
+
+    Class attributes: ``name`` (what jobs ask for), ``version``, ``params_type`` and
+    ``profile_type`` (msgspec structs), ``safe_to_repeat`` (may a lost attempt run again elsewhere; refine
+    per job by overriding ``is_safe_to_repeat``). One instance serves every job of the
+    agent, so pools and caches live on it; ``aclose`` releases them at shutdown.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "0"
+    params_type: ClassVar[type[Params]]
+    profile_type: ClassVar[type[Profile]] = NoProfile
+    safe_to_repeat: ClassVar[bool] = False
+
+    def is_safe_to_repeat(self, params: ParamsT) -> bool:
+        return self.safe_to_repeat
+
+    def check_policy(self, profile: ProfileT, params: ParamsT) -> None:
+        """Raise ``PolicyDenied`` if ``profile`` forbids what ``params`` ask. Runs before
+        the job is accepted, so a refused job touches nothing."""
+
+    @abc.abstractmethod
+    async def run(self, ctx: JobContext[ProfileT], params: ParamsT) -> None:
+        """Do the job, emitting records through ``ctx``; raise a ``JobError`` to fail it."""
+
+    async def aclose(self) -> None:
+        """Release pooled connections; called once when the agent stops."""
+
+
+__all__ = [
+    "Credential",
+    "InvalidParams",
+    "JobContext",
+    "JobError",
+    "NoProfile",
+    "Params",
+    "Plugin",
+    "PolicyDenied",
+    "Profile",
+    "Record",
+    "RecordSink",
+    "RecordTooLarge",
+    "SourceError",
+    "SourceUnavailable",
+]

@@ -1,0 +1,70 @@
+"""Run one plugin job in-process, the way the agent would, for plugin authors' tests.
+
+``run_plugin`` validates params and profile exactly as the agent does, checks the profile's
+policy, applies the timeout and returns the emitted records; a plugin that passes its tests
+through this helper behaves the same inside the agent. It ships in the package (like httpx's
+mock transport) so that an admin's plugin tests need nothing from this repository's tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from agent.errors import InvalidParams
+from agent.plugin_loader import AnyPlugin, parse_params, validate_plugin_class
+from agent.sdk import Credential, JobContext
+
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+class ListSink:
+    """Collects encoded records in memory (it never blocks; the agent's stream does)."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.progress_reports: list[tuple[int | None, int | None, str]] = []
+
+    async def put(self, data: bytes) -> None:
+        self.records.append(data)
+
+    def progress(self, done: int | None, total: int | None, message: str) -> None:
+        self.progress_reports.append((done, total, message))
+
+
+async def run_plugin(
+    plugin: AnyPlugin,
+    params: Mapping[str, Any],
+    *,
+    profile: Mapping[str, Any] | None = None,
+    credential: Credential | None = None,
+    timeout_s: float = 60.0,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> list[dict[str, Any]]:
+    """Run ``plugin`` once with ``params`` against ``profile``; return its records."""
+    validate_plugin_class(type(plugin), type(plugin).__name__)
+    parsed = parse_params(plugin, params)
+    try:
+        parsed_profile = msgspec.convert({"plugin": plugin.name, **(profile or {})}, plugin.profile_type, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidParams(f"profile: {exc}") from None
+    plugin.check_policy(parsed_profile, parsed)
+    sink = ListSink()
+    ctx: JobContext[Any] = JobContext(
+        job_id="test-job",
+        attempt=1,
+        profile=parsed_profile,
+        credential=credential,
+        sink=sink,
+        deadline=time.monotonic() + timeout_s,
+        max_record_bytes=max_record_bytes,
+        logger=logging.getLogger(f"bridgehead.plugin.{plugin.name}"),
+    )
+    async with asyncio.timeout(timeout_s):
+        await plugin.run(ctx, parsed)
+    return [msgspec.json.decode(r) for r in sink.records]

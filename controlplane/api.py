@@ -1,0 +1,347 @@
+"""The job API (``/api/v1``): JSON over HTTP, bearer tokens with roles.
+
+Bodies are decoded and validated by msgspec in one pass; every fault is a 4xx with
+``{"error": {"code", "message"}}`` naming what is wrong. Records are served as the raw
+JSON the agent sent, spliced into the page without being parsed again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any
+
+import jsonschema_rs
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from controlplane.auth import (
+    ENROLLMENT_TOKEN_PREFIX,
+    ROLES,
+    new_token,
+    role_allows,
+    token_hash,
+)
+from controlplane.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from controlplane.store.base import AgentRow, JobRow
+
+if TYPE_CHECKING:
+    from controlplane.app import ControlPlane
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class JobSubmit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /api/v1/jobs``."""
+
+    plugin: Name
+    params: dict[str, Any]
+    cluster: Name = "default"
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    sink: dict[str, Any] | None = None
+
+
+class EnrollRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /api/v1/enroll`` (authenticated by the one-time token in the body)."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    agent: Name
+    cluster: Name
+    public_key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class EnrollmentTokenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    cluster: Name = "default"
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)] = 86_400.0
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status_code=status, media_type="application/json")
+
+
+def error_response(exc: ApiError) -> Response:
+    return json_response({"error": {"code": exc.code, "message": exc.message}}, exc.status)
+
+
+def job_view(job: JobRow, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "plugin": job.plugin,
+        "cluster": job.cluster,
+        "state": job.state,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "agent": job.agent,
+        "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
+        "record_count": job.record_count if job.terminal else job.acked_seq,
+        "timeout_s": job.timeout_s,
+        "idempotency_key": job.idempotency_key,
+        "cancel_requested": job.cancel_requested,
+        "params": job.params,
+        "sink": job.sink,
+        "progress": progress,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+class Api:
+    def __init__(self, control: ControlPlane) -> None:
+        self.control = control
+        self.store = control.store
+        self.dispatcher = control.dispatcher
+        self._role_cache: dict[str, tuple[str, float]] = {}
+        self._validators: dict[tuple[str, str], tuple[str, Any]] = {}
+
+    # --- helpers -------------------------------------------------------------------------
+
+    async def _authorize(self, request: Request, needed: str) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send 'Authorization: Bearer <api token>' (bridgehead-control api-token create)")
+        digest = token_hash(token.strip())
+        now = time.monotonic()
+        cached = self._role_cache.get(digest)
+        if cached is not None and cached[1] > now:
+            role = cached[0]
+        else:
+            found = await self.store.api_token_role(digest)
+            if found is None:
+                raise Unauthorized("unknown API token")
+            role = found
+            # A short cache keeps the hot path off the database; revocation takes effect within it.
+            self._role_cache[digest] = (role, now + 5.0)
+        if not role_allows(role, needed):
+            raise Forbidden(f"this token's role is {role!r}; this call needs {needed!r} or higher")
+        return role
+
+    async def _body(self, request: Request, kind: type[Any]) -> Any:
+        limit = self.control.config.server.max_request_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ApiError(f"request body over {limit} bytes", code="too_large", status=413)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(f"request body over {limit} bytes", code="too_large", status=413)
+        if not body:
+            raise BadRequest("empty body: send a JSON object", code="invalid_json")
+        try:
+            return msgspec.json.decode(body, type=kind)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"not valid JSON: {exc}", code="invalid_json") from None
+
+    @staticmethod
+    def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise BadRequest(f"query parameter {name}={raw!r} is not a number") from None
+        if not low <= value <= high:
+            raise BadRequest(f"query parameter {name}={raw!r} must be between {low:g} and {high:g}")
+        return value
+
+    async def _job(self, request: Request) -> JobRow:
+        job_id = request.path_params["job_id"]
+        job = await self.store.get_job(job_id) if len(job_id) <= 64 else None
+        if job is None:
+            raise NotFound(f"no job {job_id!r}", code="job_not_found")
+        return job
+
+    async def _wait_view(self, request: Request, job: JobRow) -> dict[str, Any]:
+        wait = self._number(request, "wait", 0.0, 0.0, self.control.config.server.max_wait_s)
+        if wait > 0 and not job.terminal:
+            await self.dispatcher.wait(job.id, wait)
+            job = await self.store.get_job(job.id) or job
+        return job_view(job, self.dispatcher.progress.get(job.id))
+
+    def _check_params(self, submit: JobSubmit) -> None:
+        """Validate params against the schema the cluster's live agents publish for the plugin."""
+        plugins: dict[str, dict[str, Any] | None] = {}
+        for link in self.dispatcher.links.values():
+            if link.cluster == submit.cluster:
+                schemas = self.control.agent_schemas.get(link.name, {})
+                for name in link.plugins:
+                    plugins.setdefault(name, schemas.get(name))
+        if not plugins:
+            return  # no agent of the cluster is connected: queue it; the agent validates on arrival
+        if submit.plugin not in plugins:
+            raise BadRequest(
+                f"no agent of cluster {submit.cluster!r} offers plugin {submit.plugin!r} "
+                f"(offered: {', '.join(sorted(plugins))})",
+                code="unknown_plugin",
+            )
+        schema = plugins[submit.plugin]
+        if schema is None:
+            return
+        key = (submit.cluster, submit.plugin)
+        fingerprint = msgspec.json.encode(schema).decode()
+        cached = self._validators.get(key)
+        if cached is None or cached[0] != fingerprint:
+            try:
+                cached = (fingerprint, jsonschema_rs.validator_for(schema))
+            except (ValueError, TypeError):  # an agent published a schema we cannot compile
+                return
+            self._validators[key] = cached
+        if cached[1].is_valid(submit.params):
+            return
+        errors = list(cached[1].iter_errors(submit.params))
+        if errors:
+            # The deepest error names the field most precisely.
+            error = max(errors, key=lambda e: len(e.instance_path))
+            where = "params" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.instance_path)
+            raise BadRequest(f"{where}: {error.message}", code="invalid_params")
+
+    # --- routes --------------------------------------------------------------------------
+
+    async def submit_job(self, request: Request) -> Response:
+        await self._authorize(request, "operator")
+        submit: JobSubmit = await self._body(request, JobSubmit)
+        jobs = self.control.config.jobs
+        if len(msgspec.json.encode(submit.params)) > jobs.max_params_bytes:
+            raise BadRequest(f"params over {jobs.max_params_bytes} bytes", code="too_large")
+        timeout = submit.timeout_s or jobs.default_timeout_s
+        if timeout > jobs.max_timeout_s:
+            raise BadRequest(f"timeout_s {timeout:g} is over the maximum of {jobs.max_timeout_s:g}")
+        self._check_params(submit)
+        job = JobRow(
+            id=uuid.uuid4().hex,
+            plugin=submit.plugin,
+            params=submit.params,
+            cluster=submit.cluster,
+            max_attempts=submit.max_attempts or jobs.default_max_attempts,
+            timeout_s=timeout,
+            idempotency_key=submit.idempotency_key,
+            sink=submit.sink,
+            created_at=time.time(),
+        )
+        stored, created = await self.dispatcher.submit(job)
+        if not created:
+            same = (stored.plugin, stored.params, stored.cluster) == (job.plugin, job.params, job.cluster)
+            if not same:
+                raise Conflict(
+                    f"idempotency_key {job.idempotency_key!r} was used for job {stored.id} with other content",
+                    code="idempotency_conflict",
+                )
+        view = await self._wait_view(request, stored)
+        return json_response(view, 201 if created else 200)
+
+    async def list_jobs(self, request: Request) -> Response:
+        await self._authorize(request, "viewer")
+        state = request.query_params.get("state")
+        if state is not None and state not in ("queued", "running", "succeeded", "failed", "cancelled"):
+            raise BadRequest(f"state={state!r} is not a job state")
+        limit = int(self._number(request, "limit", 100, 1, 1000))
+        jobs = await self.store.list_jobs(
+            state, request.query_params.get("cluster"), limit, request.query_params.get("before")
+        )
+        return json_response({"jobs": [job_view(j) for j in jobs]})
+
+    async def get_job(self, request: Request) -> Response:
+        await self._authorize(request, "viewer")
+        return json_response(await self._wait_view(request, await self._job(request)))
+
+    async def job_records(self, request: Request) -> Response:
+        await self._authorize(request, "viewer")
+        job = await self._job(request)
+        after = int(self._number(request, "after", 0, 0, 2**62))
+        limit = int(self._number(request, "limit", 1000, 1, 10_000))
+        if not job.terminal:
+            raise Conflict(
+                f"job {job.id} is {job.state}: its records are visible once it ends (the final attempt "
+                "decides which); wait with GET /api/v1/jobs/{id}?wait=S",
+                code="job_not_finished",
+            )
+        rows = await self.store.records(job.id, job.attempt, after, limit)
+        last = rows[-1][0] if rows else after
+        more = bool(rows) and last < job.record_count
+        body = b'{"records":[' + b",".join(data for _seq, data in rows) + b'],"next":'
+        body += str(last).encode() if more else b"null"
+        body += b',"attempt":' + str(job.attempt).encode() + b"}"
+        return Response(body, media_type="application/json")
+
+    async def cancel_job(self, request: Request) -> Response:
+        role = await self._authorize(request, "operator")
+        job = await self._job(request)
+        if job.terminal:
+            raise Conflict(f"job {job.id} has ended ({job.state})", code="job_finished")
+        job = await self.dispatcher.cancel(job)
+        await self.store.audit(role, "job.cancel", {"job": job.id}, time.time())
+        return json_response(job_view(job))
+
+    async def list_agents(self, request: Request) -> Response:
+        await self._authorize(request, "viewer")
+        agents = await self.store.list_agents()
+        return json_response([self._agent_view(a) for a in agents])
+
+    def _agent_view(self, agent: AgentRow) -> dict[str, Any]:
+        link = self.dispatcher.links.get(agent.name)
+        return {
+            "name": agent.name,
+            "cluster": agent.cluster,
+            "connected": link is not None,
+            "version": link.version if link else agent.version,
+            "plugins": sorted(link.plugins) if link else [p["name"] for p in agent.plugins],
+            "running": len(link.running) if link else 0,
+            "draining": link.draining if link else False,
+            "connections": agent.connections,
+            "enrolled_at": agent.enrolled_at,
+            "last_seen": time.time() if link else agent.last_seen,
+        }
+
+    async def enroll(self, request: Request) -> Response:
+        body: EnrollRequest = await self._body(request, EnrollRequest)
+        if not body.token.startswith(ENROLLMENT_TOKEN_PREFIX):
+            raise Unauthorized("not an enrolment token (they start with 'bhe_')", code="invalid_token")
+        now = time.time()
+        cluster = await self.store.consume_enrollment_token(token_hash(body.token), body.agent, now)
+        if cluster is None:
+            raise Unauthorized("enrolment token unknown, already used or expired", code="invalid_token")
+        if cluster != body.cluster:
+            raise Forbidden(f"this token enrols into cluster {cluster!r}, not {body.cluster!r}", code="wrong_cluster")
+        existing = await self.store.get_agent(body.agent)
+        if existing is not None and existing.cluster != cluster:
+            # A token for one cluster must not take over an agent name registered in another.
+            raise Conflict(
+                f"agent {body.agent!r} is enrolled in cluster {existing.cluster!r}; choose another name",
+                code="agent_exists",
+            )
+        agent_id = uuid.uuid4().hex
+        await self.store.register_agent(
+            AgentRow(name=body.agent, cluster=cluster, agent_id=agent_id, public_key=body.public_key, enrolled_at=now)
+        )
+        await self.store.audit("enrollment-token", "agent.enroll", {"agent": body.agent, "cluster": cluster}, now)
+        link = self.dispatcher.links.get(body.agent)
+        if link is not None:  # re-enrolment replaces the key: the old session must prove itself again
+            link.close(4003, "the agent was enrolled again")
+        return json_response({"agent": body.agent, "cluster": cluster, "agent_id": agent_id}, 201)
+
+    async def create_enrollment_token(self, request: Request) -> Response:
+        role = await self._authorize(request, "admin")
+        body: EnrollmentTokenRequest = await self._body(request, EnrollmentTokenRequest)
+        token = new_token(ENROLLMENT_TOKEN_PREFIX)
+        now = time.time()
+        await self.store.add_enrollment_token(token_hash(token), body.cluster, now + body.ttl_s, now)
+        await self.store.audit(role, "enrollment_token.create", {"cluster": body.cluster, "ttl_s": body.ttl_s}, now)
+        return json_response({"token": token, "cluster": body.cluster, "expires_at": now + body.ttl_s}, 201)
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok", "agents_connected": len(self.dispatcher.links)})
+
+    async def roles(self, request: Request) -> Response:
+        role = await self._authorize(request, "viewer")
+        return json_response({"role": role, "roles": list(ROLES)})

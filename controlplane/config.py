@@ -1,0 +1,74 @@
+"""The control plane's TOML configuration (``--config control.toml``); every key optional."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from agent.config import split_validation_error
+from agent.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerSection(_Section):
+    listen: str = "127.0.0.1:8080"
+    heartbeat_s: Annotated[float, msgspec.Meta(ge=0.2, le=300)] = 5.0
+    # After a restart, how long running attempts wait for their agents to reconnect before
+    # they are retried elsewhere (agents back off up to control.backoff_max_s, 30 s by default).
+    restart_grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=64 * MiB)] = 4 * MiB
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * MiB)] = 1 * MiB
+    max_wait_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 300.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+
+class JobsSection(_Section):
+    default_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=7 * 86_400)] = 3600.0
+    max_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)] = 7 * 86_400.0
+    default_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    max_params_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * MiB)] = 256 * 1024
+
+
+class StoreSection(_Section):
+    backend: Literal["sqlite"] = "sqlite"
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+class ControlConfig(_Section):
+    server: ServerSection = msgspec.field(default_factory=ServerSection)
+    jobs: JobsSection = msgspec.field(default_factory=JobsSection)
+    store: StoreSection = msgspec.field(default_factory=StoreSection)
+
+
+def load_control_config(path: str | None) -> ControlConfig:
+    if path is None:
+        return ControlConfig()
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    try:
+        return msgspec.convert(raw, ControlConfig, strict=True)
+    except msgspec.ValidationError as exc:
+        key, problem = split_validation_error(exc)
+        raise ConfigError(path, key, problem) from None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {value!r}: expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)

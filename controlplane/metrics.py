@@ -1,0 +1,31 @@
+"""Prometheus metrics of the control plane (served at ``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs_submitted = Counter("bridgehead_jobs_submitted", "Jobs accepted by the API", registry=r)
+        self.jobs_finished = Counter(
+            "bridgehead_jobs_finished", "Jobs that reached a final state", ["state"], registry=r
+        )
+        self.records_received = Counter("bridgehead_records_received", "Records persisted from agents", registry=r)
+        self.attempts_lost = Counter(
+            "bridgehead_attempts_lost", "Attempts whose agent was lost or restarted", registry=r
+        )
+        self.protocol_errors = Counter(
+            "bridgehead_protocol_errors", "Agent connections closed for a protocol error", ["code"], registry=r
+        )
+        self.agents_connected = Gauge("bridgehead_agents_connected", "Agents with a live session", registry=r)
+        self.jobs_queued = Gauge("bridgehead_jobs_queued", "Jobs waiting for an agent", registry=r)
+        self.jobs_running = Gauge("bridgehead_jobs_running", "Attempts running on agents", registry=r)
+        self.job_duration = Histogram(
+            "bridgehead_job_duration_seconds",
+            "From dispatch of the final attempt to its end",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600),
+            registry=r,
+        )

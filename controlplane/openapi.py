@@ -1,0 +1,199 @@
+"""The OpenAPI 3.1 description of the job API, served at ``/api/v1/openapi.json``.
+
+Request schemas come from the same msgspec structs that validate the requests, so the
+description cannot drift from what the server accepts.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+import msgspec
+
+import controlplane
+from controlplane.api import EnrollmentTokenRequest, EnrollRequest, JobSubmit
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorBody
+
+
+class Job(msgspec.Struct):
+    id: str
+    plugin: str
+    cluster: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    attempt: int
+    max_attempts: int
+    agent: str | None
+    error: ErrorBody | None
+    record_count: int
+    timeout_s: float
+    idempotency_key: str | None
+    cancel_requested: bool
+    params: dict[str, Any]
+    sink: dict[str, Any] | None
+    progress: dict[str, Any] | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+class RecordsPage(msgspec.Struct):
+    records: list[dict[str, Any]]
+    next: int | None
+    attempt: int
+
+
+class Agent(msgspec.Struct):
+    name: str
+    cluster: str
+    connected: bool
+    version: str
+    plugins: list[str]
+    running: int
+    draining: bool
+    connections: list[str]
+    enrolled_at: float
+    last_seen: float | None
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "401": _json(_ref("ErrorResponse"), "No or unknown bearer token"),
+    "403": _json(_ref("ErrorResponse"), "The token's role may not do this"),
+    "404": _json(_ref("ErrorResponse"), "No such job"),
+    "422": _json(_ref("ErrorResponse"), "The request does not fit the contract; the message says where"),
+}
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "number", "minimum": 0},
+    "description": "Hold the answer until the job ends or this many seconds pass",
+}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [JobSubmit, EnrollRequest, EnrollmentTokenRequest, Job, RecordsPage, Agent, ErrorResponse],
+        ref_template="#/components/schemas/{name}",
+    )
+    paths: dict[str, Any] = {
+        "/api/v1/jobs": {
+            "post": {
+                "summary": "Submit a job",
+                "parameters": [_WAIT],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobSubmit")}}},
+                "responses": {
+                    "201": _json(_ref("Job"), "Created"),
+                    "200": _json(_ref("Job"), "An earlier job with the same idempotency_key"),
+                    "409": _json(_ref("ErrorResponse"), "idempotency_key reused with other content"),
+                    **_ERRORS,
+                },
+            },
+            "get": {
+                "summary": "List jobs, newest first",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    {"name": "cluster", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}},
+                    {"name": "before", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"jobs": {"type": "array", "items": _ref("Job")}}}, "Jobs"
+                    ),
+                    **_ERRORS,
+                },
+            },
+        },
+        "/api/v1/jobs/{job_id}": {
+            "get": {
+                "summary": "A job's state",
+                "parameters": [_JOB_ID, _WAIT],
+                "responses": {"200": _json(_ref("Job"), "The job"), **_ERRORS},
+            }
+        },
+        "/api/v1/jobs/{job_id}/records": {
+            "get": {
+                "summary": "The records of the job's final attempt, in order, each once",
+                "parameters": [
+                    _JOB_ID,
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                ],
+                "responses": {
+                    "200": _json(_ref("RecordsPage"), "A page; pass `next` as `after` until it is null"),
+                    "409": _json(_ref("ErrorResponse"), "The job has not ended yet"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Cancel a queued or running job",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "200": _json(_ref("Job"), "Cancelled, or cancel requested from its agent"),
+                    "409": _json(_ref("ErrorResponse"), "The job has ended"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/agents": {
+            "get": {
+                "summary": "Enrolled agents",
+                "responses": {"200": _json({"type": "array", "items": _ref("Agent")}, "Agents"), **_ERRORS},
+            }
+        },
+        "/api/v1/enroll": {
+            "post": {
+                "summary": "Trade a one-time enrolment token for an agent identity (used by bridgehead-agent enroll)",
+                "security": [],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("EnrollRequest")}}},
+                "responses": {"201": _json({"type": "object"}, "Enrolled"), **_ERRORS},
+            }
+        },
+        "/api/v1/enrollment-tokens": {
+            "post": {
+                "summary": "Create an enrolment token (admin)",
+                "requestBody": {"content": {"application/json": {"schema": _ref("EnrollmentTokenRequest")}}},
+                "responses": {"201": _json({"type": "object"}, "The token, shown once"), **_ERRORS},
+            }
+        },
+        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {"200": {"description": "text exposition format"}},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Bridgehead control plane", "version": controlplane.__version__},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

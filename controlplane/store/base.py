@@ -1,0 +1,160 @@
+"""The store interface: everything the control plane keeps durably.
+
+The dispatcher holds the hot state (queues, leases, credit) in memory and writes every
+transition here *before* it acknowledges it to anyone (persist, then ack). A backend
+implements these methods; ``SqliteStore`` is the embedded one, and a PostgreSQL backend for
+several control-plane nodes implements the same surface.
+
+Write methods that return an ``Awaitable`` *issue* the write when called and resolve once it
+is durable. Writes are applied in the order they were issued. That contract lets the gateway
+keep reading an agent's frames while earlier writes commit, and send each acknowledgement
+only when its write is durable, without reordering anything.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+@dataclass
+class JobRow:
+    id: str
+    plugin: str
+    params: dict[str, Any]
+    cluster: str
+    state: str = "queued"
+    attempt: int = 0
+    max_attempts: int = 3
+    timeout_s: float = 3600.0
+    idempotency_key: str | None = None
+    sink: dict[str, Any] | None = None
+    agent: str | None = None
+    accepted: bool = False
+    safe_to_repeat: bool = False
+    cancel_requested: bool = False
+    error_code: str | None = None
+    error_message: str | None = None
+    acked_seq: int = 0
+    record_count: int = 0
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    queue_seq: int = 0
+    progress: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass
+class AgentRow:
+    name: str
+    cluster: str
+    agent_id: str
+    public_key: str
+    enrolled_at: float
+    last_seen: float | None = None
+    version: str = ""
+    plugins: list[dict[str, Any]] = field(default_factory=list)
+    connections: list[str] = field(default_factory=list)
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, existing: JobRow) -> None:
+        super().__init__(existing.id)
+        self.existing = existing
+
+
+class Store(abc.ABC):
+    # --- jobs ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_job(self, job: JobRow) -> tuple[JobRow, bool]:
+        """Insert ``job``; with an idempotency key already used, return (existing, False)."""
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> JobRow | None: ...
+
+    @abc.abstractmethod
+    async def list_jobs(
+        self, state: str | None, cluster: str | None, limit: int, before: str | None
+    ) -> list[JobRow]: ...
+
+    @abc.abstractmethod
+    async def jobs_in_state(self, state: str) -> list[JobRow]:
+        """Every job in ``state``, oldest first (to rebuild queues and leases at start)."""
+
+    @abc.abstractmethod
+    def start_attempt(self, job_id: str, attempt: int, agent: str, now: float) -> Awaitable[object]:
+        """The job runs as ``attempt`` on ``agent``; earlier attempts' records are dropped."""
+
+    @abc.abstractmethod
+    def mark_accepted(self, job_id: str, attempt: int, safe_to_repeat: bool) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    def append_records(self, job_id: str, attempt: int, first_seq: int, records: Sequence[bytes]) -> Awaitable[object]:
+        """Store records ``first_seq`` ... of the attempt and advance its ``acked_seq``."""
+
+    @abc.abstractmethod
+    def finish_job(
+        self,
+        job_id: str,
+        attempt: int,
+        state: str,
+        error_code: str | None,
+        error_message: str | None,
+        record_count: int,
+        now: float,
+    ) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    def requeue_job(self, job_id: str, error_code: str | None, error_message: str | None) -> Awaitable[object]:
+        """Back to ``queued`` (the next dispatch is a new attempt); the reason is kept."""
+
+    @abc.abstractmethod
+    def request_cancel(self, job_id: str) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    async def records(self, job_id: str, attempt: int, after: int, limit: int) -> list[tuple[int, bytes]]: ...
+
+    # --- agents and credentials -----------------------------------------------------------
+    @abc.abstractmethod
+    def register_agent(self, agent: AgentRow) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    async def get_agent(self, name: str) -> AgentRow | None: ...
+
+    @abc.abstractmethod
+    async def list_agents(self) -> list[AgentRow]: ...
+
+    @abc.abstractmethod
+    def agent_seen(
+        self, name: str, now: float, version: str, plugins: list[dict[str, Any]], connections: list[str]
+    ) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    def add_api_token(self, token_hash: str, role: str, name: str, now: float) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    async def api_token_role(self, token_hash: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def add_enrollment_token(
+        self, token_hash: str, cluster: str, expires_at: float, now: float
+    ) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    async def consume_enrollment_token(self, token_hash: str, agent: str, now: float) -> str | None:
+        """Mark the token used by ``agent`` and return its cluster; None if unknown, used or expired."""
+
+    @abc.abstractmethod
+    def audit(self, actor: str, action: str, detail: dict[str, Any], now: float) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

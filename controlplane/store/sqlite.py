@@ -1,0 +1,407 @@
+"""The embedded store: one SQLite database in WAL mode in the control plane's data dir.
+
+Calls run on the event loop thread rather than in a worker thread: each statement here takes
+microseconds, less than a thread hop costs, and one connection used from one thread needs no
+locking. Large record batches are the exception worth watching (bench/ measures them).
+
+Writes are *group-committed*: every write issued during one turn of the event loop joins one
+transaction, committed at the end of that turn, and each caller's ``await`` returns only after
+the commit. Under load one commit serves many jobs; alone, a write waits for no one. Each
+write runs under its own savepoint, so one failing (a duplicate idempotency key) does not
+undo the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from controlplane.store.base import AgentRow, JobRow, Store
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    queue_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    plugin TEXT NOT NULL,
+    params TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    timeout_s REAL NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    sink TEXT,
+    agent TEXT,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    safe_to_repeat INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error_code TEXT,
+    error_message TEXT,
+    acked_seq INTEGER NOT NULL DEFAULT 0,
+    record_count INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, queue_seq);
+CREATE TABLE IF NOT EXISTS records (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, attempt, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    enrolled_at REAL NOT NULL,
+    last_seen REAL,
+    version TEXT NOT NULL DEFAULT '',
+    plugins TEXT NOT NULL DEFAULT '[]',
+    connections TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    token_hash TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS enrollment_tokens (
+    token_hash TEXT PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    used_at REAL,
+    used_by TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+_JOB_COLUMNS = (
+    "id, plugin, params, cluster, state, attempt, max_attempts, timeout_s, idempotency_key, sink, agent, "
+    "accepted, safe_to_repeat, cancel_requested, error_code, error_message, acked_seq, record_count, "
+    "created_at, started_at, finished_at, queue_seq"
+)
+
+
+def _job(row: tuple[Any, ...]) -> JobRow:
+    return JobRow(
+        id=row[0],
+        plugin=row[1],
+        params=json.loads(row[2]),
+        cluster=row[3],
+        state=row[4],
+        attempt=row[5],
+        max_attempts=row[6],
+        timeout_s=row[7],
+        idempotency_key=row[8],
+        sink=json.loads(row[9]) if row[9] else None,
+        agent=row[10],
+        accepted=bool(row[11]),
+        safe_to_repeat=bool(row[12]),
+        cancel_requested=bool(row[13]),
+        error_code=row[14],
+        error_message=row[15],
+        acked_seq=row[16],
+        record_count=row[17],
+        created_at=row[18],
+        started_at=row[19],
+        finished_at=row[20],
+        queue_seq=row[21],
+    )
+
+
+def _agent(row: tuple[Any, ...]) -> AgentRow:
+    return AgentRow(
+        name=row[0],
+        cluster=row[1],
+        agent_id=row[2],
+        public_key=row[3],
+        enrolled_at=row[4],
+        last_seen=row[5],
+        version=row[6],
+        plugins=json.loads(row[7]),
+        connections=json.loads(row[8]),
+    )
+
+
+class SqliteStore(Store):
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: every commit survives a crash of this process (kill -9); FULL also survives
+        # power loss at the cost of an fsync per commit (config: store.synchronous).
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.execute("PRAGMA foreign_keys=OFF")
+        self.db.executescript(SCHEMA)
+        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
+
+    async def close(self) -> None:
+        if self._pending:
+            self._flush()
+        self.db.close()
+
+    def _write(self, op: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue ``op`` for this turn's transaction; the future resolves after the commit."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((op, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            # IMMEDIATE takes the write lock up front, so a CLI writing tokens meanwhile waits
+            # (busy_timeout) instead of failing the upgrade from a read lock.
+            self.db.execute("BEGIN IMMEDIATE")
+            for op, future in batch:
+                self.db.execute("SAVEPOINT op")
+                try:
+                    result = op()
+                except Exception as exc:  # noqa: BLE001 - handed to the caller that issued it
+                    self.db.execute("ROLLBACK TO op")
+                    outcomes.append((future, None, exc))
+                else:
+                    outcomes.append((future, result, None))
+                self.db.execute("RELEASE op")
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            outcomes = [(future, None, exc) for _op, future in batch]
+        for future, result, error in outcomes:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def create_job(self, job: JobRow) -> tuple[JobRow, bool]:
+        try:
+            queue_seq = await self._write(lambda: self._insert_job(job))
+        except sqlite3.IntegrityError:
+            if job.idempotency_key is None:
+                raise
+            row = self.db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key=?",  # noqa: S608 - fixed column list
+                (job.idempotency_key,),
+            ).fetchone()
+            if row is None:
+                raise
+            return _job(row), False
+        job.queue_seq = queue_seq
+        return job, True
+
+    def _insert_job(self, job: JobRow) -> int:
+        cur = self.db.execute(
+            "INSERT INTO jobs (id, plugin, params, cluster, state, max_attempts, timeout_s, "
+            "idempotency_key, sink, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                job.plugin,
+                json.dumps(job.params),
+                job.cluster,
+                job.max_attempts,
+                job.timeout_s,
+                job.idempotency_key,
+                json.dumps(job.sink) if job.sink is not None else None,
+                job.created_at,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    async def get_job(self, job_id: str) -> JobRow | None:
+        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()  # noqa: S608
+        return _job(row) if row else None
+
+    async def list_jobs(self, state: str | None, cluster: str | None, limit: int, before: str | None) -> list[JobRow]:
+        where, args = [], []
+        if state:
+            where.append("state=?")
+            args.append(state)
+        if cluster:
+            where.append("cluster=?")
+            args.append(cluster)
+        if before:
+            where.append("queue_seq < (SELECT queue_seq FROM jobs WHERE id=?)")
+            args.append(before)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"  # noqa: S608 - only fixed fragments are joined
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY queue_seq DESC LIMIT ?"
+        return [_job(r) for r in self.db.execute(sql, (*args, limit)).fetchall()]
+
+    async def jobs_in_state(self, state: str) -> list[JobRow]:
+        rows = self.db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state=? ORDER BY queue_seq",  # noqa: S608 - fixed column list
+            (state,),
+        ).fetchall()
+        return [_job(r) for r in rows]
+
+    def start_attempt(self, job_id: str, attempt: int, agent: str, now: float) -> Awaitable[None]:
+        def op() -> None:
+            self.db.execute(
+                "UPDATE jobs SET state='running', attempt=?, agent=?, accepted=0, safe_to_repeat=0, "
+                "acked_seq=0, record_count=0, started_at=? WHERE id=?",
+                (attempt, agent, now, job_id),
+            )
+            if attempt > 1:
+                self.db.execute("DELETE FROM records WHERE job_id=? AND attempt<?", (job_id, attempt))
+
+        return self._write(op)
+
+    def mark_accepted(self, job_id: str, attempt: int, safe_to_repeat: bool) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "UPDATE jobs SET accepted=1, safe_to_repeat=? WHERE id=? AND attempt=?",
+                (int(safe_to_repeat), job_id, attempt),
+            )
+        )
+
+    def append_records(self, job_id: str, attempt: int, first_seq: int, records: Sequence[bytes]) -> Awaitable[None]:
+        def op() -> None:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO records (job_id, attempt, seq, data) VALUES (?, ?, ?, ?)",
+                [(job_id, attempt, first_seq + i, data) for i, data in enumerate(records)],
+            )
+            self.db.execute(
+                "UPDATE jobs SET acked_seq=MAX(acked_seq, ?) WHERE id=? AND attempt=?",
+                (first_seq + len(records) - 1, job_id, attempt),
+            )
+
+        return self._write(op)
+
+    def finish_job(
+        self,
+        job_id: str,
+        attempt: int,
+        state: str,
+        error_code: str | None,
+        error_message: str | None,
+        record_count: int,
+        now: float,
+    ) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "UPDATE jobs SET state=?, error_code=?, error_message=?, record_count=?, finished_at=? "
+                "WHERE id=? AND attempt=?",
+                (state, error_code, error_message, record_count, now, job_id, attempt),
+            )
+        )
+
+    def requeue_job(self, job_id: str, error_code: str | None, error_message: str | None) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "UPDATE jobs SET state='queued', agent=NULL, accepted=0, error_code=?, error_message=? WHERE id=?",
+                (error_code, error_message, job_id),
+            )
+        )
+
+    def request_cancel(self, job_id: str) -> Awaitable[Any]:
+        return self._write(lambda: self.db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,)))
+
+    async def records(self, job_id: str, attempt: int, after: int, limit: int) -> list[tuple[int, bytes]]:
+        rows = self.db.execute(
+            "SELECT seq, data FROM records WHERE job_id=? AND attempt=? AND seq>? ORDER BY seq LIMIT ?",
+            (job_id, attempt, after, limit),
+        ).fetchall()
+        return [(int(s), bytes(d)) for s, d in rows]
+
+    # --- agents and credentials -----------------------------------------------------------
+
+    def register_agent(self, agent: AgentRow) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "INSERT INTO agents (name, cluster, agent_id, public_key, enrolled_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET cluster=excluded.cluster, agent_id=excluded.agent_id, "
+                "public_key=excluded.public_key, enrolled_at=excluded.enrolled_at",
+                (agent.name, agent.cluster, agent.agent_id, agent.public_key, agent.enrolled_at),
+            )
+        )
+
+    async def get_agent(self, name: str) -> AgentRow | None:
+        row = self.db.execute("SELECT * FROM agents WHERE name=?", (name,)).fetchone()
+        return _agent(row) if row else None
+
+    async def list_agents(self) -> list[AgentRow]:
+        return [_agent(r) for r in self.db.execute("SELECT * FROM agents ORDER BY name").fetchall()]
+
+    def agent_seen(
+        self, name: str, now: float, version: str, plugins: list[dict[str, Any]], connections: list[str]
+    ) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "UPDATE agents SET last_seen=?, version=?, plugins=?, connections=? WHERE name=?",
+                (now, version, json.dumps(plugins), json.dumps(connections), name),
+            )
+        )
+
+    def add_api_token(self, token_hash: str, role: str, name: str, now: float) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "INSERT INTO api_tokens (token_hash, role, name, created_at) VALUES (?, ?, ?, ?)",
+                (token_hash, role, name, now),
+            )
+        )
+
+    async def api_token_role(self, token_hash: str) -> str | None:
+        row = self.db.execute("SELECT role FROM api_tokens WHERE token_hash=?", (token_hash,)).fetchone()
+        return str(row[0]) if row else None
+
+    def add_enrollment_token(self, token_hash: str, cluster: str, expires_at: float, now: float) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "INSERT INTO enrollment_tokens (token_hash, cluster, expires_at, created_at) VALUES (?, ?, ?, ?)",
+                (token_hash, cluster, expires_at, now),
+            )
+        )
+
+    async def consume_enrollment_token(self, token_hash: str, agent: str, now: float) -> str | None:
+        def op() -> str | None:
+            row = self.db.execute(
+                "SELECT cluster FROM enrollment_tokens WHERE token_hash=? AND used_at IS NULL AND expires_at>?",
+                (token_hash, now),
+            ).fetchone()
+            if row is None:
+                return None
+            self.db.execute(
+                "UPDATE enrollment_tokens SET used_at=?, used_by=? WHERE token_hash=?", (now, agent, token_hash)
+            )
+            return str(row[0])
+
+        return await self._write(op)
+
+    def audit(self, actor: str, action: str, detail: dict[str, Any], now: float) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                (now, actor, action, json.dumps(detail)),
+            )
+        )

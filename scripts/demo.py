@@ -1,0 +1,172 @@
+"""The demo: a control plane, an enrolled agent and real REST jobs, all on loopback.
+
+Starts a stand-in "internal API" with sample data, a control plane on its embedded SQLite
+store, and an agent whose only connection profile points at that API; submits jobs through
+the job API, prints their records, then stops everything cleanly. Run it with ``scripts/demo``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+                return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"demo: {what} did not come up at {url}")
+
+
+def call(method: str, url: str, token: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        url, data=data, method=method, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        sys.exit(f"demo: {method} {url} answered {exc.code}: {exc.read().decode()}")
+
+
+def cli(*args: str) -> str:
+    return subprocess.run([PY, "-m", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def show(title: str, job: dict[str, Any], records: list[dict[str, Any]], columns: list[str]) -> None:
+    print(f"\n▶ {title}")
+    print(f"  job {job['id'][:12]}…  state={job['state']}  agent={job['agent']}  records={job['record_count']}")
+    for record in records[:8]:
+        print("   ", "  ".join(f"{c}={record.get(c)!s:<22}"[:34] for c in columns))
+    if len(records) > 8:
+        print(f"    … and {len(records) - 8} more")
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bridgehead-demo-"))
+    api_port, cp_port = free_port(), free_port()
+    control_url = f"http://127.0.0.1:{cp_port}"
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = open(work / "demo.log", "ab")  # noqa: SIM115 - closed at the end
+    try:
+        print(f"Bridgehead demo (work dir {work})")
+        procs.append(
+            subprocess.Popen(
+                [PY, str(ROOT / "scripts" / "demo_api.py"), "--port", str(api_port)], stdout=logs, stderr=logs
+            )
+        )
+        wait_for(f"http://127.0.0.1:{api_port}/health", "the internal API")
+        print(f"• internal API (sample data) on http://127.0.0.1:{api_port}")
+
+        procs.append(
+            subprocess.Popen(
+                [
+                    PY,
+                    "-m",
+                    "controlplane.cli",
+                    "serve",
+                    "--data-dir",
+                    str(work / "control"),
+                    "--listen",
+                    f"127.0.0.1:{cp_port}",
+                ],
+                stdout=logs,
+                stderr=logs,
+            )
+        )
+        wait_for(control_url + "/healthz", "the control plane")
+        token = cli("controlplane.cli", "api-token", "create", "--data-dir", str(work / "control"), "--role", "admin")
+        enrollment = cli(
+            "controlplane.cli", "enrollment-token", "create", "--data-dir", str(work / "control"), "--ttl", "600"
+        )
+        print(f"• control plane on {control_url} (embedded SQLite store in {work / 'control'})")
+
+        config = work / "agent.toml"
+        config.write_text(
+            f'[agent]\nname = "demo-agent"\ndata_dir = "{work / "agent"}"\n\n'
+            f'[control]\nurl = "{control_url}"\n\n'
+            f'[connections.internal_api]\nplugin = "rest"\nbase_url = "http://127.0.0.1:{api_port}/api"\n'
+        )
+        print("• " + cli("agent.cli", "enroll", "--config", str(config), "--token", enrollment))
+        procs.append(
+            subprocess.Popen([PY, "-m", "agent.cli", "run", "--config", str(config)], stdout=logs, stderr=logs)
+        )
+        deadline = time.monotonic() + 20
+        while not any(a["connected"] for a in call("GET", control_url + "/api/v1/agents", token)):
+            if time.monotonic() > deadline:
+                sys.exit("demo: the agent did not connect; see " + str(work / "demo.log"))
+            time.sleep(0.1)
+        print("• agent demo-agent connected over one outbound websocket")
+
+        jobs = [
+            (
+                "All users, one record per element of $.result",
+                {"connection": "internal_api", "path": "/users", "records_path": "result"},
+                ["user_name", "email", "department", "active"],
+            ),
+            (
+                "IT department only (query parameters)",
+                {
+                    "connection": "internal_api",
+                    "path": "/users",
+                    "query": {"department": "IT"},
+                    "records_path": "result",
+                },
+                ["user_name", "department"],
+            ),
+            (
+                "One user, the whole response as one record",
+                {"connection": "internal_api", "path": "/users/7"},
+                ["status", "body"],
+            ),
+            (
+                "A path outside the profile's base_url is refused before any connection",
+                {"connection": "internal_api", "path": "../admin"},
+                ["status"],
+            ),
+        ]
+        for title, params, columns in jobs:
+            job = call("POST", control_url + "/api/v1/jobs?wait=30", token, {"plugin": "rest", "params": params})
+            records = call("GET", f"{control_url}/api/v1/jobs/{job['id']}/records", token)["records"]
+            show(title, job, records, columns)
+            if job["error"]:
+                print(f"    error: {job['error']['code']}: {job['error']['message']}")
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        logs.close()
+    print(f"\nAll stopped cleanly. Logs: {work / 'demo.log'}")
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()

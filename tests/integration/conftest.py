@@ -1,0 +1,51 @@
+"""Fixtures that start real control planes and agents, and always stop them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Agent, ControlPlane
+
+
+@pytest.fixture
+def control_factory(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
+    started: list[ControlPlane] = []
+
+    def make(**kwargs: Any) -> ControlPlane:
+        workdir = tmp_path / f"cp{len(started)}"
+        workdir.mkdir()
+        cp = ControlPlane(workdir, **kwargs).start()
+        started.append(cp)
+        return cp
+
+    yield make
+    for cp in started:
+        cp.stop()
+
+
+@pytest.fixture
+def control(control_factory: Callable[..., ControlPlane]) -> ControlPlane:
+    """A control plane with a 1 s heartbeat, so that loss is noticed within 2 s."""
+    return control_factory(heartbeat_s=1.0)
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    started: list[Agent] = []
+
+    def make(
+        control: ControlPlane, name: str = "agent-1", urls: list[str] | None = None, start: bool = True, **kwargs: Any
+    ) -> Agent:
+        agent = Agent(tmp_path / "agents", name, urls or [control.url], **kwargs)
+        agent.enroll(control.enrollment_token(kwargs.get("cluster", "default")))
+        if start:
+            agent.start()
+        started.append(agent)
+        return agent
+
+    yield make
+    for agent in started:
+        agent.stop(timeout=10)
