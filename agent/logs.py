@@ -21,11 +21,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         doc.update(
-            {
-                k: REDACTOR.redact(v) if isinstance(v, str) else v
-                for k, v in vars(record).items()
-                if k not in _STANDARD
-            }
+            {k: REDACTOR.redact(v) if isinstance(v, str) else v for k, v in vars(record).items() if k not in _STANDARD}
         )
         if record.exc_text:
             doc["exception"] = record.exc_text

@@ -109,8 +109,9 @@ class Runner:
             log.warning("job %s attempt %d refused: %s: %s", offer.job_id, offer.attempt, exc.code, exc.message)
             return Reject(job_id=offer.job_id, attempt=offer.attempt, error=error_info(exc))
         except Exception as exc:  # noqa: BLE001 - a plugin's check_policy bug refuses its job, nothing more
-            log.exception("job %s attempt %d: plugin %s failed while admitting it", offer.job_id, offer.attempt,
-                          offer.plugin)
+            log.exception(
+                "job %s attempt %d: plugin %s failed while admitting it", offer.job_id, offer.attempt, offer.plugin
+            )
             error = make_error("plugin_crashed", f"{type(exc).__name__}: {exc}")
             return Reject(job_id=offer.job_id, attempt=offer.attempt, error=error)
         self.journal.add_job(offer.job_id, offer.attempt, offer.plugin, time.time())
@@ -203,10 +204,7 @@ class Runner:
             status, error = "failed", error_info(exc)
         except Exception as exc:  # noqa: BLE001 - a plugin bug fails its job, never the agent
             job_log.exception("plugin %s crashed", plugin.name)
-            status, error = (
-                "failed",
-                ErrorInfo(code="plugin_crashed", message=REDACTOR.redact(f"{type(exc).__name__}: {exc}")[:8000]),
-            )
+            status, error = "failed", make_error("plugin_crashed", f"{type(exc).__name__}: {exc}")
         if attempt.stream.closed:
             return
         attempt.stream.finish(status, error)

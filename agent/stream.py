@@ -179,8 +179,12 @@ class OutboundStream:
         for seq, data in self.journal.spool_read(self.job_id, self.attempt, self.mem_hi, room):
             if seq != self.mem_hi + 1:
                 # A hole in the spool would renumber every later record; never send past it.
-                log.error("job %s attempt %d: spool lacks record %d; holding the stream",
-                          self.job_id, self.attempt, self.mem_hi + 1)
+                log.error(
+                    "job %s attempt %d: spool lacks record %d; holding the stream",
+                    self.job_id,
+                    self.attempt,
+                    self.mem_hi + 1,
+                )
                 break
             if self.mem and self.mem_bytes + len(data) > self.window_bytes:
                 break

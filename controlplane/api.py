@@ -7,13 +7,13 @@ JSON the agent sent, spliced into the page without being parsed again.
 
 from __future__ import annotations
 
+import asyncio
 import time
-import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 import jsonschema_rs
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from controlplane.auth import (
@@ -24,7 +24,7 @@ from controlplane.auth import (
     token_hash,
 )
 from controlplane.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from controlplane.store.base import AgentRow, JobRow
+from controlplane.store.base import TERMINAL_STATES, AgentRow, JobRow
 
 if TYPE_CHECKING:
     from controlplane.app import ControlPlane
@@ -59,6 +59,40 @@ class EnrollmentTokenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only
 
 
 _encoder = msgspec.json.Encoder()
+# An over-long body is read to the end (and dropped) up to this much, so the client gets
+# its 413 instead of a connection reset; beyond it the connection is simply closed.
+DISCARD_LIMIT = 16 * 1024 * 1024
+# Deeper params or sinks are refused: nothing a plugin takes needs them, and they would
+# strain every recursive encoder and decoder on the way to the agent and back.
+MAX_JSON_DEPTH = 32
+
+
+async def _discard(request: Request, limit: int, seconds: float = 3.0) -> None:
+    """Read and drop the rest of a refused body (up to ``limit`` bytes and ``seconds``)."""
+
+    async def drain() -> None:
+        drained = 0
+        async for chunk in request.stream():
+            drained += len(chunk)
+            if drained > limit:
+                return
+
+    try:
+        await asyncio.wait_for(drain(), seconds)
+    except (TimeoutError, ClientDisconnect):
+        pass
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -69,7 +103,12 @@ def error_response(exc: ApiError) -> Response:
     return json_response({"error": {"code": exc.code, "message": exc.message}}, exc.status)
 
 
-def job_view(job: JobRow, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+def job_view(
+    job: JobRow, progress: dict[str, Any] | None = None, outcome: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The API's view of a job; ``outcome`` overrides the fields the job's end changed."""
+    if outcome is not None:
+        job = _Overlay(job, outcome)  # type: ignore[assignment]
     return {
         "id": job.id,
         "plugin": job.plugin,
@@ -92,13 +131,29 @@ def job_view(job: JobRow, progress: dict[str, Any] | None = None) -> dict[str, A
     }
 
 
+class _Overlay:
+    """A job row seen through the fields its end changed (cheaper than copying the row)."""
+
+    def __init__(self, job: JobRow, changes: dict[str, Any]) -> None:
+        self._job = job
+        self._changes = changes
+
+    def __getattr__(self, name: str) -> Any:
+        return self._changes[name] if name in self._changes else getattr(self._job, name)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
 class Api:
     def __init__(self, control: ControlPlane) -> None:
         self.control = control
         self.store = control.store
         self.dispatcher = control.dispatcher
         self._role_cache: dict[str, tuple[str, float]] = {}
-        self._validators: dict[tuple[str, str], tuple[str, Any]] = {}
+        self._validators: dict[bytes, Any] = {}
+        self._plugins_by_cluster: dict[str, tuple[int, dict[str, Any]]] = {}
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -107,40 +162,48 @@ class Api:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send 'Authorization: Bearer <api token>' (bridgehead-control api-token create)")
-        digest = token_hash(token.strip())
+        token = token.strip()
         now = time.monotonic()
-        cached = self._role_cache.get(digest)
+        # A short cache keeps the hot path off the database and the hash; revocation takes
+        # effect within it. Keyed by the token itself: it lives in this process's memory only.
+        cached = self._role_cache.get(token)
         if cached is not None and cached[1] > now:
             role = cached[0]
         else:
-            found = await self.store.api_token_role(digest)
+            found = await self.store.api_token_role(token_hash(token))
             if found is None:
                 raise Unauthorized("unknown API token")
             role = found
-            # A short cache keeps the hot path off the database; revocation takes effect within it.
-            self._role_cache[digest] = (role, now + 5.0)
+            if len(self._role_cache) > 10_000:
+                self._role_cache.clear()
+            self._role_cache[token] = (role, now + 5.0)
         if not role_allows(role, needed):
             raise Forbidden(f"this token's role is {role!r}; this call needs {needed!r} or higher")
         return role
 
     async def _body(self, request: Request, kind: type[Any]) -> Any:
         limit = self.control.config.server.max_request_bytes
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise ApiError(f"request body over {limit} bytes", code="too_large", status=413)
-        body = b""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            await _discard(request, DISCARD_LIMIT)
+            raise ApiError(
+                f"request body of {length} bytes is over the {limit}-byte limit", code="too_large", status=413
+            )
+        body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
+                await _discard(request, DISCARD_LIMIT)
                 raise ApiError(f"request body over {limit} bytes", code="too_large", status=413)
         if not body:
             raise BadRequest("empty body: send a JSON object", code="invalid_json")
         try:
-            return msgspec.json.decode(body, type=kind)
+            decoded = msgspec.json.decode(bytes(body), type=kind)
         except msgspec.ValidationError as exc:
             raise BadRequest(str(exc)) from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise BadRequest(f"not valid JSON: {exc}", code="invalid_json") from None
+        return decoded
 
     @staticmethod
     def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
@@ -165,18 +228,48 @@ class Api:
     async def _wait_view(self, request: Request, job: JobRow) -> dict[str, Any]:
         wait = self._number(request, "wait", 0.0, 0.0, self.control.config.server.max_wait_s)
         if wait > 0 and not job.terminal:
-            await self.dispatcher.wait(job.id, wait)
+            outcome = await self.dispatcher.wait(job.id, wait)
+            # The outcome carries what the store now says, so the answer needs no read.
+            if outcome is not None:
+                return job_view(job, None, outcome)
             job = await self.store.get_job(job.id) or job
         return job_view(job, self.dispatcher.progress.get(job.id))
 
+    def _cluster_plugins(self, cluster: str) -> dict[str, Any]:
+        """Plugin name -> params validator (or None) offered by the cluster's live agents.
+
+        Rebuilt only when the set of live agents changes; compiled validators are kept by
+        schema, so agents publishing the same schema share one."""
+        cached = self._plugins_by_cluster.get(cluster)
+        if cached is not None and cached[0] == self.dispatcher.links_version:
+            return cached[1]
+        plugins: dict[str, Any] = {}
+        for link in self.dispatcher.links.values():
+            if link.cluster != cluster:
+                continue
+            schemas = self.control.agent_schemas.get(link.name, {})
+            for name in link.plugins:
+                if plugins.get(name) is None:
+                    plugins[name] = self._validator(schemas.get(name))
+        self._plugins_by_cluster[cluster] = (self.dispatcher.links_version, plugins)
+        return plugins
+
+    def _validator(self, schema: dict[str, Any] | None) -> Any:
+        if schema is None:
+            return None
+        fingerprint = msgspec.json.encode(schema)
+        validator = self._validators.get(fingerprint)
+        if validator is None:
+            try:
+                validator = jsonschema_rs.validator_for(schema)
+            except (ValueError, TypeError):  # an agent published a schema we cannot compile
+                return None
+            self._validators[fingerprint] = validator
+        return validator
+
     def _check_params(self, submit: JobSubmit) -> None:
         """Validate params against the schema the cluster's live agents publish for the plugin."""
-        plugins: dict[str, dict[str, Any] | None] = {}
-        for link in self.dispatcher.links.values():
-            if link.cluster == submit.cluster:
-                schemas = self.control.agent_schemas.get(link.name, {})
-                for name in link.plugins:
-                    plugins.setdefault(name, schemas.get(name))
+        plugins = self._cluster_plugins(submit.cluster)
         if not plugins:
             return  # no agent of the cluster is connected: queue it; the agent validates on arrival
         if submit.plugin not in plugins:
@@ -185,21 +278,10 @@ class Api:
                 f"(offered: {', '.join(sorted(plugins))})",
                 code="unknown_plugin",
             )
-        schema = plugins[submit.plugin]
-        if schema is None:
+        validator = plugins[submit.plugin]
+        if validator is None or validator.is_valid(submit.params):
             return
-        key = (submit.cluster, submit.plugin)
-        fingerprint = msgspec.json.encode(schema).decode()
-        cached = self._validators.get(key)
-        if cached is None or cached[0] != fingerprint:
-            try:
-                cached = (fingerprint, jsonschema_rs.validator_for(schema))
-            except (ValueError, TypeError):  # an agent published a schema we cannot compile
-                return
-            self._validators[key] = cached
-        if cached[1].is_valid(submit.params):
-            return
-        errors = list(cached[1].iter_errors(submit.params))
+        errors = list(validator.iter_errors(submit.params))
         if errors:
             # The deepest error names the field most precisely.
             error = max(errors, key=lambda e: len(e.instance_path))
@@ -212,6 +294,9 @@ class Api:
         await self._authorize(request, "operator")
         submit: JobSubmit = await self._body(request, JobSubmit)
         jobs = self.control.config.jobs
+        for name, value in (("params", submit.params), ("sink", submit.sink)):
+            if json_depth(value) > MAX_JSON_DEPTH:
+                raise BadRequest(f"{name} is nested more than {MAX_JSON_DEPTH} levels deep", code="too_deep")
         if len(msgspec.json.encode(submit.params)) > jobs.max_params_bytes:
             raise BadRequest(f"params over {jobs.max_params_bytes} bytes", code="too_large")
         timeout = submit.timeout_s or jobs.default_timeout_s
@@ -219,7 +304,7 @@ class Api:
             raise BadRequest(f"timeout_s {timeout:g} is over the maximum of {jobs.max_timeout_s:g}")
         self._check_params(submit)
         job = JobRow(
-            id=uuid.uuid4().hex,
+            id=self.control.new_id(),
             plugin=submit.plugin,
             params=submit.params,
             cluster=submit.cluster,
@@ -308,9 +393,9 @@ class Api:
         if not body.token.startswith(ENROLLMENT_TOKEN_PREFIX):
             raise Unauthorized("not an enrolment token (they start with 'bhe_')", code="invalid_token")
         now = time.time()
-        cluster = await self.store.consume_enrollment_token(token_hash(body.token), body.agent, now)
+        cluster, refusal = await self.store.consume_enrollment_token(token_hash(body.token), body.agent, now)
         if cluster is None:
-            raise Unauthorized("enrolment token unknown, already used or expired", code="invalid_token")
+            raise Unauthorized(refusal, code="invalid_token")
         if cluster != body.cluster:
             raise Forbidden(f"this token enrols into cluster {cluster!r}, not {body.cluster!r}", code="wrong_cluster")
         existing = await self.store.get_agent(body.agent)
@@ -320,7 +405,7 @@ class Api:
                 f"agent {body.agent!r} is enrolled in cluster {existing.cluster!r}; choose another name",
                 code="agent_exists",
             )
-        agent_id = uuid.uuid4().hex
+        agent_id = self.control.new_id()
         await self.store.register_agent(
             AgentRow(name=body.agent, cluster=cluster, agent_id=agent_id, public_key=body.public_key, enrolled_at=now)
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,13 @@ class ControlPlane:
         )
         # agent name -> plugin name -> params JSON Schema, from each live agent's hello
         self.agent_schemas: dict[str, dict[str, dict[str, Any] | None]] = {}
+        # Ids are a random per-process prefix and a counter: unique across restarts and
+        # nodes, and without a system call per job (uuid4 reads os.urandom each time).
+        self._id_prefix = secrets.token_hex(8)
+        self._id_counter = itertools.count(1)
+
+    def new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
 
 def build_app(control: ControlPlane) -> Starlette:

@@ -64,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ws_max_size=config.server.max_message_bytes + 1024,
             ws_ping_interval=None,  # agents send protocol heartbeats, answered by the gateway
             lifespan="on",
+            proxy_headers=False,  # no X-Forwarded-* rewriting: the API is not served behind trusted proxies
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=10,

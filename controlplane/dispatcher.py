@@ -81,6 +81,8 @@ class Live:
     max_attempts: int
     timeout_s: float
     started: float  # monotonic
+    started_at: float  # wall clock, as stored
+    offered: bool = False  # the offer frame is queued on the link (after its attempt was stored)
     accepted: bool = False
     safe_to_repeat: bool = False
     cancel_requested: bool = False
@@ -99,6 +101,8 @@ class AgentLink:
     credit: int
     send: Callable[[ServerMessage], None]
     close: Callable[[int, str], None]
+    encode: Callable[[ServerMessage], bytes]  # raises if the message cannot be sent
+    send_encoded: Callable[[bytes], None]
     last_seen: float = field(default_factory=time.monotonic)
     draining: bool = False
     closed: bool = False
@@ -107,9 +111,7 @@ class AgentLink:
 
 
 class Dispatcher:
-    def __init__(
-        self, store: Store, metrics: Metrics, heartbeat_s: float = 5.0, restart_grace_s: float = 60.0
-    ) -> None:
+    def __init__(self, store: Store, metrics: Metrics, heartbeat_s: float = 5.0, restart_grace_s: float = 60.0) -> None:
         self.store = store
         self.metrics = metrics
         self.heartbeat_s = heartbeat_s
@@ -121,10 +123,15 @@ class Dispatcher:
         self.live: dict[str, Live] = {}
         self.links: dict[str, AgentLink] = {}
         self.progress: dict[str, dict[str, Any]] = {}
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
         self._monitor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._rr: dict[str, int] = {}
+        # Read at scrape time, so the hot path pays nothing for them.
+        metrics.jobs_queued.set_function(lambda: len(self.queued))
+        metrics.jobs_running.set_function(lambda: len(self.live))
+        metrics.agents_connected.set_function(lambda: len(self.links))
+        self.links_version = 0  # bumped whenever the set of live links changes
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -144,13 +151,14 @@ class Dispatcher:
                 max_attempts=job.max_attempts,
                 timeout_s=job.timeout_s,
                 started=now - (time.time() - (job.started_at or time.time())),
+                started_at=job.started_at or time.time(),
                 accepted=job.accepted,
                 safe_to_repeat=job.safe_to_repeat,
                 cancel_requested=job.cancel_requested,
                 acked_seq=job.acked_seq,
-                lease_expires=now + self.lease_s,
+                offered=True,
+                lease_expires=now + self.restart_grace_s,
             )
-        self._update_gauges()
         self._monitor = asyncio.create_task(self._monitor_loop(), name="lease monitor")
         log.info("dispatcher started: %d queued, %d running", len(self.queued), len(self.live))
 
@@ -217,18 +225,20 @@ class Dispatcher:
             if live is not None:
                 live.cancel_requested = True
                 link = self.links.get(live.agent)
-                if link is not None:
+                # Not yet offered: the cancel follows the offer (a cancel first would be ignored).
+                if link is not None and live.offered:
                     link.send(Cancel(job_id=live.job_id, attempt=live.attempt, reason="cancelled via the API"))
         return await self.store.get_job(job.id) or job
 
-    async def wait(self, job_id: str, timeout_s: float) -> None:
-        """Return when the job ends or ``timeout_s`` passes, whichever is first."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """Wait until the job ends (return the fields its end changed, as stored) or
+        ``timeout_s`` passes (return None)."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, set()).add(future)
         try:
-            await asyncio.wait_for(future, timeout_s)
+            return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
-            pass
+            return None
         finally:
             waiters = self._waiters.get(job_id)
             if waiters is not None:
@@ -292,7 +302,14 @@ class Dispatcher:
 
     def _offer(self, link: AgentLink, job: JobRow) -> None:
         attempt = job.attempt + 1
-        now = time.monotonic()
+        offer = Offer(job_id=job.id, attempt=attempt, plugin=job.plugin, params=job.params, timeout_s=job.timeout_s)
+        try:
+            encoded = link.encode(offer)  # encodable and within the frame limit, before any state changes
+        except Exception as exc:  # noqa: BLE001 - the job cannot be offered anywhere: it fails
+            link.credit += 1
+            self._finish(job.id, job.attempt, "failed", "invalid_job", f"cannot be sent to an agent: {exc}", 0)
+            return
+        now, wall = time.monotonic(), time.time()
         self.live[job.id] = Live(
             job_id=job.id,
             cluster=job.cluster,
@@ -302,14 +319,21 @@ class Dispatcher:
             max_attempts=job.max_attempts,
             timeout_s=job.timeout_s,
             started=now,
+            started_at=wall,
             cancel_requested=job.cancel_requested,
             lease_expires=now + self.lease_s,
         )
         link.running.add(job.id)
-        offer = Offer(job_id=job.id, attempt=attempt, plugin=job.plugin, params=job.params, timeout_s=job.timeout_s)
+        live = self.live[job.id]
+
+        def send_offer() -> None:
+            live.offered = True
+            link.send_encoded(encoded)
+            if live.cancel_requested:  # cancelled while the offer waited for its commit
+                link.send(Cancel(job_id=live.job_id, attempt=live.attempt, reason="cancelled via the API"))
+
         # The attempt is on record before the agent hears of it, so a crash here fences it.
-        self._durable(self.store.start_attempt(job.id, attempt, link.name, time.time()), lambda: link.send(offer))
-        self._update_gauges()
+        self._durable(self.store.start_attempt(job.id, attempt, link.name, wall), send_offer)
 
     # --- the gateway's side --------------------------------------------------------------------
 
@@ -336,7 +360,7 @@ class Dispatcher:
         if link.closed:
             return
         self.links[link.name] = link
-        self.metrics.agents_connected.set(len(self.links))
+        self.links_version += 1
         self.dispatch(link.cluster)
 
     def _verdict(self, link: AgentLink, held: HeldJob) -> ResumeJob:
@@ -356,7 +380,7 @@ class Dispatcher:
             for live in self.live.values():
                 if live.agent == link.name:
                     live.lease_expires = link.last_seen + self.lease_s
-        self.metrics.agents_connected.set(len(self.links))
+        self.links_version += 1
 
     def _current(self, link: AgentLink, job_id: str, attempt: int) -> Live | None:
         live = self.live.get(job_id)
@@ -508,7 +532,6 @@ class Dispatcher:
         link = self.links.get(live.agent)
         if link is not None:
             link.running.discard(live.job_id)
-        self._update_gauges()
 
     def _finish(
         self, job_id: str, attempt: int, state: str, code: str | None, message: str | None, record_count: int
@@ -517,6 +540,17 @@ class Dispatcher:
         if live is not None:
             self._release(live)
         started = live.started if live is not None else None
+        now = time.time()
+        outcome = {
+            "state": state,
+            "attempt": attempt,
+            "error_code": code,
+            "error_message": message,
+            "record_count": record_count,
+            "finished_at": now,
+        }
+        if live is not None:
+            outcome |= {"agent": live.agent, "started_at": live.started_at, "acked_seq": live.acked_seq}
 
         def finished() -> None:
             self.metrics.jobs_finished.labels(state).inc()
@@ -524,11 +558,9 @@ class Dispatcher:
                 self.metrics.job_duration.observe(time.monotonic() - started)
             for future in self._waiters.pop(job_id, ()):
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(outcome)
 
-        return self._durable(
-            self.store.finish_job(job_id, attempt, state, code, message, record_count, time.time()), finished
-        )
+        return self._durable(self.store.finish_job(job_id, attempt, state, code, message, record_count, now), finished)
 
     # --- leases, silence and timeouts -------------------------------------------------------------
 
@@ -564,10 +596,6 @@ class Dispatcher:
                     f"no result {live.timeout_s:g} s (+{TIMEOUT_GRACE_S:g} s grace) after the attempt started",
                     live.acked_seq,
                 )
-
-    def _update_gauges(self) -> None:
-        self.metrics.jobs_queued.set(len(self.queued))
-        self.metrics.jobs_running.set(len(self.live))
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:

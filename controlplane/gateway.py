@@ -79,6 +79,17 @@ async def agent_endpoint(ws: WebSocket) -> None:
         outbox.append(session.send(message))
         wake.set()
 
+    def encode(message: ServerMessage) -> bytes:
+        encoded = session.send(message)
+        limit = control.config.server.max_message_bytes
+        if len(encoded) > limit:
+            raise ValueError(f"{len(encoded)} bytes, over the {limit}-byte frame limit")
+        return encoded
+
+    def send_encoded(encoded: bytes) -> None:
+        outbox.append(encoded)
+        wake.set()
+
     def close(code: int, reason: str) -> None:
         outbox.append((code, reason[:123]))
         wake.set()
@@ -119,6 +130,8 @@ async def agent_endpoint(ws: WebSocket) -> None:
             credit=hello.capacity,
             send=send,
             close=close,
+            encode=encode,
+            send_encoded=send_encoded,
             version=hello.version,
         )
         control.agent_schemas[hello.agent] = {p.name: p.params_schema for p in hello.plugins}

@@ -150,8 +150,8 @@ class Store(abc.ABC):
     ) -> Awaitable[object]: ...
 
     @abc.abstractmethod
-    async def consume_enrollment_token(self, token_hash: str, agent: str, now: float) -> str | None:
-        """Mark the token used by ``agent`` and return its cluster; None if unknown, used or expired."""
+    async def consume_enrollment_token(self, token_hash: str, agent: str, now: float) -> tuple[str | None, str]:
+        """Mark the token used by ``agent`` and return (its cluster, ""); or (None, why not)."""
 
     @abc.abstractmethod
     def audit(self, actor: str, action: str, detail: dict[str, Any], now: float) -> Awaitable[object]: ...

@@ -6,9 +6,9 @@ locking. Large record batches are the exception worth watching (bench/ measures 
 
 Writes are *group-committed*: every write issued during one turn of the event loop joins one
 transaction, committed at the end of that turn, and each caller's ``await`` returns only after
-the commit. Under load one commit serves many jobs; alone, a write waits for no one. Each
-write runs under its own savepoint, so one failing (a duplicate idempotency key) does not
-undo the others.
+the commit. Under load one commit serves many jobs; alone, a write waits for no one. Writes
+that may fail on a constraint run under a savepoint, so their failure does not undo the
+others.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class SqliteStore(Store):
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
-        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = []
         self._flush_scheduled = False
 
     async def close(self) -> None:
@@ -158,11 +158,16 @@ class SqliteStore(Store):
             self._flush()
         self.db.close()
 
-    def _write(self, op: Callable[[], T]) -> asyncio.Future[T]:
-        """Queue ``op`` for this turn's transaction; the future resolves after the commit."""
+    def _write(self, op: Callable[[], T], isolated: bool = False) -> asyncio.Future[T]:
+        """Queue ``op`` for this turn's transaction; the future resolves after the commit.
+
+        ``isolated`` ops run under a savepoint, so their expected failure (a constraint) is
+        theirs alone; any other failing op fails the whole batch, which the dispatcher
+        treats as fatal.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((op, future))
+        self._pending.append((op, future, isolated))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -178,21 +183,24 @@ class SqliteStore(Store):
             # IMMEDIATE takes the write lock up front, so a CLI writing tokens meanwhile waits
             # (busy_timeout) instead of failing the upgrade from a read lock.
             self.db.execute("BEGIN IMMEDIATE")
-            for op, future in batch:
+            for op, future, isolated in batch:
+                if not isolated:
+                    outcomes.append((future, op(), None))
+                    continue
                 self.db.execute("SAVEPOINT op")
                 try:
                     result = op()
-                except Exception as exc:  # noqa: BLE001 - handed to the caller that issued it
+                except sqlite3.IntegrityError as exc:
                     self.db.execute("ROLLBACK TO op")
                     outcomes.append((future, None, exc))
                 else:
                     outcomes.append((future, result, None))
                 self.db.execute("RELEASE op")
             self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # noqa: BLE001 - every caller of the batch learns of it
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-            outcomes = [(future, None, exc) for _op, future in batch]
+            outcomes = [(future, None, exc) for _op, future, _isolated in batch]
         for future, result, error in outcomes:
             if future.done():
                 continue
@@ -205,7 +213,7 @@ class SqliteStore(Store):
 
     async def create_job(self, job: JobRow) -> tuple[JobRow, bool]:
         try:
-            queue_seq = await self._write(lambda: self._insert_job(job))
+            queue_seq = await self._write(lambda: self._insert_job(job), isolated=True)
         except sqlite3.IntegrityError:
             if job.idempotency_key is None:
                 raise
@@ -383,20 +391,25 @@ class SqliteStore(Store):
             )
         )
 
-    async def consume_enrollment_token(self, token_hash: str, agent: str, now: float) -> str | None:
-        def op() -> str | None:
+    async def consume_enrollment_token(self, token_hash: str, agent: str, now: float) -> tuple[str | None, str]:
+        def op() -> tuple[str | None, str]:
             row = self.db.execute(
-                "SELECT cluster FROM enrollment_tokens WHERE token_hash=? AND used_at IS NULL AND expires_at>?",
-                (token_hash, now),
+                "SELECT cluster, expires_at, used_at, used_by FROM enrollment_tokens WHERE token_hash=?",
+                (token_hash,),
             ).fetchone()
             if row is None:
-                return None
+                return None, "unknown enrolment token"
+            cluster, expires_at, used_at, used_by = row
+            if used_at is not None:
+                return None, f"enrolment token already used (by agent {used_by!r}); create a new one"
+            if expires_at <= now:
+                return None, "enrolment token expired; create a new one"
             self.db.execute(
                 "UPDATE enrollment_tokens SET used_at=?, used_by=? WHERE token_hash=?", (now, agent, token_hash)
             )
-            return str(row[0])
+            return str(cluster), ""
 
-        return await self._write(op)
+        return await self._write(op, isolated=True)
 
     def audit(self, actor: str, action: str, detail: dict[str, Any], now: float) -> Awaitable[Any]:
         return self._write(

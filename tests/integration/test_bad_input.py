@@ -451,6 +451,7 @@ def test_deeply_nested_params_queued_before_the_agent_do_not_break_its_session(
         statuses = {depth: api.request("POST", "/api/v1/jobs", _nested(depth)) for depth in DEPTHS}
         accepted = {d: b["id"] for d, (s, b) in statuses.items() if s == 201}
         agent = agent_factory(control)
+        wait_connected(api, ["agent-1"])
         outcome = _settle(api, accepted, timeout=20)
         assert {} == {d: o for d, o in outcome.items() if o not in FINE}
     assert 1 == agent.log_text().count("connected to ws://")

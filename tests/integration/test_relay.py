@@ -161,18 +161,20 @@ def test_backpressure_blocks_the_plugin_and_drops_nothing(control: ControlPlane,
     )
     api = control.api()
     wait_connected(api, ["agent-1"])
-    job = api.submit("echo", {"count": 5000, "size": 500})
-    wait_until(lambda: api.job(job["id"])["state"] == "running", 20, "job running")
+    job = api.submit("echo", {"count": 20_000, "size": 500})
+    # Records arriving prove the agent runs it ("running" alone means only that it was offered).
+    wait_until(lambda: api.job(job["id"])["record_count"] > 0, 20, "records flowing")
     assert control.proc is not None
     with stopped(control.proc):
         # Frozen: acks stop, so the window fills, then the spool up to its cap, then the plugin waits.
         wait_until(lambda: _spool_bytes(agent) > spool_cap - 2_000, 30, "spool to fill")
+        time.sleep(scaled(1.2))  # the journal commits spooled rows at least every second
         before = _spool_bytes(agent)
         time.sleep(scaled(1.5))
         assert before == _spool_bytes(agent) <= spool_cap
     done = api.wait_done(job["id"], timeout=120)
-    assert ("succeeded", 5000) == (done["state"], done["record_count"]), done
-    assert list(range(5000)) == numbers(api.records(job["id"]))
+    assert ("succeeded", 20_000) == (done["state"], done["record_count"]), done
+    assert list(range(20_000)) == numbers(api.records(job["id"]))
 
 
 def test_cancel_reaches_a_running_plugin(control: ControlPlane, agent_factory: AgentFactory) -> None:
