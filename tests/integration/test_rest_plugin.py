@@ -8,7 +8,6 @@ import datetime
 import ipaddress
 import json
 import logging
-import os
 import socket
 import ssl
 import subprocess
@@ -24,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from harness import TIMEOUT_SCALE
 
 from agent.errors import InvalidParams, JobError, PolicyDenied, SourceError, SourceUnavailable
 from agent.plugin_loader import parse_params
@@ -32,7 +32,7 @@ from agent.testing import run_plugin
 from plugins.rest import RestParams, RestPlugin
 
 # One knob for every wait in this file, so a slow machine can stretch them all at once.
-SCALE = float(os.environ.get("BRIDGEHEAD_TEST_TIME_SCALE", "1"))
+SCALE = TIMEOUT_SCALE
 TOKEN = "tok-3f9a7c1e-do-not-leak"  # noqa: S105 - a fake secret, looked for in messages
 USER, PASSWORD = "svc", "pw-8d2b-do-not-leak"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
