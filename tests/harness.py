@@ -208,6 +208,8 @@ class Agent:
         extra: str = "",
         max_concurrent_jobs: int = 8,
         env: dict[str, str] | None = None,
+        plugins_dir: Path | None = None,
+        disabled_plugins: list[str] | None = None,
     ) -> None:
         self.name = name
         self.dir = workdir / name
@@ -217,8 +219,11 @@ class Agent:
         self.env = {**os.environ, **(env or {})}
         self.config.write_text(
             f'[agent]\nname = "{name}"\ncluster = "{cluster}"\ndata_dir = "{self.dir / "data"}"\n'
-            f"max_concurrent_jobs = {max_concurrent_jobs}\n\n"
-            f"[control]\nurls = {json.dumps(urls)}\nbackoff_initial_s = 0.2\nbackoff_max_s = 2.0\n\n{extra}\n"
+            f"max_concurrent_jobs = {max_concurrent_jobs}\n"
+            + (f'plugins_dir = "{plugins_dir}"\n' if plugins_dir else "")
+            + (f"disabled_plugins = {json.dumps(disabled_plugins)}\n" if disabled_plugins else "")
+            + "\n"
+            + f"[control]\nurls = {json.dumps(urls)}\nbackoff_initial_s = 0.2\nbackoff_max_s = 2.0\n\n{extra}\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -1,0 +1,42 @@
+"""The public surfaces stay small and deliberate: adding a name is a decision, not an accident."""
+
+from __future__ import annotations
+
+import agent.protocol
+import agent.sdk
+
+SDK = {
+    "Credential",
+    "InvalidParams",
+    "JobContext",
+    "JobError",
+    "NoProfile",
+    "Params",
+    "Plugin",
+    "PolicyDenied",
+    "Profile",
+    "Record",
+    "RecordSink",
+    "RecordTooLarge",
+    "SourceError",
+    "SourceUnavailable",
+}
+
+
+def test_sdk_exports_exactly_its_surface() -> None:
+    """agent.sdk.__all__ is the documented plugin surface, and every name exists."""
+    assert SDK == set(agent.sdk.__all__)
+    assert [] == [name for name in agent.sdk.__all__ if not hasattr(agent.sdk, name)]
+
+
+def test_protocol_exports_exist_and_cover_every_message() -> None:
+    """Every name in agent.protocol.__all__ exists, and every message type is exported."""
+    from agent.protocol import messages
+
+    assert [] == [name for name in agent.protocol.__all__ if not hasattr(agent.protocol, name)]
+    message_types = {
+        name
+        for name, value in vars(messages).items()
+        if isinstance(value, type) and getattr(getattr(value, "__struct_config__", None), "tag", None)
+    }
+    assert set() == message_types - set(agent.protocol.__all__)
