@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 from agent import __version__
+from agent.commands import run_command
 from agent.config import AgentConfig, check_profiles, load_config
-from agent.errors import BridgeheadError, ConfigError
+from agent.errors import ConfigError
 from agent.logs import configure_logging
 from agent.plugin_loader import AnyPlugin, load_plugins
 from agent.sdk import Profile
@@ -107,15 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-        return code
-    except BridgeheadError as exc:
-        print(f"bridgehead-agent: {exc}", file=sys.stderr)
-        return int(getattr(exc, "exit_code", 1))
-    except KeyboardInterrupt:
-        return 130
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from agent.errors import BridgeheadError, ConfigError
+from agent.commands import run_command
+from agent.errors import ConfigError
 from agent.logs import configure_logging
 from controlplane import __version__
 from controlplane.auth import API_TOKEN_PREFIX, ENROLLMENT_TOKEN_PREFIX, ROLES, new_token, token_hash
@@ -143,15 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-        return code
-    except BridgeheadError as exc:
-        print(f"bridgehead-control: {exc}", file=sys.stderr)
-        return int(getattr(exc, "exit_code", 1))
-    except KeyboardInterrupt:
-        return 130
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":
