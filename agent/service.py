@@ -55,7 +55,7 @@ from agent.protocol import (
     Welcome,
     pack,
 )
-from agent.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED_VERSION
+from agent.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_UNSUPPORTED_VERSION
 from agent.runner import Attempt, Key, Runner
 from agent.sdk import Profile
 from agent.stream import SpoolBudget
@@ -96,7 +96,6 @@ class AgentService:
         self.lost: set[Key] = set()
         self.draining = False
         self.connected = False
-        self.sessions = 0
         self._wakeup = asyncio.Event()
         self._control: deque[AgentMessage] = deque()
         self._stop = asyncio.Event()
@@ -254,7 +253,6 @@ class AgentService:
         self._apply_resume(welcome)
         for message in first[1:]:
             self._handle(message)
-        self.sessions += 1
         log.info(
             "connected to %s (session %s, heartbeat %g s, %d job(s) resumed)",
             url,
@@ -402,9 +400,6 @@ class AgentService:
             running = [JobRef(job_id=a.offer_job_id, attempt=a.attempt) for a in self.runner.attempts.values()]
             self._control.append(Heartbeat(running=running))
             self._wake()
-
-    async def close(self, ws: ClientConnection) -> None:
-        await ws.close(CLOSE_GOING_AWAY, "agent stopping")
 
 
 M = TypeVar("M")

@@ -66,12 +66,6 @@ class AgentRow:
     connections: list[str] = field(default_factory=list)
 
 
-class IdempotencyConflict(Exception):
-    def __init__(self, existing: JobRow) -> None:
-        super().__init__(existing.id)
-        self.existing = existing
-
-
 class Store(abc.ABC):
     # --- jobs ----------------------------------------------------------------------------
     @abc.abstractmethod
