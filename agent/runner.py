@@ -104,7 +104,7 @@ class Runner:
             return Accept(job_id=offer.job_id, attempt=offer.attempt)
         try:
             plugin, params, profile, credential = self._prepare(offer)
-            safe = bool(plugin.is_safe_to_repeat(params))
+            safe = bool(plugin.is_safe_to_repeat_on(profile, params))
         except JobError as exc:
             log.warning("job %s attempt %d refused: %s: %s", offer.job_id, offer.attempt, exc.code, exc.message)
             return Reject(job_id=offer.job_id, attempt=offer.attempt, error=error_info(exc))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -32,6 +32,9 @@ class ListSink:
 
     async def put(self, data: bytes) -> None:
         self.records.append(data)
+
+    async def put_many(self, items: Sequence[bytes]) -> None:
+        self.records.extend(items)
 
     def progress(self, done: int | None, total: int | None, message: str) -> None:
         self.progress_reports.append((done, total, message))
