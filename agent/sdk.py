@@ -25,6 +25,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -96,6 +97,7 @@ class RecordSink(Protocol):
 
 
 _encoder = msgspec.json.Encoder()
+_is_object = operator.methodcaller("startswith", b"{")
 
 
 class JobContext(Generic[ProfileT]):
@@ -152,13 +154,15 @@ class JobContext(Generic[ProfileT]):
         checked, as ``emit`` does, so a broken encoder fails its job rather than the stream.
         """
         limit = self._max_record_bytes
-        for n, data in enumerate(encoded, self.records_emitted + 1):
-            if len(data) > limit:
-                raise RecordTooLarge(
-                    f"record {n} is {len(data)} bytes, over the agent's limits.max_record_bytes of {limit}"
-                )
-            if data[:1] != b"{":
-                raise JobError(f"record {n} is not an encoded JSON object", code="bad_record")
+        # C-level passes first; the per-record loop only runs to name the culprit.
+        if max(map(len, encoded), default=0) > limit or not all(map(_is_object, encoded)):
+            for n, data in enumerate(encoded, self.records_emitted + 1):
+                if len(data) > limit:
+                    raise RecordTooLarge(
+                        f"record {n} is {len(data)} bytes, over the agent's limits.max_record_bytes of {limit}"
+                    )
+                if not _is_object(data):
+                    raise JobError(f"record {n} is not an encoded JSON object", code="bad_record")
         await self._sink.put_many(encoded)
         self.records_emitted += len(encoded)
 

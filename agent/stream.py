@@ -125,6 +125,18 @@ class OutboundStream:
 
     async def put_many(self, items: Sequence[bytes]) -> None:
         """``put`` each of ``items`` in order; one wake-up for the batch while the window has room."""
+        n = len(items)
+        if n and not self.closed and self.mem_hi == self.next_seq - 1:
+            size = sum(map(len, items))
+            if len(self.mem) + n <= self.window_records and self.mem_bytes + size <= self.window_bytes:
+                # The whole batch fits: no Python step per record (a fast query sends ~100k/s).
+                seq = self.next_seq
+                self.mem.extend(zip(range(seq, seq + n), items, strict=True))
+                self.mem_bytes += size
+                self.mem_hi = seq + n - 1
+                self.next_seq = seq + n
+                self.wake()
+                return
         for data in items:
             # The fast path of ``put``, inlined: a streaming source sends thousands a second.
             if not self.closed and self.mem_hi == self.next_seq - 1 and self._window_has_room(len(data)):

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from agent.errors import JobError, SourceError
 from agent.sdk import Credential, JobContext, Plugin
 from plugins.sql.failures import connection_lost, job_error
+from plugins.sql.fetcher import Fetcher
 from plugins.sql.odbc_describe import column_type_names
 from plugins.sql.params import SqlParams, SqlProfile
 from plugins.sql.pool import Pool, Session
@@ -159,43 +160,27 @@ class _Query:
 
     async def _stream(self, encoder: RowEncoder, fetch_size: int) -> None:
         ctx = self.ctx
-        total = 0
+        fetcher = Fetcher(self.cursor.fetchmany, encoder.encode, fetch_size=fetch_size, max_rows=self.max_rows)
+        thread = asyncio.get_running_loop().run_in_executor(self.executor, fetcher.run)
         last_progress = time.monotonic()
-
-        def fetch(n: int) -> list[bytes]:
-            return encoder.encode(self.cursor.fetchmany(n))
-
-        def next_size() -> int:
-            return fetch_size if self.max_rows is None else min(fetch_size, self.max_rows - total)
-
-        size = next_size()
-        pending = self._start(fetch, size) if size > 0 else None
-        truncated = size <= 0
+        finished = False
         try:
-            while pending is not None:
-                batch = await self._wait(pending, doing="fetching rows")
-                pending = None
-                if not batch:
-                    break
-                total += len(batch)
-                size = next_size()
-                if size > 0 and len(batch) == fetch_size:
-                    # The next fetch runs while this batch goes to the stream.
-                    pending = self._start(fetch, size)
-                elif size <= 0:
-                    truncated = True
+            while (batch := await self._next_batch(fetcher)) is not None:
                 await ctx.emit_encoded(batch)
                 now = time.monotonic()
                 if now - last_progress >= _PROGRESS_EVERY_S:
                     last_progress = now
-                    ctx.progress(total, None, f"{total:,} rows")
+                    ctx.progress(ctx.records_emitted, None, f"{ctx.records_emitted:,} rows")
+            finished = True
         finally:
-            if pending is not None:
-                # The job is ending early (cancelled, failed): stop the fetch in flight.
+            if not finished:
+                # Cancelled, timed out or failed part-way: stop the thread and its call in flight.
+                fetcher.stop()
+                self.session.reusable = False
                 self._cancel_statement()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(asyncio.shield(pending), _CANCEL_GRACE_S)
-        if truncated:
+            await self._drain(thread)
+        total = ctx.records_emitted
+        if fetcher.truncated:
             # Rows are left unread: the server is told to stop, and a MySQL connection, which
             # would otherwise have to read them all first, is not pooled.
             ctx.progress(total, None, f"stopped at max_rows = {self.max_rows:,}")
@@ -205,6 +190,18 @@ class _Query:
                 self._cancel_statement()
         else:
             ctx.progress(total, total, f"{total:,} rows")
+
+    async def _next_batch(self, fetcher: Fetcher) -> list[bytes] | None:
+        timeout_s = self.ctx.profile.query_timeout_s
+        try:
+            return await fetcher.next_batch(timeout_s)
+        except TimeoutError:
+            raise SourceError(
+                f"fetching rows: a fetch ran past query_timeout_s = {timeout_s:g} s and was cancelled",
+                code="query_timeout",
+            ) from None
+        except self.pyodbc.Error as exc:
+            raise job_error(exc, doing="fetching rows", columns=self.columns) from None
 
     def _start(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         started = time.monotonic()

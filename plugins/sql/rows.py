@@ -16,16 +16,18 @@ The JSON form of each value (docs/plugins/sql.md has the table):
 
 msgspec produces most of these forms itself, in C: a row is turned into an instance of a
 struct made for the query's columns and encoded in one call, which costs about a quarter of
-what building a dict per row would. Only columns whose values need a change (instants that
-need their UTC offset, floats that may be non-finite) pay for a Python call per value.
+what building a dict per row would. Columns whose values need a change (instants that need
+their UTC offset, floats that may be non-finite) are fixed a column at a time with C-level
+``map`` calls, without a Python frame per value.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat, starmap
 from typing import Any
 
 import msgspec
@@ -58,13 +60,27 @@ def unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _as_utc(value: datetime.datetime | None) -> datetime.datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    # The constructor is about twice as fast as value.replace(tzinfo=...).
-    return datetime.datetime(
-        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, _UTC
-    )
+_combine = datetime.datetime.combine
+_time_of = datetime.datetime.time
+
+
+def _utc_column(values: tuple[Any, ...]) -> Iterable[Any]:
+    """Naive datetimes that are UTC instants, made aware (so they encode with "Z")."""
+    if None in values:
+        return [None if v is None else _combine(v, _time_of(v), _UTC) for v in values]
+    # map() over C functions with no Python frame per value: a third of the loop's cost.
+    return map(_combine, values, map(_time_of, values), repeat(_UTC))
+
+
+def _finite_column(values: tuple[Any, ...]) -> Iterable[Any]:
+    """Floats, with NaN and the infinities as strings (JSON has no such numbers)."""
+    try:
+        # One C-level pass: the sum of finite floats is finite (or overflows, checked below).
+        if math.isfinite(math.fsum(filter(None, values))):
+            return values
+    except (OverflowError, ValueError):  # finite values that overflow; inf + -inf
+        pass
+    return [_finite_or_text(v) for v in values]
 
 
 def _finite_or_text(value: float | None) -> float | str | None:
@@ -73,7 +89,7 @@ def _finite_or_text(value: float | None) -> float | str | None:
     return "NaN" if value != value else _NON_FINITE[value]
 
 
-Fix = Callable[[Any], Any]
+Fix = Callable[[tuple[Any, ...]], Iterable[Any]]
 
 
 class RowEncoder:
@@ -89,19 +105,17 @@ class RowEncoder:
         self._fixes: list[tuple[int, Fix]] = []
         for i, column in enumerate(columns):
             if column.utc and issubclass(column.python_type, datetime.datetime):
-                self._fixes.append((i, _as_utc))
+                self._fixes.append((i, _utc_column))
             elif issubclass(column.python_type, float):
-                self._fixes.append((i, _finite_or_text))
+                self._fixes.append((i, _finite_column))
 
     def encode(self, rows: Sequence[Any]) -> list[bytes]:
         """``rows`` are pyodbc ``Row`` objects (or tuples, or lists); each becomes one record."""
         struct, encode = self._struct, self._encode
-        if self._fixes:
-            fixed = []
-            for row in rows:
-                values = list(row)
-                for i, fix in self._fixes:
-                    values[i] = fix(values[i])
-                fixed.append(values)
-            rows = fixed
-        return [encode(struct(*row)) for row in rows]
+        if not self._fixes or not rows:
+            return [encode(struct(*row)) for row in rows]
+        # Column by column: a fix runs over a whole column in one call, then rows are rebuilt.
+        columns: list[Iterable[Any]] = list(zip(*rows, strict=True))
+        for i, fix in self._fixes:
+            columns[i] = fix(columns[i])  # type: ignore[arg-type]
+        return [encode(row) for row in starmap(struct, zip(*columns, strict=True))]

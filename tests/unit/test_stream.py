@@ -613,3 +613,50 @@ async def test_budget_after_restart_matches_the_spool_and_drains_to_zero(db_path
         assert 0 == reopened.spool_bytes()
     finally:
         reopened.close()
+
+
+# --- put_many ----------------------------------------------------------------------------
+
+
+async def test_put_many_keeps_a_batch_that_fits_in_memory_with_one_wake(journal: Journal) -> None:
+    """A batch within the window lands in memory in order, numbered on from the last record."""
+    wakes = Wakes()
+    stream = make_stream(journal, SpoolBudget(1 << 20), window_records=10, wake=wakes)
+    await stream.put(rec(1))
+    wakes.count = 0
+    await stream.put_many([rec(n) for n in range(2, 7)])
+    assert [2, 3, 4, 5, 6] == mem_seqs(stream)[1:]
+    assert 6 == stream.record_count
+    assert 1 == wakes.count
+    assert [] == spooled_seqs(journal)
+
+
+async def test_put_many_spills_what_does_not_fit_and_keeps_the_order(journal: Journal) -> None:
+    """A batch larger than the window's room fills it, spools the rest, and sends all in order."""
+    stream = make_stream(journal, SpoolBudget(1 << 20), window_records=4)
+    await stream.put_many([rec(n) for n in range(1, 11)])
+    assert [1, 2, 3, 4] == mem_seqs(stream)
+    assert list(range(5, 11)) == spooled_seqs(journal)
+    await stream.put_many([rec(11)])  # once spilled, later records follow into the spool
+    assert list(range(5, 12)) == spooled_seqs(journal)
+    sent = send_and_ack_all(stream, max_records=3)
+    assert [(n, rec(n)) for n in range(1, 12)] == sent
+
+
+async def test_put_many_blocks_when_window_and_spool_are_full(journal: Journal) -> None:
+    """With no room anywhere the batch waits part-way, and completes once acks free room."""
+    stream = make_stream(journal, SpoolBudget(0), window_records=2)
+    task = asyncio.create_task(stream.put_many([rec(n) for n in range(1, 6)]))
+    assert await is_blocked(task)
+    assert [1, 2] == mem_seqs(stream)
+    sent: list[tuple[int, bytes]] = []
+    while not task.done():
+        batch = stream.take_batch(10, 1 << 30)
+        if batch is not None:
+            first, records = batch
+            sent.extend(enumerate(records, start=first))
+            stream.on_ack(first + len(records) - 1)
+        await asyncio.sleep(0)
+    assert await finishes(task)
+    sent += send_and_ack_all(stream)
+    assert [(n, rec(n)) for n in range(1, 6)] == sent

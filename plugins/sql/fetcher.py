@@ -1,0 +1,104 @@
+"""Fetching rows in one worker thread, a few batches ahead of the event loop.
+
+A fetch per ``run_in_executor`` call stalls at every hand-over: the thread ends, the loop
+must wake, take the GIL and start the next call, and meanwhile the database waits. Measured,
+that left the fetch thread idle a third of the time. Here one thread runs the whole
+fetch-and-encode loop and hands each batch over through a queue; it only waits when ``depth``
+batches are waiting for the loop, which is how backpressure from the agent's stream reaches
+the cursor: a full stream stops the loop reading, the thread stops fetching, and the server
+cursor stops being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+_STOP_POLL_S = 0.1
+
+
+class Fetcher:
+    def __init__(
+        self,
+        fetch: Callable[[int], list[Any]],
+        encode: Callable[[list[Any]], list[bytes]],
+        *,
+        fetch_size: int,
+        max_rows: int | None,
+        depth: int = 4,
+    ) -> None:
+        self._fetch = fetch
+        self._encode = encode
+        self._fetch_size = fetch_size
+        self._max_rows = max_rows
+        self._queue: asyncio.Queue[list[bytes] | BaseException | None] = asyncio.Queue()
+        self._room = threading.Semaphore(depth)
+        self._stop = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self.rows = 0
+        # Set by the thread while it is inside a database call: when that call started.
+        self.call_started: float | None = None
+        # Rows were left unread because max_rows was reached.
+        self.truncated = False
+
+    # --- the worker thread ---------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while True:
+                while not self._room.acquire(timeout=_STOP_POLL_S):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+                size = self._fetch_size
+                if self._max_rows is not None:
+                    size = min(size, self._max_rows - self.rows)
+                    if size <= 0:
+                        self.truncated = True
+                        self._deliver(None)
+                        return
+                self.call_started = time.monotonic()
+                try:
+                    rows = self._fetch(size)
+                finally:
+                    self.call_started = None
+                if not rows:
+                    self._deliver(None)
+                    return
+                self.rows += len(rows)
+                self._deliver(self._encode(rows))
+        except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which raises it
+            self._deliver(exc)
+
+    def _deliver(self, item: list[bytes] | BaseException | None) -> None:
+        if not self._stop.is_set():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    # --- the event loop ------------------------------------------------------------------
+
+    async def next_batch(self, call_timeout_s: float) -> list[bytes] | None:
+        """The next batch of encoded records; ``None`` at the end. Raises ``TimeoutError`` if
+        one database call has run ``call_timeout_s``, and whatever the fetch raised."""
+        while True:
+            started = self.call_started
+            wait = call_timeout_s if started is None else call_timeout_s - (time.monotonic() - started)
+            try:
+                async with asyncio.timeout(max(0.01, wait)):
+                    item = await self._queue.get()
+            except TimeoutError:
+                started = self.call_started
+                if started is not None and time.monotonic() - started >= call_timeout_s:
+                    raise
+                continue
+            self._room.release()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def stop(self) -> None:
+        """Ask the thread to end after its current call (the caller cancels that call)."""
+        self._stop.set()
