@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -59,11 +60,41 @@ def cli(*args: str) -> str:
 
 def show(title: str, job: dict[str, Any], records: list[dict[str, Any]], columns: list[str]) -> None:
     print(f"\n▶ {title}")
-    print(f"  job {job['id'][:12]}…  state={job['state']}  agent={job['agent']}  records={job['record_count']}")
+    print(f"  job …{job['id'][-8:]}  state={job['state']}  agent={job['agent']}  records={job['record_count']}")
     for record in records[:8]:
         print("   ", "  ".join(f"{c}={record.get(c)!s:<22}"[:34] for c in columns))
-    if len(records) > 8:
-        print(f"    … and {len(records) - 8} more")
+    if job["record_count"] > 8:
+        print(f"    … and {job['record_count'] - 8:,} more")
+
+
+HR_ROWS = 5_000
+DEPARTMENTS = ["IT", "HR", "Finance", "Sales", "Operations"]
+
+
+def make_hr_database(path: Path) -> Path:
+    """A sample HR table in an SQLite file: the demo's on-prem database."""
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE staff (id INTEGER PRIMARY KEY, name TEXT NOT NULL, department TEXT NOT NULL, "
+        "salary NUMERIC NOT NULL, hired DATE NOT NULL, active BOOLEAN NOT NULL)"
+    )
+    db.executemany(
+        "INSERT INTO staff VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            (
+                n,
+                f"employee-{n:05d}",
+                DEPARTMENTS[n % len(DEPARTMENTS)],
+                40_000 + (n * 37) % 60_000,
+                f"20{10 + n % 15}-{1 + n % 12:02d}-{1 + n % 28:02d}",
+                n % 9 != 0,
+            )
+            for n in range(1, HR_ROWS + 1)
+        ),
+    )
+    db.commit()
+    db.close()
+    return path
 
 
 def main() -> None:
@@ -105,11 +136,15 @@ def main() -> None:
         )
         print(f"• control plane on {control_url} (embedded SQLite store in {work / 'control'})")
 
+        hr_db = make_hr_database(work / "hr.db")
+        print(f"• HR database (SQLite, {HR_ROWS:,} staff) in {hr_db}, read through ODBC")
+
         config = work / "agent.toml"
         config.write_text(
             f'[agent]\nname = "demo-agent"\ndata_dir = "{work / "agent"}"\n\n'
             f'[control]\nurl = "{control_url}"\n\n'
-            f'[connections.internal_api]\nplugin = "rest"\nbase_url = "http://127.0.0.1:{api_port}/api"\n'
+            f'[connections.internal_api]\nplugin = "rest"\nbase_url = "http://127.0.0.1:{api_port}/api"\n\n'
+            f'[connections.hr_db]\nplugin = "sql"\nconnection_string = "Driver={{SQLite3}};Database={hr_db}"\n'
         )
         print("• " + cli("agent.cli", "enroll", "--config", str(config), "--token", enrollment))
         procs.append(
@@ -149,8 +184,31 @@ def main() -> None:
                 ["status"],
             ),
         ]
-        for title, params, columns in jobs:
-            job = call("POST", control_url + "/api/v1/jobs?wait=30", token, {"plugin": "rest", "params": params})
+        sql_jobs = [
+            (
+                "SQL: staff of one department, parameters bound by the driver",
+                {
+                    "connection": "hr_db",
+                    "query": "SELECT id, name, department, salary, hired FROM staff WHERE department = ? ORDER BY id",
+                    "parameters": ["IT"],
+                },
+                ["id", "name", "department", "salary", "hired"],
+            ),
+            (
+                f"SQL: all {HR_ROWS:,} rows streamed, one record each",
+                {"connection": "hr_db", "query": "SELECT * FROM staff ORDER BY id"},
+                ["id", "name", "active"],
+            ),
+            (
+                "SQL: a write on the read-only profile is refused by the database session",
+                {"connection": "hr_db", "query": "DELETE FROM staff"},
+                [],
+            ),
+        ]
+        for title, params, columns, plugin in [(t, p, c, "rest") for t, p, c in jobs] + [
+            (t, p, c, "sql") for t, p, c in sql_jobs
+        ]:
+            job = call("POST", control_url + "/api/v1/jobs?wait=30", token, {"plugin": plugin, "params": params})
             records = call("GET", f"{control_url}/api/v1/jobs/{job['id']}/records", token)["records"]
             show(title, job, records, columns)
             if job["error"]:

@@ -43,7 +43,8 @@ def sqlstate_and_text(exc: BaseException) -> tuple[str, str]:
     for part in re.split(r";\s*(?=\[)", text):
         part = _TAGS.sub("", part)
         part = _CALL.sub("", part)
-        part = _NATIVE.sub("", part)
+        while _NATIVE.search(part):  # some drivers append the native code twice: "(8) (8)"
+            part = _NATIVE.sub("", part)
         part = _NOISE.sub("", part)
         part = _SPACE.sub(" ", part).strip(" ;")
         if part and part not in parts:
@@ -76,7 +77,7 @@ def job_error(exc: BaseException, *, doing: str, columns: list[str] | None = Non
         return SourceError(message, code="auth_failed")
     if cls == "08" or state in ("57P01", "57P02", "57P03", "HYT01"):
         return SourceUnavailable(message)
-    if state == "25006":
+    if state == "25006" or "readonly database" in text:  # SQLite's query_only says HY000
         return SourceError(message, code="read_only")
     if state == "HYT00":
         return SourceError(message, code="query_timeout")
