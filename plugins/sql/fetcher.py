@@ -1,17 +1,19 @@
-"""Fetching rows in one worker thread, a few batches ahead of the event loop.
+"""Fetching rows in worker threads, a few batches ahead of the event loop.
 
 A fetch per ``run_in_executor`` call stalls at every hand-over: the thread ends, the loop
 must wake, take the GIL and start the next call, and meanwhile the database waits. Measured,
-that left the fetch thread idle a third of the time. Here one thread runs the whole
-fetch-and-encode loop and hands each batch over through a queue; it only waits when ``depth``
-batches are waiting for the loop, which is how backpressure from the agent's stream reaches
-the cursor: a full stream stops the loop reading, the thread stops fetching, and the server
-cursor stops being read.
+that left the fetch thread idle a third of the time. Here two threads run for the whole
+query: one fetches (most of its time is inside the ODBC driver, without the GIL), the other
+encodes the batch before (which needs the GIL), so the two overlap. Batches reach the event
+loop through a queue, at most ``depth`` ahead of it: that is how backpressure from the
+agent's stream reaches the cursor. A full stream stops the loop reading, the threads stop
+fetching, and the server-side cursor stops being read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +38,8 @@ class Fetcher:
         self._max_rows = max_rows
         self._queue: asyncio.Queue[list[bytes] | BaseException | None] = asyncio.Queue()
         self._room = threading.Semaphore(depth)
+        # Fetched rows on their way to the encoding thread (bounded by ``_room`` too).
+        self._rows: queue.SimpleQueue[list[Any] | BaseException | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._loop = asyncio.get_running_loop()
         self.rows = 0
@@ -44,9 +48,10 @@ class Fetcher:
         # Rows were left unread because max_rows was reached.
         self.truncated = False
 
-    # --- the worker thread ---------------------------------------------------------------
+    # --- the worker threads --------------------------------------------------------------
 
-    def run(self) -> None:
+    def run_fetch(self) -> None:
+        """Thread one: fetch batches of rows, up to ``depth`` ahead of the event loop."""
         try:
             while True:
                 while not self._room.acquire(timeout=_STOP_POLL_S):
@@ -59,7 +64,7 @@ class Fetcher:
                     size = min(size, self._max_rows - self.rows)
                     if size <= 0:
                         self.truncated = True
-                        self._deliver(None)
+                        self._rows.put(None)
                         return
                 self.call_started = time.monotonic()
                 try:
@@ -67,15 +72,35 @@ class Fetcher:
                 finally:
                     self.call_started = None
                 if not rows:
-                    self._deliver(None)
+                    self._rows.put(None)
                     return
                 self.rows += len(rows)
-                self._deliver(self._encode(rows))
-        except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which raises it
-            self._deliver(exc)
+                self._rows.put(rows)
+        except BaseException as exc:  # noqa: BLE001 - handed on, and raised in the event loop
+            self._rows.put(exc)
 
-    def _deliver(self, item: list[bytes] | BaseException | None) -> None:
-        if not self._stop.is_set():
+    def run_encode(self) -> None:
+        """Thread two: encode each batch while thread one waits on the driver for the next."""
+        while True:
+            try:
+                item = self._rows.get(timeout=_STOP_POLL_S)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is None or isinstance(item, BaseException):
+                self._deliver(item)
+                return
+            try:
+                encoded = self._encode(item)
+            except BaseException as exc:  # noqa: BLE001 - raised in the event loop
+                self._stop.set()
+                self._deliver(exc, even_if_stopped=True)
+                return
+            self._deliver(encoded)
+
+    def _deliver(self, item: list[bytes] | BaseException | None, even_if_stopped: bool = False) -> None:
+        if even_if_stopped or not self._stop.is_set():
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
     # --- the event loop ------------------------------------------------------------------

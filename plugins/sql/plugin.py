@@ -161,7 +161,11 @@ class _Query:
     async def _stream(self, encoder: RowEncoder, fetch_size: int) -> None:
         ctx = self.ctx
         fetcher = Fetcher(self.cursor.fetchmany, encoder.encode, fetch_size=fetch_size, max_rows=self.max_rows)
-        thread = asyncio.get_running_loop().run_in_executor(self.executor, fetcher.run)
+        loop = asyncio.get_running_loop()
+        threads = asyncio.gather(
+            loop.run_in_executor(self.executor, fetcher.run_fetch),
+            loop.run_in_executor(self.executor, fetcher.run_encode),
+        )
         last_progress = time.monotonic()
         finished = False
         try:
@@ -178,7 +182,7 @@ class _Query:
                 fetcher.stop()
                 self.session.reusable = False
                 self._cancel_statement()
-            await self._drain(thread)
+            await self._drain(threads)
         total = ctx.records_emitted
         if fetcher.truncated:
             # Rows are left unread: the server is told to stop, and a MySQL connection, which
