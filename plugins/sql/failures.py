@@ -75,7 +75,12 @@ def job_error(exc: BaseException, *, doing: str, columns: list[str] | None = Non
         return SourceError(message + hint, code="odbc_driver_missing")
     if cls == "28" or "password authentication failed" in text or "access denied for user" in text.lower():
         return SourceError(message, code="auth_failed")
-    if cls == "08" or state in ("57P01", "57P02", "57P03", "HYT01"):
+    lowered = text.lower()
+    if "role" in lowered and "does not exist" in lowered:
+        return SourceError(message, code="auth_failed")
+    if "database" in lowered and "does not exist" in lowered:
+        return SourceError(message, code="sql_error")
+    if cls == "08" or state in ("57P01", "57P02", "57P03", "HYT01") or "can't connect to" in lowered:
         return SourceUnavailable(message)
     if state == "25006" or "readonly database" in text:  # SQLite's query_only says HY000
         return SourceError(message, code="read_only")

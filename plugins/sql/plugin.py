@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent.errors import JobError, SourceError
+from agent.errors import InvalidParams, JobError, SourceError
 from agent.sdk import Credential, JobContext, Plugin
 from plugins.sql.failures import connection_lost, job_error
 from plugins.sql.fetcher import Fetcher
@@ -101,7 +101,8 @@ class SqlPlugin(Plugin[SqlParams, SqlProfile]):
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.aclose()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # Connections still closing in the threads finish before the threads go.
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
 
 class _Query:
@@ -138,6 +139,9 @@ class _Query:
                 return
             encoder = RowEncoder(self._describe())
             await self._stream(encoder, profile.fetch_size)
+            if not profile.read_only:
+                # INSERT ... RETURNING and the like: their rows were sent, so their change stays.
+                await self._call(self.session.connection.commit, doing="committing")
         finally:
             cursor, self.cursor = self.cursor, None
             with contextlib.suppress(Exception):
@@ -237,6 +241,8 @@ class _Query:
             self._cancel_statement()
             await self._drain(future)
             raise
+        except OverflowError as exc:  # pyodbc: a parameter too large for any SQL type
+            raise InvalidParams(f"{doing}: a parameter is out of range: {exc}") from None
         except self.pyodbc.Error as exc:
             if connection_lost(exc):
                 self.session.reusable = False

@@ -116,6 +116,9 @@ class Pool:
 
     async def aclose(self) -> None:
         self._closed = True
+        # Sessions still being returned by a job that just ended: wait for them to land.
+        for _ in range(self.profile.pool_size):
+            await self._slots.acquire()
         idle, self._idle = self._idle, []
         for session in idle:
             await self._blocking(_close, session)

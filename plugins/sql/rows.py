@@ -24,6 +24,7 @@ their UTC offset, floats that may be non-finite) are fixed a column at a time wi
 from __future__ import annotations
 
 import datetime
+import decimal
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,11 @@ def _finite_column(values: tuple[Any, ...]) -> Iterable[Any]:
     return [_finite_or_text(v) for v in values]
 
 
+def _decimal_column(values: tuple[Any, ...]) -> Iterable[Any]:
+    """Decimals as plain digits ("0.0000001000"), never exponent form ("1.000E-7")."""
+    return [None if v is None else format(v, "f") for v in values]
+
+
 def _finite_or_text(value: float | None) -> float | str | None:
     if value is None or value - value == 0.0:  # false for NaN and both infinities
         return value
@@ -106,6 +112,8 @@ class RowEncoder:
         for i, column in enumerate(columns):
             if column.utc and issubclass(column.python_type, datetime.datetime):
                 self._fixes.append((i, _utc_column))
+            elif issubclass(column.python_type, decimal.Decimal):
+                self._fixes.append((i, _decimal_column))
             elif issubclass(column.python_type, float):
                 self._fixes.append((i, _finite_column))
 
