@@ -63,10 +63,6 @@ class Pool:
         self._dialect: Dialect | None = None
         self._closed = False
 
-    @property
-    def idle_count(self) -> int:
-        return len(self._idle)
-
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
