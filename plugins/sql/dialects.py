@@ -15,6 +15,12 @@ connection whose job managed to change it is closed, not reused.
 Streaming: psqlODBC reads a whole result set into memory unless ``UseDeclareFetch`` makes it
 use a server-side cursor; MariaDB Connector/ODBC does the same unless ``NO_CACHE`` is set.
 Both are set here, so memory stays bounded whatever the size of the result.
+
+One PostgreSQL statement cannot run in a server-side cursor: a ``WITH`` holding ``INSERT``,
+``UPDATE`` or ``DELETE`` (``DECLARE CURSOR`` refuses it, SQLSTATE 0A000). psqlODBC picks the
+cursor by the statement's first word, so such a statement is run again behind a leading
+comment, which psqlODBC does not read past: it then runs as written and its result (the
+rows it returned, rarely many) is buffered by the driver.
 """
 
 from __future__ import annotations
@@ -42,6 +48,16 @@ class Dialect:
     # After a result is abandoned part-way, is the connection safe to reuse? With a
     # streaming MySQL result it is not until every remaining row has been read.
     reuse_after_partial_read: bool = True
+    # A statement the streaming cursor refuses: (SQLSTATE, words of the message) that say so,
+    # and the prefix that makes the driver run it without the cursor.
+    uncursorable: tuple[str, str] | None = None
+    uncursored_prefix: str = ""
+
+    def needs_uncursored_retry(self, state: str, text: str) -> bool:
+        if self.uncursorable is None:
+            return False
+        refused_state, refused_words = self.uncursorable
+        return state == refused_state and refused_words in text
 
 
 def _postgres_stream(fetch_size: int) -> list[tuple[str, str]]:
@@ -57,6 +73,8 @@ POSTGRESQL = Dialect(
     read_only_check="SELECT current_setting('default_transaction_read_only') = 'on'",
     read_only_enforced=True,
     utc_type_names=frozenset({"timestamptz", "timestamp with time zone"}),
+    uncursorable=("0A000", "DECLARE CURSOR must not contain data-modifying statements"),
+    uncursored_prefix="/* bridgehead: data-modifying WITH, run without a cursor */\n",
 )
 
 MARIADB = Dialect(

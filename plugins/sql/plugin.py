@@ -3,8 +3,9 @@
 The flow of a job::
 
     acquire a healthy pooled session (waits for a free slot, at most the job's time)
-    execute the query with its parameters bound by the driver       (a worker thread)
-    fetch fetch_size rows, encode them to records                    (a worker thread)
+    execute the query with its parameters bound by the driver   (the session's own thread)
+    fetch fetch_size rows                                        (the session's own thread)
+      and encode them to records                                 (an encoding thread)
       while the event loop hands the previous batch to the agent's stream; the stream blocks
       when its window and spool are full, and with it the next fetch: backpressure reaches
       the database cursor, so memory stays bounded however many rows there are
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 from agent.errors import InvalidParams, JobError, SourceError
 from agent.sdk import Credential, JobContext, Plugin
-from plugins.sql.failures import connection_lost, job_error
+from plugins.sql.failures import connection_lost, job_error, sqlstate_and_text
 from plugins.sql.fetcher import Fetcher
 from plugins.sql.odbc_describe import column_type_names
 from plugins.sql.params import SqlParams, SqlProfile
@@ -38,7 +39,8 @@ T = TypeVar("T")
 _PROGRESS_EVERY_S = 1.0
 # How long a cancelled statement may take to return once SQLCancel was sent.
 _CANCEL_GRACE_S = 10.0
-# Worker threads of the plugin, shared by all its pools: a job blocks at most one at a time.
+# Encoding threads, shared by all pools: one per job that is streaming rows. (Calls into the
+# driver run in each connection's own thread: see session_thread.py.)
 _MAX_THREADS = 64
 
 
@@ -82,7 +84,7 @@ class SqlPlugin(Plugin[SqlParams, SqlProfile]):
             for old_key in [k for k in self._pools if k[0] == name]:
                 old = self._pools.pop(old_key)
                 asyncio.get_running_loop().create_task(old.aclose())
-            pool = self._pools[key] = Pool(name, profile, credential, self._executor, self._pyodbc)
+            pool = self._pools[key] = Pool(name, profile, credential, self._pyodbc)
         return pool
 
     async def run(self, ctx: JobContext[SqlProfile], params: SqlParams) -> None:
@@ -128,7 +130,7 @@ class _Query:
 
     async def run(self) -> None:
         ctx, profile = self.ctx, self.ctx.profile
-        self.cursor = self.session.connection.cursor()
+        self.cursor = await self._call(self.session.connection.cursor, doing="opening a cursor")
         try:
             await self._call(self._execute, doing="running the query")
             if self.cursor.description is None:
@@ -137,20 +139,34 @@ class _Query:
                 await ctx.emit({"rows_affected": rowcount if rowcount >= 0 else None})
                 await self._call(self.session.connection.commit, doing="committing")
                 return
-            encoder = RowEncoder(self._describe())
+            encoder = RowEncoder(await self._call(self._describe, doing="describing the result"))
             await self._stream(encoder, profile.fetch_size)
             if not profile.read_only:
                 # INSERT ... RETURNING and the like: their rows were sent, so their change stays.
                 await self._call(self.session.connection.commit, doing="committing")
         finally:
+            # In the session's thread, ahead of the pool's rollback; not awaited: a cursor
+            # whose statement was cancelled may take a while, and the job is over.
             cursor, self.cursor = self.cursor, None
-            with contextlib.suppress(Exception):
-                cursor.close()
+            with contextlib.suppress(RuntimeError):
+                self.session.thread.submit(cursor.close)
 
     def _execute(self) -> None:
-        for statement in self.session.dialect.read_only_begin if self.ctx.profile.read_only else ():
+        dialect = self.session.dialect
+        for statement in dialect.read_only_begin if self.ctx.profile.read_only else ():
             self.cursor.execute(statement)
-        self.cursor.execute(self.params.query, *self.params.parameters)
+        try:
+            self.cursor.execute(self.params.query, *self.params.parameters)
+        except self.pyodbc.Error as exc:
+            if not dialect.needs_uncursored_retry(*sqlstate_and_text(exc)):
+                raise
+            # Refused by the streaming cursor before it ran (see dialects.py): nothing was
+            # done, but the transaction is aborted. Start it again and run the statement as is.
+            self.ctx.log.info("the statement cannot run in a server-side cursor; running it buffered")
+            self.session.connection.rollback()
+            for statement in dialect.read_only_begin if self.ctx.profile.read_only else ():
+                self.cursor.execute(statement)
+            self.cursor.execute(dialect.uncursored_prefix + self.params.query, *self.params.parameters)
 
     def _describe(self) -> list[Column]:
         description = self.cursor.description
@@ -167,7 +183,7 @@ class _Query:
         fetcher = Fetcher(self.cursor.fetchmany, encoder.encode, fetch_size=fetch_size, max_rows=self.max_rows)
         loop = asyncio.get_running_loop()
         threads = asyncio.gather(
-            loop.run_in_executor(self.executor, fetcher.run_fetch),
+            loop.run_in_executor(self.session.thread, fetcher.run_fetch),
             loop.run_in_executor(self.executor, fetcher.run_encode),
         )
         last_progress = time.monotonic()
@@ -213,7 +229,7 @@ class _Query:
 
     def _start(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         started = time.monotonic()
-        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        future = asyncio.get_running_loop().run_in_executor(self.session.thread, fn, *args)
         future.started = started  # type: ignore[attr-defined]
         return future
 

@@ -3,7 +3,8 @@
 A connection is set up once (time zone, read-only session) and then lent to one job at a time.
 Before it is lent again it is health-checked (one round trip, which also reads back the
 read-only state); one that fails the check, was idle too long, or broke during its job is
-closed and replaced. All blocking calls run in the plugin's own threads.
+closed and replaced. Every call on a connection runs in that connection's own thread
+(``SessionThread``), from its connect to its close.
 
 The first connection also tells which driver is behind the profile (``SQL_DRIVER_NAME``),
 which a DSN or a driver given by file path do not say: that picks the dialect, and if the
@@ -17,7 +18,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,11 +27,14 @@ from plugins.sql import odbc_string
 from plugins.sql.dialects import Dialect, dialect_for
 from plugins.sql.failures import job_error
 from plugins.sql.params import SqlProfile
+from plugins.sql.session_thread import SessionThread
 
 log = logging.getLogger("bridgehead.plugins.sql")
 T = TypeVar("T")
 
 _SQL_DRIVER_NAME = 6  # SQLGetInfo
+# How long closing the pool waits for busy sessions to come back and idle ones to close.
+_CLOSE_WAIT_S = 10.0
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Session:
 
     connection: Any  # pyodbc.Connection
     dialect: Dialect
+    thread: SessionThread  # the only thread that calls into ``connection`` (bar SQLCancel)
     last_used: float = field(default_factory=time.monotonic)
     reusable: bool = True
 
@@ -50,21 +54,19 @@ class Pool:
         name: str,
         profile: SqlProfile,
         credential: Credential | None,
-        executor: Executor,
         pyodbc: Any,
     ) -> None:
         self.name = name
         self.profile = profile
         self._credential = credential
-        self._executor = executor
         self._pyodbc = pyodbc
         self._slots = asyncio.Semaphore(profile.pool_size)
         self._idle: list[Session] = []
         self._dialect: Dialect | None = None
         self._closed = False
 
-    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    async def _on(self, thread: SessionThread, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(thread, fn, *args)
 
     async def acquire(self, wait_s: float) -> Session:
         """A healthy session; waits up to ``wait_s`` for a free slot."""
@@ -90,14 +92,25 @@ class Pool:
             if time.monotonic() - session.last_used > self.profile.idle_timeout_s:
                 self._close_later(session)
                 continue
-            if await self._blocking(self._healthy, session):
+            if await self._on(session.thread, self._healthy, session):
                 return session
             self._close_later(session)
-        return await self._blocking(self._open)
+        thread = SessionThread(f"sql-{self.name}")
+        try:
+            return await self._on(thread, self._open, thread)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
 
     def release(self, session: Session) -> None:
         """Return ``session`` after its job: rolled back and pooled, or closed if broken."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._reset, session)
+        if not session.reusable:
+            # Its thread may be stuck in a call that will never return: the slot is freed
+            # now, and the connection closes whenever (if ever) its thread gets to it.
+            self._close_later(session)
+            self._slots.release()
+            return
+        future = asyncio.get_running_loop().run_in_executor(session.thread, self._reset, session)
 
         def returned(done: asyncio.Future[bool]) -> None:
             ok = not done.cancelled() and done.exception() is None and done.result()
@@ -112,12 +125,16 @@ class Pool:
 
     async def aclose(self) -> None:
         self._closed = True
-        # Sessions still being returned by a job that just ended: wait for them to land.
-        for _ in range(self.profile.pool_size):
-            await self._slots.acquire()
+        # Sessions still being returned by a job that just ended: wait for them to land,
+        # but not for ever (a job whose driver call hangs may never give its slot back).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_WAIT_S):
+                for _ in range(self.profile.pool_size):
+                    await self._slots.acquire()
         idle, self._idle = self._idle, []
-        for session in idle:
-            await self._blocking(_close, session)
+        closing = [self._close_later(session) for session in idle]
+        if closing:
+            await asyncio.wait(closing, timeout=_CLOSE_WAIT_S)
 
     # --- blocking, in the plugin's threads ---------------------------------------------------
 
@@ -143,7 +160,7 @@ class Pool:
         except pyodbc.Error as exc:
             raise job_error(exc, doing=f"connecting to {self.name!r}") from None
 
-    def _open(self) -> Session:
+    def _open(self, thread: SessionThread) -> Session:
         connection = self._connect(self._dialect)
         if self._dialect is None:
             driver = str(connection.getinfo(_SQL_DRIVER_NAME) or "")
@@ -161,7 +178,7 @@ class Pool:
                 "Bridgehead enforces it on PostgreSQL, MariaDB/MySQL, SQLite and Oracle. Connect with an "
                 "account that can only read and set read_only = false"
             )
-        session = Session(connection, dialect)
+        session = Session(connection, dialect, thread)
         try:
             statements = dialect.session_setup + (dialect.read_only_setup if self.profile.read_only else ())
             cursor = connection.cursor()
@@ -204,8 +221,11 @@ class Pool:
             return False
         return True
 
-    def _close_later(self, session: Session) -> None:
-        asyncio.get_running_loop().run_in_executor(self._executor, _close, session)
+    def _close_later(self, session: Session) -> asyncio.Future[None]:
+        """Close ``session`` in its thread, which then ends."""
+        closed = asyncio.get_running_loop().run_in_executor(session.thread, _close, session)
+        session.thread.shutdown(wait=False)
+        return closed
 
 
 def _truthy(value: object) -> bool:

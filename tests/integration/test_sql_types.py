@@ -376,11 +376,6 @@ async def test_insert_returning_on_a_read_write_profile_is_committed(plugin: Sql
     assert 1 == count_rows(db, scratch)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: psqlODBC's UseDeclareFetch wraps the query in DECLARE CURSOR, "
-    "which refuses data-modifying WITH (0A000)",
-)
 async def test_data_modifying_cte_on_a_read_write_profile(plugin: SqlPlugin) -> None:
     """PostgreSQL's WITH ... INSERT ... RETURNING on read_only = false returns and commits its row."""
     table = unique("bh_w")
@@ -428,9 +423,6 @@ async def test_write_on_read_only_profile_is_refused(plugin: SqlPlugin, db: str,
     assert 0 == count_rows(db, scratch)  # the table is still there, and empty
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known bug: DECLARE CURSOR refuses the CTE (0A000) before the read-only session can (25006)"
-)
 async def test_data_modifying_cte_on_read_only_profile_is_refused_as_read_only(plugin: SqlPlugin) -> None:
     table = unique("bh_w")
     conn = admin(PG)
@@ -492,11 +484,6 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: MariaDB Connector/ODBC 3.1.15 leaves the connection locked after a failed "
-    "multi-statement text; cursor.close() then blocks the event loop",
-)
 def test_mariadb_multi_statement_text_fails_its_job_and_the_plugin_carries_on() -> None:
     """Two statements in one text are refused by MariaDB (multi-statements are off); that job
     fails with sql_error and the next job on the same connection runs. Run in a child process:
