@@ -121,9 +121,9 @@ class RowEncoder:
         """``rows`` are pyodbc ``Row`` objects (or tuples, or lists); each becomes one record."""
         struct, encode = self._struct, self._encode
         if not self._fixes or not rows:
-            return [encode(struct(*row)) for row in rows]
+            return list(map(encode, starmap(struct, rows)))
         # Column by column: a fix runs over a whole column in one call, then rows are rebuilt.
         columns: list[Iterable[Any]] = list(zip(*rows, strict=True))
         for i, fix in self._fixes:
             columns[i] = fix(columns[i])  # type: ignore[arg-type]
-        return [encode(row) for row in starmap(struct, zip(*columns, strict=True))]
+        return list(map(encode, starmap(struct, zip(*columns, strict=True))))
