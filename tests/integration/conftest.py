@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from harness import Agent, ControlPlane
+from slapd import slapd, slapd_server  # noqa: F401 - fixtures: a real OpenLDAP server
 
 
 @pytest.fixture
