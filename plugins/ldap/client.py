@@ -75,14 +75,14 @@ def connect(
             if not conn.bind():
                 raise lx.LDAPInvalidCredentialsResult(conn.result.get("description", "bind failed"))
         except (lx.LDAPSocketOpenError, lx.LDAPSocketReceiveError, lx.LDAPSessionTerminatedByServerError) as exc:
-            _close(conn)
+            close(conn)
             if _is_tls_failure(exc):
                 # Not a server that is down: one that cannot prove who it is. Never retried.
                 raise SourceError(f"connecting to {url}: {_describe(exc)}", code="tls_failed") from None
             failures.append(f"{url}: {_describe(exc)}")
             continue
         except Exception as exc:  # noqa: BLE001 - every ldap3 error becomes a job error, with its code
-            _close(conn)
+            close(conn)
             raise job_error(exc, doing=f"connecting to {url}") from None
         return conn
     raise SourceUnavailable("no LDAP server answered: " + "; ".join(failures))
@@ -132,7 +132,8 @@ def _is_tls_failure(exc: BaseException) -> bool:
     )
 
 
-def _close(conn: ldap3.Connection) -> None:
+def close(conn: ldap3.Connection) -> None:
+    """Unbind, and close the socket whatever state the connection is in."""
     try:
         conn.unbind()
     except Exception:  # noqa: BLE001 - closing a connection that failed: nothing to add

@@ -5,11 +5,10 @@ The flow of a job::
     connect to the first server of the profile that answers; StartTLS if asked; bind
     (the first connection to a directory also reads its schema: which attributes are
     single-valued, which are binary; kept for the agent's lifetime)
-    request one page of page_size entries                          (a worker thread)
-      and encode its entries to records                            (the same thread)
-    hand the page to the agent's stream; the next page is asked for only once the stream has
-      taken this one, so a full stream holds the search (backpressure), and memory holds at
-      most one page
+    request page after page of page_size entries                   (a worker thread)
+      and encode each page's entries to records                    (a second thread)
+    hand the pages to the agent's stream, at most four ahead of it (agent.pipeline.Fetcher):
+      a full stream holds the search (backpressure), so memory holds a few pages at most
     unbind
 
 A cancel or the job's timeout shuts the connection's socket down: the call waiting on the
@@ -31,9 +30,10 @@ from typing import Any, Literal, TypeVar
 import ldap3
 import msgspec
 
-from agent.errors import InvalidParams
+from agent.errors import InvalidParams, SourceError
+from agent.pipeline import Fetcher
 from agent.sdk import JobContext, Plugin
-from plugins.ldap.client import Live, check_limits, connect, forms_from_schema, job_error
+from plugins.ldap.client import Live, check_limits, close, connect, forms_from_schema, job_error
 from plugins.ldap.groups import GroupMembers
 from plugins.ldap.params import LdapParams, LdapProfile
 from plugins.ldap.values import EntryEncoder, Form
@@ -44,6 +44,8 @@ _PAGED_RESULTS = "1.2.840.113556.1.4.319"
 _SCOPES: dict[str, Literal["BASE", "LEVEL", "SUBTREE"]] = {"base": "BASE", "one": "LEVEL", "subtree": "SUBTREE"}
 _MAX_THREADS = 32
 _PROGRESS_EVERY_S = 1.0
+# How long a cancelled job waits for its threads, once the socket under them is shut.
+_STOP_GRACE_S = 10.0
 
 
 class LdapPlugin(Plugin[LdapParams, LdapProfile]):
@@ -70,13 +72,13 @@ class LdapPlugin(Plugin[LdapParams, LdapProfile]):
             if known is None:
                 known = self._forms[directory] = forms_from_schema(conn)
             _check_names(params.attributes, known)
-            search = _Search(ctx, params, conn, known)
+            search = _Search(ctx, params, conn, known, self._executor)
             if params.expand_groups:
                 search.groups = await self._blocking(ctx, search.read_groups, conn)
-            await search.stream(functools.partial(self._blocking, ctx))
+            await search.stream()
         finally:
             # In a thread: an unbind sends a request, and a broken socket may make it wait.
-            self._executor.submit(_unbind, conn)
+            self._executor.submit(close, conn)
 
     async def _blocking(
         self, ctx: JobContext[LdapProfile], fn: Callable[..., T], *args: Any, live: Live | None = None
@@ -98,9 +100,16 @@ class _Search:
     """One job's paged search on one bound connection."""
 
     def __init__(
-        self, ctx: JobContext[LdapProfile], params: LdapParams, conn: ldap3.Connection, forms: dict[str, Form]
+        self,
+        ctx: JobContext[LdapProfile],
+        params: LdapParams,
+        conn: ldap3.Connection,
+        forms: dict[str, Form],
+        executor: concurrent.futures.Executor,
     ) -> None:
         self.ctx = ctx
+        self.executor = executor
+        self.done = False
         self.params = params
         self.conn = conn
         self.encoder = EntryEncoder(forms, params.attributes)
@@ -112,61 +121,86 @@ class _Search:
         self.time_limit = math.ceil(ctx.profile.timeout_s)
         self.cookie: bytes | None = None
 
-    async def stream(self, blocking: Callable[..., Any]) -> None:
+    async def stream(self) -> None:
         ctx = self.ctx
+        fetcher = Fetcher(self.fetch_page, self.encode_entries, fetch_size=self.page_size, max_rows=self.max_entries)
+        loop = asyncio.get_running_loop()
+        threads = asyncio.gather(
+            loop.run_in_executor(self.executor, fetcher.run_fetch),
+            loop.run_in_executor(self.executor, fetcher.run_encode),
+        )
         last_progress = time.monotonic()
-        while True:
-            batch, more = await blocking(self.next_page, self.conn)
-            if batch:
-                await ctx.emit_encoded(batch)
-            now = time.monotonic()
-            if now - last_progress >= _PROGRESS_EVERY_S:
-                last_progress = now
-                ctx.progress(ctx.records_emitted, None, f"{ctx.records_emitted:,} entries")
-            if not more:
-                break
-            if self.max_entries is not None and ctx.records_emitted >= self.max_entries:
-                ctx.progress(ctx.records_emitted, None, f"stopped at max_entries = {self.max_entries:,}")
-                return  # the unbind that follows ends the paged search on the server
-        ctx.progress(ctx.records_emitted, ctx.records_emitted, f"{ctx.records_emitted:,} entries")
-
-    # --- blocking, in a worker thread --------------------------------------------------------
-
-    def next_page(self, conn: ldap3.Connection) -> tuple[list[bytes], bool]:
-        """One page of entries, encoded; and whether the server has more."""
-        params = self.params
-        size = self.page_size
-        if self.max_entries is not None:
-            size = max(1, min(size, self.max_entries - self.ctx.records_emitted))
+        finished = False
         try:
-            conn.search(
-                params.base,
-                params.filter,
-                search_scope=_SCOPES[params.scope],
-                attributes=params.attributes or [ldap3.ALL_ATTRIBUTES],
-                paged_size=size,
-                paged_cookie=self.cookie,
-                size_limit=params.size_limit,
-                time_limit=self.time_limit,
-                dereference_aliases=ldap3.DEREF_NEVER,
-            )
-        except Exception as exc:  # noqa: BLE001 - every ldap3 error becomes a job error, with its code
-            raise job_error(exc, doing="searching") from None
-        check_limits(conn, doing="searching")
+            while (batch := await self._next_batch(fetcher)) is not None:
+                await ctx.emit_encoded(batch)
+                now = time.monotonic()
+                if now - last_progress >= _PROGRESS_EVERY_S:
+                    last_progress = now
+                    ctx.progress(ctx.records_emitted, None, f"{ctx.records_emitted:,} entries")
+            finished = True
+        finally:
+            if not finished:
+                # Cancelled, timed out or failed: stop the threads, and shut the socket under
+                # the call in flight so that it returns now and the server abandons the search.
+                fetcher.stop()
+                _abort(self.conn)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(threads), _STOP_GRACE_S)
+        total = ctx.records_emitted
+        if fetcher.truncated:
+            ctx.progress(total, None, f"stopped at max_entries = {self.max_entries:,}")
+        else:
+            ctx.progress(total, total, f"{total:,} entries")
+
+    async def _next_batch(self, fetcher: Fetcher) -> list[bytes] | None:
+        timeout_s = self.ctx.profile.timeout_s
+        try:
+            return await fetcher.next_batch(timeout_s)
+        except TimeoutError:
+            raise SourceError(
+                f"searching: the server sent no page for timeout_s = {timeout_s:g} s", code="time_limit_exceeded"
+            ) from None
+
+    # --- blocking, in the worker threads -----------------------------------------------------
+
+    def fetch_page(self, size: int) -> list[tuple[str, dict[str, list[bytes]]]]:
+        """The next page's entries, as (dn, raw attributes); empty at the end of the search."""
+        conn, params = self.conn, self.params
+        while not self.done:
+            try:
+                conn.search(
+                    params.base,
+                    params.filter,
+                    search_scope=_SCOPES[params.scope],
+                    attributes=params.attributes or [ldap3.ALL_ATTRIBUTES],
+                    paged_size=size,
+                    paged_cookie=self.cookie,
+                    size_limit=params.size_limit,
+                    time_limit=self.time_limit,
+                    dereference_aliases=ldap3.DEREF_NEVER,
+                )
+            except Exception as exc:  # noqa: BLE001 - every ldap3 error becomes a job error, with its code
+                raise job_error(exc, doing="searching") from None
+            check_limits(conn, doing="searching")
+            self.cookie = _cookie(conn)
+            self.done = self.cookie is None
+            # Continuation references (searchResRef) are not followed.
+            entries = [(e["dn"], e["raw_attributes"]) for e in conn.response or () if e.get("type") == "searchResEntry"]
+            if entries:
+                return entries
+        return []
+
+    def encode_entries(self, entries: list[tuple[str, dict[str, list[bytes]]]]) -> list[bytes]:
         record, encode, groups = self.encoder.record, self.encode, self.groups
-        batch: list[bytes] = []
-        for item in conn.response or ():
-            if item.get("type") != "searchResEntry":
-                continue  # continuation references: not followed
-            out = record(item["dn"], item["raw_attributes"])
-            if groups is not None:
-                groups.expand(out)
-            batch.append(encode(out))
-        if self.max_entries is not None:
-            batch = batch[: max(0, self.max_entries - self.ctx.records_emitted)]
-        controls = (conn.result or {}).get("controls") or {}
-        self.cookie = controls.get(_PAGED_RESULTS, {}).get("value", {}).get("cookie") or None
-        return batch, self.cookie is not None
+        if groups is None:
+            return [encode(record(dn, raw)) for dn, raw in entries]
+        out = []
+        for dn, raw in entries:
+            item = record(dn, raw)
+            groups.expand(item)
+            out.append(encode(item))
+        return out
 
     def read_groups(self, conn: ldap3.Connection) -> GroupMembers:
         """Every group under the search base with its direct members, for expand_groups."""
@@ -189,10 +223,16 @@ class _Search:
             for item in conn.response or ():
                 if item.get("type") == "searchResEntry":
                     groups.add(item["dn"], item["raw_attributes"])
-            controls = (conn.result or {}).get("controls") or {}
-            cookie = controls.get(_PAGED_RESULTS, {}).get("value", {}).get("cookie") or None
-            if not cookie:
+            cookie = _cookie(conn)
+            if cookie is None:
                 return groups
+
+
+def _cookie(conn: ldap3.Connection) -> bytes | None:
+    """The paged-results cookie of the last search; None when the server has no more."""
+    controls = (conn.result or {}).get("controls") or {}
+    cookie = controls.get(_PAGED_RESULTS, {}).get("value", {}).get("cookie")
+    return bytes(cookie) if cookie else None
 
 
 def _check_names(attributes: list[str] | None, forms: dict[str, Form]) -> None:
@@ -218,8 +258,3 @@ def _abort(conn: ldap3.Connection | None) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-
-
-def _unbind(conn: ldap3.Connection) -> None:
-    with contextlib.suppress(Exception):
-        conn.unbind()

@@ -136,6 +136,19 @@ _STRING_FORMS: dict[str, tuple[str, Callable[[bytes], str | None]]] = {
 }
 
 
+def _texts(values: list[bytes]) -> list[Any]:
+    try:
+        return list(map(bytes.decode, values))  # UTF-8, strict; no Python frame per value
+    except UnicodeDecodeError:
+        return [_text(v) for v in values]
+
+
+# What to do with one attribute name as the server returns it: the record key, whether a
+# lone value is a scalar, how to convert the values, and an extra string form (AD ids).
+_Plan = tuple[str, bool, Callable[[list[bytes]], list[Any]], "tuple[str, Callable[[bytes], str | None]] | None"]
+_MAX_PLANS = 10_000
+
+
 class EntryEncoder:
     """Turns one entry's raw attributes (name -> list of bytes) into a record."""
 
@@ -144,22 +157,37 @@ class EntryEncoder:
         # Explicitly requested attributes the entry lacks are null, so every record of a
         # job has the same keys (what a ServiceNow field map wants); "*" and "+" add none.
         self._absent = [a for a in requested or () if a not in ("*", "+", "1.1") and not a.startswith("@")]
+        # Entries of one search repeat the same attribute names: each is worked out once.
+        self._plans: dict[str, _Plan] = {}
+
+    def _plan(self, name: str) -> _Plan:
+        lowered = name.lower()
+        # "member;range=0-1499": ldap3 has fetched the rest (auto_range); keep the bare name.
+        key = name.split(";range=", 1)[0] if ";range=" in lowered else name
+        form = self._forms.get(key.lower().split(";", 1)[0], UNKNOWN)
+        convert = form.convert
+        convert_all: Callable[[list[bytes]], list[Any]] = (
+            _texts if convert is _text else lambda values: [convert(v) for v in values]
+        )
+        extra = _STRING_FORMS.get(key.lower())
+        return key, form.single, convert_all, (key + extra[0], extra[1]) if extra is not None else None
 
     def record(self, dn: str, raw: Mapping[str, list[bytes]]) -> dict[str, Any]:
         out: dict[str, Any] = {"dn": dn}
-        forms = self._forms
+        plans = self._plans
         for name, values in raw.items():
-            lowered = name.lower()
-            # "member;range=0-1499": ldap3 has fetched the rest (auto_range); keep the bare name.
-            bare = name.split(";range=", 1)[0] if ";range=" in lowered else name
-            form = forms.get(bare.lower().split(";", 1)[0], UNKNOWN)
-            converted = [form.convert(v) for v in values]
-            out[bare] = converted[0] if form.single and len(converted) == 1 else converted
-            extra = _STRING_FORMS.get(lowered)
+            plan = plans.get(name)
+            if plan is None:
+                plan = self._plan(name)
+                if len(plans) < _MAX_PLANS:
+                    plans[name] = plan
+            key, single, convert_all, extra = plan
+            converted = convert_all(values)
+            out[key] = converted[0] if single and len(converted) == 1 else converted
             if extra is not None:
-                suffix, fn = extra
+                extra_key, fn = extra
                 strings = [fn(v) for v in values]
-                out[bare + suffix] = strings[0] if len(strings) == 1 else strings
+                out[extra_key] = strings[0] if len(strings) == 1 else strings
         if self._absent:
             present = {k.lower() for k in out}
             for name in self._absent:

@@ -225,8 +225,8 @@ async def test_a_stopped_server_is_source_unavailable(plugin: LdapPlugin, slapd:
 
 
 async def test_server_gone_mid_search_fails_the_job_cleanly(plugin: LdapPlugin, slapd: Slapd) -> None:
-    """The server is killed once the first page has been handed to the stream: the next page
-    fails with source_unavailable, and the plugin carries on with the next job."""
+    """The server is stopped once the first page has reached the stream: the search fails
+    with source_unavailable where it stands, and the plugin carries on with the next job."""
 
     class StopAfterFirstPage(ListSink):
         async def put_many(self, items: Any) -> None:
@@ -249,7 +249,8 @@ async def test_server_gone_mid_search_fails_the_job_cleanly(plugin: LdapPlugin, 
     with pytest.raises(JobError) as caught:
         await plugin.run(ctx, params)
     assert "source_unavailable" == caught.value.code, caught.value.message
-    assert 5 == len(sink.records)
+    # Pages fetched ahead before the server went are delivered; then the job fails.
+    assert 5 <= len(sink.records) < 30 and len(sink.records) % 5 == 0, len(sink.records)
     slapd.start()
     assert 30 == len(await search(plugin, slapd, {"filter": "(uid=*)"}))
 
