@@ -18,7 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.protocol import ErrorInfo, encode
+from agent.protocol import ErrorInfo, SyncState, encode
 from agent.protocol.messages import JobStatus
 
 SCHEMA = """
@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,               -- running | done
     status TEXT,                       -- succeeded | failed | cancelled, once done
     error BLOB,                        -- ErrorInfo as JSON, once done
+    sync_state BLOB,                   -- SyncState as JSON: a sync job's state for its next run
     next_seq INTEGER NOT NULL DEFAULT 1,
     accepted_at REAL NOT NULL,
     PRIMARY KEY (job_id, attempt)
@@ -52,6 +53,7 @@ class JournaledJob:
     status: JobStatus | None
     error: ErrorInfo | None
     next_seq: int
+    sync_state: SyncState | None = None
 
 
 class Journal:
@@ -63,6 +65,9 @@ class Journal:
         # a power loss can take the last commits. ``FULL`` would fsync every job.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        if "sync_state" not in columns:  # a journal from before sync jobs
+            self.db.execute("ALTER TABLE jobs ADD COLUMN sync_state BLOB")
         self._closed = False
 
     def close(self) -> None:
@@ -95,6 +100,7 @@ class Journal:
         error: ErrorInfo | None,
         next_seq: int,
         unacked: list[tuple[int, bytes]],
+        sync_state: SyncState | None = None,
     ) -> int:
         """Mark the attempt done and spool its unacknowledged in-memory records, atomically.
 
@@ -111,8 +117,15 @@ class Journal:
             if cursor.rowcount == 1:
                 added += len(data)
         self.db.execute(
-            "UPDATE jobs SET state='done', status=?, error=?, next_seq=? WHERE job_id=? AND attempt=?",
-            (status, encode(error) if error else None, next_seq, job_id, attempt),
+            "UPDATE jobs SET state='done', status=?, error=?, next_seq=?, sync_state=? WHERE job_id=? AND attempt=?",
+            (
+                status,
+                encode(error) if error else None,
+                next_seq,
+                encode(sync_state) if sync_state else None,
+                job_id,
+                attempt,
+            ),
         )
         return added
 
@@ -131,7 +144,7 @@ class Journal:
         import msgspec  # local: only read at start
 
         rows = self.db.execute(
-            "SELECT job_id, attempt, plugin, state, status, error, next_seq FROM jobs ORDER BY accepted_at"
+            "SELECT job_id, attempt, plugin, state, status, error, next_seq, sync_state FROM jobs ORDER BY accepted_at"
         ).fetchall()
         return [
             JournaledJob(
@@ -142,6 +155,7 @@ class Journal:
                 status=r[4],
                 error=msgspec.json.decode(r[5], type=ErrorInfo) if r[5] else None,
                 next_seq=r[6],
+                sync_state=msgspec.json.decode(r[7], type=SyncState) if r[7] else None,
             )
             for r in rows
         ]

@@ -207,7 +207,8 @@ class Runner:
             status, error = "failed", make_error("plugin_crashed", f"{type(exc).__name__}: {exc}")
         if attempt.stream.closed:
             return
-        attempt.stream.finish(status, error)
+        # A sync job's state for its next run counts only if the job succeeded.
+        attempt.stream.finish(status, error, ctx.sync_state if status == "succeeded" else None)
         elapsed = time.monotonic() - attempt.started
         # Quick successes are routine (thousands a second); long or failed jobs are worth a line.
         level = logging.INFO if error is not None or elapsed >= 1.0 else logging.DEBUG

@@ -41,6 +41,7 @@ from agent.errors import (
     SourceError,
     SourceUnavailable,
 )
+from agent.protocol.messages import SyncState
 
 Record = Mapping[str, Any]
 T = TypeVar("T")
@@ -134,6 +135,8 @@ class JobContext(Generic[ProfileT]):
         self.deadline = deadline
         self.log = logger
         self.records_emitted = 0
+        # Set by a sync job (keep_sync_state): what its next run starts from.
+        self.sync_state: SyncState | None = None
         self._sink = sink
         self._max_record_bytes = max_record_bytes
 
@@ -177,6 +180,16 @@ class JobContext(Generic[ProfileT]):
                     )
         await self._sink.put_many(encoded)
         self.records_emitted += len(encoded)
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The agent's limits.max_record_bytes: the largest record, and sync state, it sends."""
+        return self._max_record_bytes
+
+    def keep_sync_state(self, state: SyncState) -> None:
+        """For a sync job: the state its next run starts from. Sent with the job's completion
+        and kept by the control plane if the job succeeds (see ``agent.protocol.SyncState``)."""
+        self.sync_state = state
 
     def progress(self, done: int | None = None, total: int | None = None, message: str = "") -> None:
         """Advisory progress shown in the job API; cheap, may be coalesced or dropped."""
@@ -270,4 +283,5 @@ __all__ = [
     "RecordTooLarge",
     "SourceError",
     "SourceUnavailable",
+    "SyncState",
 ]

@@ -117,6 +117,7 @@ class AgentService:
                     status=job.status,
                     record_count=job.next_seq - 1,
                     error=job.error,
+                    sync_state=job.sync_state,
                 )
                 self.runner.attempts[key] = Attempt(job.job_id, job.attempt, job.plugin, stream)
                 log.info("job %s attempt %d finished before a restart; its output will be re-sent", *key)

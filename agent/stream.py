@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from agent.journal import Journal
-from agent.protocol import Complete, ErrorInfo
+from agent.protocol import Complete, ErrorInfo, SyncState
 from agent.protocol.messages import JobStatus
 
 log = logging.getLogger("bridgehead.agent.stream")
@@ -229,14 +229,16 @@ class OutboundStream:
         self._refill()
         self.wake()
 
-    def finish(self, status: JobStatus, error: ErrorInfo | None) -> Complete:
+    def finish(self, status: JobStatus, error: ErrorInfo | None, sync_state: SyncState | None = None) -> Complete:
         """The attempt ended: make its unacknowledged output durable, then queue completion.
 
         Afterwards the spool holds every unacknowledged record, ``acked + 1`` to the last, so
         a restart re-sends exactly those. Memory records already spooled (read back into
         the window) are not written twice, nor counted twice against the spool's budget.
         """
-        added = self.journal.finish_job(self.job_id, self.attempt, status, error, self.next_seq, list(self.mem))
+        added = self.journal.finish_job(
+            self.job_id, self.attempt, status, error, self.next_seq, list(self.mem), sync_state
+        )
         self.budget.force_reserve(added)
         if self.record_count > self.acked:
             self.spool_lo = self.acked + 1
@@ -247,6 +249,7 @@ class OutboundStream:
             status=status,
             record_count=self.record_count,
             error=error,
+            sync_state=sync_state,
         )
         self.wake()
         return self.completion

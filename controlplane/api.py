@@ -8,6 +8,7 @@ JSON the agent sent, spliced into the page without being parsed again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -367,6 +368,22 @@ class Api:
         job = await self.dispatcher.cancel(job)
         await self.store.audit(role, "job.cancel", {"job": job.id}, time.time())
         return json_response(job_view(job))
+
+    async def list_syncs(self, request: Request) -> Response:
+        """The kept state of every named sync: where its next run starts from."""
+        await self._authorize(request, "viewer")
+        return json_response([dataclasses.asdict(s) for s in await self.store.sync_states()])
+
+    async def delete_sync(self, request: Request) -> Response:
+        """Forget a sync's state: its next run returns every entry again, and reports no
+        deletions (there is nothing to compare with)."""
+        role = await self._authorize(request, "admin")
+        name = request.path_params["name"]
+        if self.store.sync_state(name) is None:
+            raise NotFound(f"no sync named {name!r} has a kept state", code="sync_not_found")
+        await self.store.delete_sync_state(name)
+        await self.store.audit(role, "sync.reset", {"sync": name}, time.time())
+        return json_response({"name": name, "deleted": True})
 
     async def list_agents(self, request: Request) -> Response:
         await self._authorize(request, "viewer")

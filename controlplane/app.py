@@ -104,6 +104,8 @@ def build_app(control: ControlPlane) -> Starlette:
         Route("/api/v1/jobs/{job_id}/records", api.job_records, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}/cancel", api.cancel_job, methods=["POST"]),
         Route("/api/v1/agents", api.list_agents, methods=["GET"]),
+        Route("/api/v1/syncs", api.list_syncs, methods=["GET"]),
+        Route("/api/v1/syncs/{name}", api.delete_sync, methods=["DELETE"]),
         Route("/api/v1/enroll", api.enroll, methods=["POST"]),
         Route("/api/v1/enrollment-tokens", api.create_enrollment_token, methods=["POST"]),
         Route("/api/v1/whoami", api.roles, methods=["GET"]),

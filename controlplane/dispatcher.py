@@ -38,6 +38,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from agent.protocol import (
     Abandon,
     Accept,
@@ -57,6 +59,7 @@ from agent.protocol import (
     Reject,
     ResumeJob,
     ServerMessage,
+    SyncState,
 )
 from controlplane.metrics import Metrics
 from controlplane.store.base import JobRow, Store
@@ -302,7 +305,13 @@ class Dispatcher:
 
     def _offer(self, link: AgentLink, job: JobRow) -> None:
         attempt = job.attempt + 1
-        offer = Offer(job_id=job.id, attempt=attempt, plugin=job.plugin, params=job.params, timeout_s=job.timeout_s)
+        offer = Offer(
+            job_id=job.id,
+            attempt=attempt,
+            plugin=job.plugin,
+            params=self._with_sync_state(job),
+            timeout_s=job.timeout_s,
+        )
         try:
             encoded = link.encode(offer)  # encodable and within the frame limit, before any state changes
         except Exception as exc:  # noqa: BLE001 - the job cannot be offered anywhere: it fails
@@ -334,6 +343,16 @@ class Dispatcher:
 
         # The attempt is on record before the agent hears of it, so a crash here fences it.
         self._durable(self.store.start_attempt(job.id, attempt, link.name, wall), send_offer)
+
+    def _with_sync_state(self, job: JobRow) -> dict[str, Any]:
+        """A sync job's params, with the state its run starts from (read at each attempt, so
+        a job that waited in the queue starts from the newest state)."""
+        params = job.params
+        name = params.get("sync") if params.get("mode") == "sync" else None
+        if not isinstance(name, str):
+            return params
+        state = self.store.sync_state(name) or SyncState(name=name)
+        return {**params, "sync_state": msgspec.to_builtins(state)}
 
     # --- the gateway's side --------------------------------------------------------------------
 
@@ -469,6 +488,7 @@ class Dispatcher:
             error.code if error else None,
             error.message if error else None,
             message.record_count,
+            message.sync_state,
         ).add_done_callback(lambda _f: link.send(ack))
 
     async def _on_stale_complete(self, link: AgentLink, message: Complete) -> None:
@@ -534,7 +554,14 @@ class Dispatcher:
             link.running.discard(live.job_id)
 
     def _finish(
-        self, job_id: str, attempt: int, state: str, code: str | None, message: str | None, record_count: int
+        self,
+        job_id: str,
+        attempt: int,
+        state: str,
+        code: str | None,
+        message: str | None,
+        record_count: int,
+        sync_state: SyncState | None = None,
     ) -> asyncio.Future[None]:
         live = self.live.get(job_id)
         if live is not None:
@@ -560,7 +587,9 @@ class Dispatcher:
                 if not future.done():
                     future.set_result(outcome)
 
-        return self._durable(self.store.finish_job(job_id, attempt, state, code, message, record_count, now), finished)
+        return self._durable(
+            self.store.finish_job(job_id, attempt, state, code, message, record_count, now, sync_state), finished
+        )
 
     # --- leases, silence and timeouts -------------------------------------------------------------
 

@@ -162,6 +162,19 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "array", "items": _ref("Agent")}, "Agents"), **_ERRORS},
             }
         },
+        "/api/v1/syncs": {
+            "get": {
+                "summary": "Named syncs and the state their next run starts from (watermark, identities kept)",
+                "responses": {"200": _json({"type": "array", "items": {"type": "object"}}, "Sync states"), **_ERRORS},
+            }
+        },
+        "/api/v1/syncs/{name}": {
+            "delete": {
+                "summary": "Forget a sync's state (admin): its next run returns every entry again",
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object"}, "Forgotten"), **_ERRORS},
+            }
+        },
         "/api/v1/enroll": {
             "post": {
                 "summary": "Trade a one-time enrolment token for an agent identity (used by bridgehead-agent enroll)",

@@ -28,6 +28,7 @@ from agent.protocol.messages import (
     Reject,
     ResumeJob,
     ServerMessage,
+    SyncState,
     Welcome,
 )
 from agent.protocol.session import AgentSession, ServerSession, State
@@ -63,6 +64,7 @@ __all__ = [
     "ServerMessage",
     "ServerSession",
     "State",
+    "SyncState",
     "UnexpectedMessage",
     "Welcome",
     "decode_agent_frame",

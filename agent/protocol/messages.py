@@ -216,15 +216,31 @@ class Progress(msgspec.Struct, tag="progress", frozen=True):
     message: Text = ""
 
 
+class SyncState(msgspec.Struct, frozen=True, kw_only=True):
+    """What a sync job leaves for the next run of the same sync (``params.sync``): kept by the
+    control plane and handed to that next run, on whichever agent, as ``params.sync_state``.
+
+    ``ids`` are the identities (``entryUUID``, ``objectGUID``: 16 bytes each) present at this
+    run, sorted and concatenated; base64 on the wire. ``version`` is the state this run
+    started from: the control plane keeps the new state only if none replaced it meanwhile.
+    """
+
+    name: Name
+    version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    watermark: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    ids: bytes = b""
+
+
 class Complete(msgspec.Struct, tag="complete", frozen=True):
     """The attempt ended. ``record_count`` is its last seq; every record must precede this
-    frame on the same connection."""
+    frame on the same connection. ``sync_state``: a succeeded sync job's state for its next run."""
 
     job_id: JobId
     attempt: Attempt
     status: JobStatus
     record_count: Seq = 0
     error: ErrorInfo | None = None
+    sync_state: SyncState | None = None
 
 
 ServerMessage = Challenge | Welcome | Offer | Ack | CompleteAck | Cancel | Abandon | Heartbeat | Error

@@ -18,8 +18,20 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.protocol import SyncState
+
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+@dataclass
+class SyncSummary:
+    name: str
+    version: int
+    watermark: str | None
+    identities: int
+    job_id: str
+    updated_at: float
 
 
 @dataclass
@@ -105,7 +117,22 @@ class Store(abc.ABC):
         error_message: str | None,
         record_count: int,
         now: float,
-    ) -> Awaitable[object]: ...
+        sync_state: SyncState | None = None,
+    ) -> Awaitable[object]:
+        """End the job; with ``sync_state``, keep it for the sync's next run in the same commit,
+        unless another run replaced the state this one started from (its ``version``)."""
+
+    # --- sync states ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def sync_state(self, name: str) -> SyncState | None:
+        """The kept state of sync ``name`` (None before its first successful run)."""
+
+    @abc.abstractmethod
+    async def sync_states(self) -> list[SyncSummary]: ...
+
+    @abc.abstractmethod
+    def delete_sync_state(self, name: str) -> Awaitable[object]:
+        """Forget a sync's state: its next run returns every entry again."""
 
     @abc.abstractmethod
     def requeue_job(self, job_id: str, error_code: str | None, error_message: str | None) -> Awaitable[object]:

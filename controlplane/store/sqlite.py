@@ -16,13 +16,17 @@ from __future__ import annotations
 import array
 import asyncio
 import json
+import logging
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from controlplane.store.base import AgentRow, JobRow, Store
+from agent.protocol import SyncState
+from controlplane.store.base import AgentRow, JobRow, Store, SyncSummary
+
+log = logging.getLogger("bridgehead.control.store")
 
 T = TypeVar("T")
 
@@ -63,6 +67,16 @@ CREATE TABLE IF NOT EXISTS record_batches (
     sizes BLOB NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (job_id, attempt, last_seq)
+);
+-- Each named sync's state for its next run (agent.protocol.SyncState); ``version`` counts
+-- the runs that replaced it, so a run that started from an older state cannot overwrite it.
+CREATE TABLE IF NOT EXISTS sync_states (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    watermark TEXT,
+    ids BLOB NOT NULL,
+    job_id TEXT NOT NULL,
+    updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS agents (
     name TEXT PRIMARY KEY,
@@ -360,14 +374,54 @@ class SqliteStore(Store):
         error_message: str | None,
         record_count: int,
         now: float,
+        sync_state: SyncState | None = None,
     ) -> Awaitable[Any]:
-        return self._write(
-            lambda: self.db.execute(
+        def op() -> None:
+            self.db.execute(
                 "UPDATE jobs SET state=?, error_code=?, error_message=?, record_count=?, finished_at=? "
                 "WHERE id=? AND attempt=?",
                 (state, error_code, error_message, record_count, now, job_id, attempt),
             )
-        )
+            if sync_state is not None and state == "succeeded":
+                self._keep_sync_state(sync_state, job_id, now)
+
+        return self._write(op)
+
+    def _keep_sync_state(self, state: SyncState, job_id: str, now: float) -> None:
+        values = (state.version + 1, state.watermark, state.ids, job_id, now, state.name, state.version)
+        updated = self.db.execute(
+            "UPDATE sync_states SET version=?, watermark=?, ids=?, job_id=?, updated_at=? WHERE name=? AND version=?",
+            values,
+        ).rowcount
+        if not updated and state.version == 0:
+            updated = self.db.execute(
+                "INSERT OR IGNORE INTO sync_states (version, watermark, ids, job_id, updated_at, name) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                values[:-1],
+            ).rowcount
+        if not updated:
+            log.warning(
+                "sync %r: job %s started from state version %d, which another run has replaced; "
+                "its records stand, its state is not kept",
+                state.name,
+                job_id,
+                state.version,
+            )
+
+    def sync_state(self, name: str) -> SyncState | None:
+        row = self.db.execute("SELECT version, watermark, ids FROM sync_states WHERE name=?", (name,)).fetchone()
+        if row is None:
+            return None
+        return SyncState(name=name, version=row[0], watermark=row[1], ids=bytes(row[2]))
+
+    async def sync_states(self) -> list[SyncSummary]:
+        rows = self.db.execute(
+            "SELECT name, version, watermark, length(ids), job_id, updated_at FROM sync_states ORDER BY name"
+        ).fetchall()
+        return [SyncSummary(r[0], r[1], r[2], r[3] // 16, r[4], r[5]) for r in rows]
+
+    def delete_sync_state(self, name: str) -> Awaitable[Any]:
+        return self._write(lambda: self.db.execute("DELETE FROM sync_states WHERE name=?", (name,)))
 
     def requeue_job(self, job_id: str, error_code: str | None, error_message: str | None) -> Awaitable[Any]:
         return self._write(

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from agent.sdk import Params, Profile
+from agent.sdk import Params, Profile, SyncState
 
 log = logging.getLogger("bridgehead.plugins.ldap")
 
@@ -35,10 +35,23 @@ class LdapParams(Params):
     max_entries: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # Enforced by the server over the whole search: past it, the job fails (size_limit_exceeded).
     size_limit: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # "sync": only entries changed since the previous run of the sync named by ``sync``, and
+    # those deleted since (docs/plugins/ldap.md#sync).
+    mode: Literal["search", "sync"] = "search"
+    sync: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")] | None = None
+    # Set by the control plane when it hands a sync job to an agent; not for job authors.
+    sync_state: SyncState | None = None
 
     def __post_init__(self) -> None:
         if "\x00" in self.filter or "\x00" in self.base:
             raise ValueError("base and filter may not contain NUL")
+        if self.mode == "sync":
+            if self.sync is None:
+                raise ValueError('mode "sync" needs "sync": the name under which its state is kept')
+            if self.max_entries is not None or self.size_limit:
+                raise ValueError("a sync cannot stop part-way (max_entries, size_limit): its state would be wrong")
+        elif self.sync is not None or self.sync_state is not None:
+            raise ValueError('"sync" and "sync_state" apply to mode "sync"')
 
 
 class LdapProfile(Profile):

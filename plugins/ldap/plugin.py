@@ -36,6 +36,7 @@ from agent.sdk import JobContext, Plugin
 from plugins.ldap.client import Live, check_limits, close, connect, forms_from_schema, job_error
 from plugins.ldap.groups import GroupMembers
 from plugins.ldap.params import LdapParams, LdapProfile
+from plugins.ldap.sync import SyncRun
 from plugins.ldap.values import EntryEncoder, Form
 
 T = TypeVar("T")
@@ -72,10 +73,13 @@ class LdapPlugin(Plugin[LdapParams, LdapProfile]):
             if known is None:
                 known = self._forms[directory] = forms_from_schema(conn)
             _check_names(params.attributes, known)
-            search = _Search(ctx, params, conn, known, self._executor)
+            search = Search(ctx, params, conn, known, self._executor)
             if params.expand_groups:
                 search.groups = await self._blocking(ctx, search.read_groups, conn)
-            await search.stream()
+            if params.mode == "sync":
+                await SyncRun(search, functools.partial(self._blocking, ctx)).run()
+            else:
+                await search.stream()
         finally:
             # In a thread: an unbind sends a request, and a broken socket may make it wait.
             self._executor.submit(close, conn)
@@ -96,8 +100,10 @@ class LdapPlugin(Plugin[LdapParams, LdapProfile]):
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
 
-class _Search:
-    """One job's paged search on one bound connection."""
+class Search:
+    """One job's paged search on one bound connection. ``filter``, ``attributes`` and
+    ``decorate`` (called on each record in the encoding thread; False drops the record) let a
+    sync run reuse it for its changed entries."""
 
     def __init__(
         self,
@@ -120,6 +126,9 @@ class _Search:
         self.page_size = params.page_size or ctx.profile.page_size
         self.time_limit = math.ceil(ctx.profile.timeout_s)
         self.cookie: bytes | None = None
+        self.filter = params.filter
+        self.attributes: list[str] = params.attributes or [ldap3.ALL_ATTRIBUTES]
+        self.decorate: Callable[[dict[str, Any], dict[str, list[bytes]]], bool] | None = None
 
     async def stream(self) -> None:
         ctx = self.ctx
@@ -171,9 +180,9 @@ class _Search:
             try:
                 conn.search(
                     params.base,
-                    params.filter,
+                    self.filter,
                     search_scope=_SCOPES[params.scope],
-                    attributes=params.attributes or [ldap3.ALL_ATTRIBUTES],
+                    attributes=self.attributes,
                     paged_size=size,
                     paged_cookie=self.cookie,
                     size_limit=params.size_limit,
@@ -192,15 +201,47 @@ class _Search:
         return []
 
     def encode_entries(self, entries: list[tuple[str, dict[str, list[bytes]]]]) -> list[bytes]:
-        record, encode, groups = self.encoder.record, self.encode, self.groups
-        if groups is None:
+        record, encode, groups, decorate = self.encoder.record, self.encode, self.groups, self.decorate
+        if groups is None and decorate is None:
             return [encode(record(dn, raw)) for dn, raw in entries]
         out = []
         for dn, raw in entries:
             item = record(dn, raw)
-            groups.expand(item)
+            if decorate is not None and not decorate(item, raw):
+                continue
+            if groups is not None:
+                groups.expand(item)
             out.append(encode(item))
         return out
+
+    def scan(self, filter_: str, attributes: list[str], visit: Callable[[dict[str, list[bytes]]], None]) -> int:
+        """A paged search that hands each entry's raw attributes to ``visit`` (nothing is
+        streamed); for a sync's identity scan. Returns the number of entries."""
+        conn, params = self.conn, self.params
+        cookie: bytes | None = None
+        count = 0
+        while True:
+            try:
+                conn.search(
+                    params.base,
+                    filter_,
+                    search_scope=_SCOPES[params.scope],
+                    attributes=attributes,
+                    paged_size=self.page_size,
+                    paged_cookie=cookie,
+                    time_limit=self.time_limit,
+                    dereference_aliases=ldap3.DEREF_NEVER,
+                )
+            except Exception as exc:  # noqa: BLE001 - as in fetch_page
+                raise job_error(exc, doing="listing the entries present") from None
+            check_limits(conn, doing="listing the entries present")
+            for item in conn.response or ():
+                if item.get("type") == "searchResEntry":
+                    visit(item["raw_attributes"])
+                    count += 1
+            cookie = _cookie(conn)
+            if cookie is None:
+                return count
 
     def read_groups(self, conn: ldap3.Connection) -> GroupMembers:
         """Every group under the search base with its direct members, for expand_groups."""

@@ -157,6 +157,7 @@ class EntryEncoder:
         # Explicitly requested attributes the entry lacks are null, so every record of a
         # job has the same keys (what a ServiceNow field map wants); "*" and "+" add none.
         self._absent = [a for a in requested or () if a not in ("*", "+", "1.1") and not a.startswith("@")]
+        self.schema_names = frozenset(self._forms)
         # Entries of one search repeat the same attribute names: each is worked out once.
         self._plans: dict[str, _Plan] = {}
 

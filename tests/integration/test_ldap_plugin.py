@@ -91,3 +91,80 @@ def test_job_timeout_closes_the_connection(control: ControlPlane, agent_factory:
         assert time.monotonic() - started < scaled(10)
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+# --- sync ----------------------------------------------------------------------------------
+
+
+def sync_run(api: Api, server: Slapd, name: str = "people") -> list[dict[str, object]]:
+    job = api.submit(
+        "ldap",
+        {
+            "connection": "dir",
+            "base": f"ou=people,{server.suffix}",
+            "filter": "(objectClass=inetOrgPerson)",
+            "attributes": ["uid", "mail", "description"],
+            "mode": "sync",
+            "sync": name,
+        },
+    )
+    done = api.wait_done(job["id"], timeout=60)
+    assert "succeeded" == done["state"], done
+    return api.records(job["id"])
+
+
+def test_sync_returns_exactly_what_changed_since_the_previous_run(
+    control: ControlPlane, agent_factory: AgentFactory, slapd: Slapd
+) -> None:
+    """First run: every entry. Then 10 modified, 5 added, 3 deleted: the next run returns
+    exactly those 18 changes, and the one after that nothing."""
+    _agent, api = start_agent(control, agent_factory, slapd)
+    first = sync_run(api, slapd)
+    assert 30 == len(first) and {"upsert"} == {r["op"] for r in first}
+    ids = {r["dn"]: r["id"] for r in first}
+    assert 30 == len(set(ids.values()))
+
+    modified = [person_dn(i) for i in range(1, 11)]
+    for dn in modified:
+        slapd.replace(dn, "mail", [f"changed-{dn.split(',')[0][4:]}@example.com"])
+    added = [person_dn(i) for i in range(101, 106)]
+    for i, dn in enumerate(added, 101):
+        slapd.add(dn, {"objectClass": ["inetOrgPerson"], "uid": f"user{i:05d}", "cn": "New", "sn": "Person"})
+    deleted = [person_dn(i) for i in range(21, 24)]
+    for dn in deleted:
+        slapd.delete(dn)
+
+    second = sync_run(api, slapd)
+    upserts = {r["dn"]: r for r in second if r["op"] == "upsert"}
+    deletes = [r for r in second if r["op"] == "delete"]
+    assert 18 == len(second), second
+    assert set(modified) | set(added) == set(upserts)
+    assert all(upserts[dn]["mail"][0].startswith("changed-") for dn in modified)  # type: ignore[index]
+    assert {ids[dn] for dn in deleted} == {r["id"] for r in deletes}
+    assert all(r["dn"] is None for r in deletes)
+
+    assert [] == sync_run(api, slapd)
+    status, syncs = api.request("GET", "/api/v1/syncs")
+    assert 200 == status
+    (people,) = [s for s in syncs if s["name"] == "people"]
+    assert (3, 32) == (people["version"], people["identities"]), people
+
+
+def test_sync_state_follows_the_cluster_and_can_be_reset(
+    control: ControlPlane, agent_factory: AgentFactory, slapd: Slapd
+) -> None:
+    """The state lives on the control plane: a second agent continues where the first
+    stopped; after DELETE /api/v1/syncs/NAME the next run returns every entry again."""
+    first_agent, api = start_agent(control, agent_factory, slapd)
+    assert 30 == len(sync_run(api, slapd, "moves"))
+    first_agent.stop()
+    agent_factory(control, name="agent-2", extra=profiles(slapd))
+    wait_connected(api, ["agent-2"])
+    slapd.replace(person_dn(5), "mail", ["moved@example.com"])
+    (change,) = sync_run(api, slapd, "moves")
+    assert (person_dn(5), ["moved@example.com"]) == (change["dn"], change["mail"])
+    status, body = api.request("DELETE", "/api/v1/syncs/moves")
+    assert 200 == status, body
+    assert 30 == len(sync_run(api, slapd, "moves"))
+    status, body = api.request("DELETE", "/api/v1/syncs/nosuch")
+    assert (404, "sync_not_found") == (status, body["error"]["code"]), body
