@@ -86,7 +86,8 @@ def measure(server: Slapd, args: argparse.Namespace) -> None:
             if done["state"] != "succeeded" or count != n:
                 raise SystemExit(f"relay job did not deliver {n} entries: {done}")
             relay_rates.append(count / elapsed)
-            print(f"run {run}: relay into the store   {count:>8,} entries in {elapsed:6.2f} s = {count / elapsed:>8,.0f}/s")
+            rate = count / elapsed
+            print(f"run {run}: relay into the store   {count:>8,} entries in {elapsed:6.2f} s = {rate:>8,.0f}/s")
     raw_median, relay_median = statistics.median(raw_rates), statistics.median(relay_rates)
     print(
         f"\nmedian: raw {raw_median:,.0f} entries/s, relay {relay_median:,.0f} entries/s, "

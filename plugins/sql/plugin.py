@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from agent.errors import InvalidParams, JobError, SourceError
+from agent.pipeline import Fetcher
 from agent.sdk import Credential, JobContext, Plugin
 from plugins.sql.failures import connection_lost, job_error, sqlstate_and_text
-from agent.pipeline import Fetcher
 from plugins.sql.odbc_describe import column_type_names
 from plugins.sql.params import SqlParams, SqlProfile
 from plugins.sql.pool import Pool, Session

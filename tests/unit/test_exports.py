@@ -20,6 +20,7 @@ SDK = {
     "RecordTooLarge",
     "SourceError",
     "SourceUnavailable",
+    "SyncState",
 }
 
 
