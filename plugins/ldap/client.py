@@ -5,7 +5,6 @@ All of it is blocking; the plugin calls it in a worker thread.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import math
@@ -92,6 +91,18 @@ def connect(
     raise SourceUnavailable("no LDAP server answered: " + "; ".join(failures))
 
 
+class RangeScratch(dict[str, list[Any]]):
+    """The ``attributes`` of a raw-decoded entry: empty, but ldap3's range retrieval reads,
+    extends and deletes values here as it does in ``raw_attributes``, so a missing name reads
+    as no values and deleting one is not an error."""
+
+    def __missing__(self, key: str) -> list[Any]:
+        return []
+
+    def __delitem__(self, key: str) -> None:
+        self.pop(key, None)
+
+
 def _decode_entries_raw(conn: ldap3.Connection) -> None:
     """Make ``conn`` decode search entries into raw attributes only.
 
@@ -100,8 +111,8 @@ def _decode_entries_raw(conn: ldap3.Connection) -> None:
     formats them itself by the directory's schema (values.py), so the second decoding was
     15-20% of the agent's time on a big search. Installed after the bind, because ldap3 reads
     the schema at bind through the ``attributes`` of the subschema entry. ``attributes`` stays
-    an empty defaultdict, which keeps ldap3's range retrieval (auto_range) working: it merges
-    ``raw_attributes`` and ``attributes`` alike. Relies on ldap3 2.9's fast decoder layout
+    empty, which keeps ldap3's range retrieval (auto_range) working: it merges
+    ``raw_attributes`` and ``attributes`` alike (RangeScratch). Relies on ldap3 2.9's fast decoder layout
     (pinned below 3): tests/integration/test_ldap_*.py cover every path that reads entries.
     """
     strategy = conn.strategy
@@ -119,7 +130,7 @@ def _decode_entries_raw(conn: ldap3.Connection) -> None:
             "raw_attributes": {
                 a[3][0][3].decode("utf-8", "replace"): [bytes(v[3]) for v in a[3][1][3]] for a in attributes
             },
-            "attributes": collections.defaultdict(list),
+            "attributes": RangeScratch(),
         }
 
     strategy.decode_response_fast = decode

@@ -177,6 +177,8 @@ class EntryEncoder:
         out: dict[str, Any] = {"dn": dn}
         plans = self._plans
         for name, values in raw.items():
+            if ";range=" in name and name.split(";range=", 1)[0] in raw:
+                continue  # ldap3 merged every range into the bare name (auto_range): that one is whole
             plan = plans.get(name)
             if plan is None:
                 plan = self._plan(name)

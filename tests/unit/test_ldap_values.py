@@ -104,3 +104,38 @@ def test_nested_groups_expand_to_their_leaves_once_and_cycles_end() -> None:
     plain: dict[str, object] = {"dn": "uid=1", "cn": "x"}
     groups.expand(plain)
     assert "member_expanded" not in plain
+
+
+def test_active_directory_ranges_merge_whole_with_raw_decoding() -> None:
+    """AD returns at most 1,500 values of a large attribute per read (member;range=0-1499) and
+    ldap3's auto_range reads the rest. Active Directory cannot run here, so its answers are
+    played by a stand-in search function; ldap3's own range code runs on the raw-decoded entry
+    shape the plugin installs (RangeScratch), and the record has every member once."""
+    import ldap3  # noqa: PLC0415
+
+    from plugins.ldap.client import RangeScratch  # noqa: PLC0415
+
+    members = [f"cn=u{i},dc=ad".encode() for i in range(4000)]
+
+    def entry(values: dict[str, list[bytes]]) -> dict[str, object]:
+        return {"type": "searchResEntry", "dn": "cn=g,dc=ad", "raw_attributes": values, "attributes": RangeScratch()}
+
+    conn = ldap3.Connection(ldap3.Server("ldap://127.0.0.1:1", get_info=ldap3.NONE), auto_range=True)
+    asked: list[str] = []
+
+    def ad_search(**kwargs: object) -> bool:  # a stand-in for AD's answer to a ranged read
+        (requested,) = kwargs["attributes"]  # type: ignore[misc]
+        asked.append(requested)
+        low = int(requested.split("=")[1].split("-")[0])
+        high = min(low + 1499, len(members) - 1)
+        name = f"member;range={low}-{'*' if high == len(members) - 1 else high}"
+        conn.response = [entry({name: members[low : high + 1]})]  # type: ignore[misc]
+        return True
+
+    conn.search = ad_search  # type: ignore[method-assign]
+    first = entry({"cn": [b"g"], "member;range=0-1499": members[:1500]})
+    assert conn.strategy.do_search_on_auto_range({"dereferenceAlias": 0}, [first])
+    assert ["member;range=1500-*", "member;range=3000-*"] == asked
+    encoder = EntryEncoder({"member": form_for(DIRECTORY_STRING, False, "member")}, None)
+    record = encoder.record("cn=g,dc=ad", first["raw_attributes"])  # type: ignore[arg-type]
+    assert [m.decode() for m in members] == record["member"]
