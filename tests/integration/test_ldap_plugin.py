@@ -168,3 +168,25 @@ def test_sync_state_follows_the_cluster_and_can_be_reset(
     assert 30 == len(sync_run(api, slapd, "moves"))
     status, body = api.request("DELETE", "/api/v1/syncs/nosuch")
     assert (404, "sync_not_found") == (status, body["error"]["code"]), body
+
+
+WRONG_PASSWORD = "Wr0ng-ldap-pw-5e2b"  # noqa: S105 - looked for in messages and logs
+
+
+def test_wrong_password_fails_the_job_and_is_never_shown(
+    control: ControlPlane, agent_factory: AgentFactory, slapd_server: Slapd
+) -> None:
+    extra = profiles(slapd_server) + (
+        f'\n[connections.dir_badpw]\nplugin = "ldap"\nurl = "{slapd_server.url}"\ncredential = "badpw"\n\n'
+        f'[credentials.badpw]\nusername = "{slapd_server.reader_dn}"\npassword_env = "BH_TEST_LDAP_PW"\n'
+    )
+    agent = agent_factory(control, extra=extra, env={"BH_TEST_LDAP_PW": WRONG_PASSWORD})
+    api = control.api()
+    wait_connected(api, [agent.name])
+    job = api.submit("ldap", {"connection": "dir_badpw", "base": slapd_server.suffix})
+    done = api.wait_done(job["id"])
+    assert ("failed", "auth_failed") == (done["state"], done["error"]["code"]), done
+    assert "invalidCredentials" in done["error"]["message"]
+    assert WRONG_PASSWORD not in str(done)
+    assert WRONG_PASSWORD not in str(api.request("GET", "/api/v1/jobs")[1])
+    assert WRONG_PASSWORD not in agent.log_text() and WRONG_PASSWORD not in control.log_text()
