@@ -1,8 +1,10 @@
-"""The demo: a control plane, an enrolled agent and real REST jobs, all on loopback.
+"""The demo: a control plane, an enrolled agent and real REST, SQL and LDAP jobs, on loopback.
 
-Starts a stand-in "internal API" with sample data, a control plane on its embedded SQLite
-store, and an agent whose only connection profile points at that API; submits jobs through
-the job API, prints their records, then stops everything cleanly. Run it with ``scripts/demo``.
+Starts a stand-in "internal API" with sample data, an HR database (an SQLite file read through
+ODBC), a real OpenLDAP directory (slapd, with a temporary config and a private CA), a control
+plane on its embedded SQLite store, and an agent with a connection profile for each; submits
+jobs through the job API, prints their records, then stops everything cleanly. Run it with
+``scripts/demo``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+sys.path.insert(0, str(ROOT / "tests"))  # the test suite's slapd launcher: the demo's directory
+
+from slapd import Slapd, base_entries, nested_groups, people, person_dn  # noqa: E402
 
 
 def free_port() -> int:
@@ -102,6 +107,7 @@ def main() -> None:
     api_port, cp_port = free_port(), free_port()
     control_url = f"http://127.0.0.1:{cp_port}"
     procs: list[subprocess.Popen[bytes]] = []
+    stop_directory: Any = lambda: None  # noqa: E731 - replaced once the directory runs
     logs = open(work / "demo.log", "ab")  # noqa: SIM115 - closed at the end
     try:
         print(f"Bridgehead demo (work dir {work})")
@@ -139,12 +145,22 @@ def main() -> None:
         hr_db = make_hr_database(work / "hr.db")
         print(f"• HR database (SQLite, {HR_ROWS:,} staff) in {hr_db}, read through ODBC")
 
+        directory = Slapd(work / "slapd")
+        directory.load([*base_entries(), *people(40), *nested_groups()])
+        directory.start()
+        stop_directory = directory.stop
+        print(f"• LDAP directory (slapd, 40 people, nested groups) on {directory.ldaps_url}, with its own CA")
+
         config = work / "agent.toml"
         config.write_text(
             f'[agent]\nname = "demo-agent"\ndata_dir = "{work / "agent"}"\n\n'
             f'[control]\nurl = "{control_url}"\n\n'
             f'[connections.internal_api]\nplugin = "rest"\nbase_url = "http://127.0.0.1:{api_port}/api"\n\n'
-            f'[connections.hr_db]\nplugin = "sql"\nconnection_string = "Driver={{SQLite3}};Database={hr_db}"\n'
+            f'[connections.hr_db]\nplugin = "sql"\nconnection_string = "Driver={{SQLite3}};Database={hr_db}"\n\n'
+            f'[connections.corp_ldap]\nplugin = "ldap"\nurl = "{directory.ldaps_url}"\n'
+            f'ca_file = "{directory.ca_file}"\ncredential = "ldap_reader"\n\n'
+            # An inline password is for demos and tests; production uses password_env or password_file.
+            f'[credentials.ldap_reader]\nusername = "{directory.reader_dn}"\npassword = "{directory.reader_password}"\n'
         )
         print("• " + cli("agent.cli", "enroll", "--config", str(config), "--token", enrollment))
         procs.append(
@@ -205,15 +221,53 @@ def main() -> None:
                 [],
             ),
         ]
-        for title, params, columns, plugin in [(t, p, c, "rest") for t, p, c in jobs] + [
-            (t, p, c, "sql") for t, p, c in sql_jobs
-        ]:
+        people_base = f"ou=people,{directory.suffix}"
+        sync = {
+            "connection": "corp_ldap",
+            "base": people_base,
+            "filter": "(objectClass=inetOrgPerson)",
+            "attributes": ["uid", "mail"],
+            "mode": "sync",
+            "sync": "demo-people",
+        }
+        ldap_jobs = [
+            (
+                "LDAP over LDAPS: people, paged, one record per entry (forms from the schema)",
+                {"connection": "corp_ldap", "base": people_base, "filter": "(uid=*)", "page_size": 10},
+                ["dn", "uid", "mail", "employeeNumber"],
+            ),
+            (
+                "LDAP: a group with its nested groups expanded",
+                {
+                    "connection": "corp_ldap",
+                    "base": f"ou=groups,{directory.suffix}",
+                    "filter": "(cn=nested-a)",
+                    "expand_groups": True,
+                },
+                ["dn", "member", "member_expanded"],
+            ),
+            ("LDAP sync, first run: every entry is an upsert", sync, ["op", "dn", "mail"]),
+        ]
+
+        def run(title: str, plugin: str, params: dict[str, Any], columns: list[str]) -> None:
             job = call("POST", control_url + "/api/v1/jobs?wait=30", token, {"plugin": plugin, "params": params})
             records = call("GET", f"{control_url}/api/v1/jobs/{job['id']}/records", token)["records"]
             show(title, job, records, columns)
             if job["error"]:
                 print(f"    error: {job['error']['code']}: {job['error']['message']}")
+
+        for title, params, columns, plugin in (
+            [(t, p, c, "rest") for t, p, c in jobs]
+            + [(t, p, c, "sql") for t, p, c in sql_jobs]
+            + [(t, p, c, "ldap") for t, p, c in ldap_jobs]
+        ):
+            run(title, plugin, params, columns)
+        directory.replace(person_dn(3), "mail", ["new-address@example.com"])
+        directory.delete(person_dn(7))
+        print("\n• in the directory: user00003's mail changed, user00007 deleted")
+        run("LDAP sync, next run: only what changed since the first", "ldap", sync, ["op", "id", "dn", "mail"])
     finally:
+        stop_directory()
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)
         for proc in reversed(procs):

@@ -5,9 +5,10 @@ database under one work directory, bulk-loads entries with ``slapadd`` before st
 magnitude faster than LDAP adds for 10,000 entries), runs ``slapd`` in the foreground as a child
 process on two free loopback ports (plain/StartTLS and ldaps), and always stops it.
 
-Two pytest fixtures sit at the bottom: ``slapd_server`` (session scope, 10,000 people and a
-5,000-member group, read-only by convention) and ``slapd`` (a small fresh server per test, for tests
-that write, stop or restart).
+The pytest fixtures ``slapd_server`` (session scope, 10,000 people and a 5,000-member group,
+read-only by convention) and ``slapd`` (a small fresh server per test, for tests that write, stop
+or restart) are in tests/integration/conftest.py; this module needs no pytest, so that the demo
+(scripts/demo.py) starts its directory with it too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -687,33 +687,3 @@ access to *
 
 class _PortTaken(Exception):
     """slapd lost the race for a port picked by free_port(); pick again."""
-
-
-# --- pytest fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def slapd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    """One slapd for the session: base entries, 10,000 people, ``cn=big`` (5,000 members), nested groups.
-
-    Shared by every test that asks for it, so treat it as read-only; use ``slapd`` to write.
-    """
-    server = Slapd(tmp_path_factory.mktemp("slapd-session"))
-    try:
-        server.load(session_entries(server.suffix))
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def slapd(tmp_path: Path) -> Iterator[Slapd]:
-    """A fresh small slapd per test (30 people, ``cn=small``, nested groups): free to write, stop, restart."""
-    server = Slapd(tmp_path / "slapd")
-    try:
-        server.load(small_entries(server.suffix))
-        server.start()
-        yield server
-    finally:
-        server.stop()

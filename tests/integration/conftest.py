@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from harness import Agent, ControlPlane
-from slapd import slapd, slapd_server  # noqa: F401 - fixtures: a real OpenLDAP server
+from slapd import Slapd, session_entries, small_entries
 
 
 @pytest.fixture
@@ -50,3 +50,33 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     yield make
     for agent in started:
         agent.stop(timeout=10)
+
+
+# --- a real OpenLDAP server (tests/slapd.py) -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def slapd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """One slapd for the session: base entries, 10,000 people, ``cn=big`` (5,000 members), nested groups.
+
+    Shared by every test that asks for it, so treat it as read-only; use ``slapd`` to write.
+    """
+    server = Slapd(tmp_path_factory.mktemp("slapd-session"))
+    try:
+        server.load(session_entries(server.suffix))
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def slapd(tmp_path: Path) -> Iterator[Slapd]:
+    """A fresh small slapd per test (30 people, ``cn=small``, nested groups): free to write, stop, restart."""
+    server = Slapd(tmp_path / "slapd")
+    try:
+        server.load(small_entries(server.suffix))
+        server.start()
+        yield server
+    finally:
+        server.stop()
