@@ -14,13 +14,21 @@ reading, the threads stop fetching, and the server-side cursor or search waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
+from agent.errors import JobError
+from agent.sdk import JobContext
+
 _STOP_POLL_S = 0.1
+_PROGRESS_EVERY_S = 1.0
+# How long a stopped job waits for its threads once the call in flight was stopped at the source.
+_STOP_GRACE_S = 10.0
 
 
 class Fetcher:
@@ -128,3 +136,57 @@ class Fetcher:
     def stop(self) -> None:
         """Ask the thread to end after its current call (the caller cancels that call)."""
         self._stop.set()
+
+    async def stream(
+        self,
+        ctx: JobContext[Any],
+        *,
+        fetch_executor: Executor,
+        encode_executor: Executor,
+        call_timeout_s: float,
+        on_timeout: Callable[[], JobError],
+        on_abort: Callable[[], None],
+        unit: str,
+        translate: Callable[[BaseException], BaseException] | None = None,
+    ) -> None:
+        """Run both threads and hand every batch to ``ctx`` until the source is exhausted (or
+        ``max_rows`` reached: see ``truncated``), with progress every second.
+
+        A fetch that runs past ``call_timeout_s`` raises ``on_timeout()``; anything the threads
+        raise goes through ``translate``. If the job is cancelled, times out or fails part-way,
+        the threads are told to stop and ``on_abort`` stops the call in flight at the source
+        (SQLCancel, shutting a socket), then the threads get a grace period to return.
+        """
+        loop = asyncio.get_running_loop()
+        threads = asyncio.gather(
+            loop.run_in_executor(fetch_executor, self.run_fetch),
+            loop.run_in_executor(encode_executor, self.run_encode),
+        )
+        last_progress = time.monotonic()
+        finished = False
+        try:
+            while True:
+                try:
+                    batch = await self.next_batch(call_timeout_s)
+                except TimeoutError:
+                    raise on_timeout() from None
+                except JobError:
+                    raise
+                except Exception as exc:
+                    if translate is None:
+                        raise
+                    raise translate(exc) from None
+                if batch is None:
+                    break
+                await ctx.emit_encoded(batch)
+                now = time.monotonic()
+                if now - last_progress >= _PROGRESS_EVERY_S:
+                    last_progress = now
+                    ctx.progress(ctx.records_emitted, None, f"{ctx.records_emitted:,} {unit}")
+            finished = True
+        finally:
+            if not finished:
+                self.stop()
+                on_abort()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(threads), _STOP_GRACE_S)

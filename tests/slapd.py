@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
-import ipaddress
 import signal
 import ssl
 import subprocess
@@ -26,11 +24,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from harness import free_port, scaled
+from pki import write_test_pki
 
 with warnings.catch_warnings():
     # ldap3 2.9.1 imports names pyasn1 >= 0.6.1 has deprecated (tagMap, typeMap); the warning is
@@ -206,87 +201,6 @@ def to_ldif(entries: Iterable[Entry]) -> Iterator[str]:
         yield "".join(lines) + "\n"
 
 
-# --- TLS material --------------------------------------------------------------------------------
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bridgehead tests"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    )
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    # PKCS#8 PEM, unencrypted: GnuTLS (Debian's slapd) reads it, and slapd has no passphrase prompt.
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.write_bytes(pem)
-    path.chmod(0o600)
-
-
-def _make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    # EC P-256: key generation takes well under a millisecond, where RSA 2048 takes ~50 ms a key.
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))  # tolerate a little clock skew
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def write_tls_material(workdir: Path) -> None:
-    """``ca.pem``, ``server.pem`` (127.0.0.1 and localhost), ``server.key`` and an unrelated ``other_ca.pem``."""
-    ca_key, ca_cert = _make_ca("Bridgehead test CA")
-    _, other_cert = _make_ca("Bridgehead unrelated CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (workdir / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    (workdir / "other_ca.pem").write_bytes(other_cert.public_bytes(serialization.Encoding.PEM))
-    (workdir / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(key, workdir / "server.key")
-
-
 # --- the server ----------------------------------------------------------------------------------
 
 
@@ -328,7 +242,7 @@ class Slapd:
         self._admin: ldap3.Connection | None = None
         self.load_seconds = 0.0
         self.start_seconds = 0.0
-        write_tls_material(workdir)
+        write_test_pki(workdir)
         self._write_config()
 
     # -- identity and addresses --

@@ -23,7 +23,6 @@ import contextlib
 import functools
 import math
 import socket
-import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -44,9 +43,6 @@ T = TypeVar("T")
 _PAGED_RESULTS = "1.2.840.113556.1.4.319"
 _SCOPES: dict[str, Literal["BASE", "LEVEL", "SUBTREE"]] = {"base": "BASE", "one": "LEVEL", "subtree": "SUBTREE"}
 _MAX_THREADS = 32
-_PROGRESS_EVERY_S = 1.0
-# How long a cancelled job waits for its threads, once the socket under them is shut.
-_STOP_GRACE_S = 10.0
 
 
 class LdapPlugin(Plugin[LdapParams, LdapProfile]):
@@ -132,44 +128,26 @@ class Search:
 
     async def stream(self) -> None:
         ctx = self.ctx
+        timeout_s = ctx.profile.timeout_s
         fetcher = Fetcher(self.fetch_page, self.encode_entries, fetch_size=self.page_size, max_rows=self.max_entries)
-        loop = asyncio.get_running_loop()
-        threads = asyncio.gather(
-            loop.run_in_executor(self.executor, fetcher.run_fetch),
-            loop.run_in_executor(self.executor, fetcher.run_encode),
+        await fetcher.stream(
+            ctx,
+            fetch_executor=self.executor,
+            encode_executor=self.executor,
+            call_timeout_s=timeout_s,
+            on_timeout=lambda: SourceError(
+                f"searching: the server sent no page for timeout_s = {timeout_s:g} s", code="time_limit_exceeded"
+            ),
+            # Shut the socket under the call in flight: it returns now, and the server, seeing
+            # the connection close, abandons the search.
+            on_abort=lambda: _abort(self.conn),
+            unit="entries",
         )
-        last_progress = time.monotonic()
-        finished = False
-        try:
-            while (batch := await self._next_batch(fetcher)) is not None:
-                await ctx.emit_encoded(batch)
-                now = time.monotonic()
-                if now - last_progress >= _PROGRESS_EVERY_S:
-                    last_progress = now
-                    ctx.progress(ctx.records_emitted, None, f"{ctx.records_emitted:,} entries")
-            finished = True
-        finally:
-            if not finished:
-                # Cancelled, timed out or failed: stop the threads, and shut the socket under
-                # the call in flight so that it returns now and the server abandons the search.
-                fetcher.stop()
-                _abort(self.conn)
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(threads), _STOP_GRACE_S)
         total = ctx.records_emitted
         if fetcher.truncated:
             ctx.progress(total, None, f"stopped at max_entries = {self.max_entries:,}")
         else:
             ctx.progress(total, total, f"{total:,} entries")
-
-    async def _next_batch(self, fetcher: Fetcher) -> list[bytes] | None:
-        timeout_s = self.ctx.profile.timeout_s
-        try:
-            return await fetcher.next_batch(timeout_s)
-        except TimeoutError:
-            raise SourceError(
-                f"searching: the server sent no page for timeout_s = {timeout_s:g} s", code="time_limit_exceeded"
-            ) from None
 
     # --- blocking, in the worker threads -----------------------------------------------------
 

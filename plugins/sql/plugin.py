@@ -36,7 +36,6 @@ from plugins.sql.rows import Column, RowEncoder
 
 T = TypeVar("T")
 
-_PROGRESS_EVERY_S = 1.0
 # How long a cancelled statement may take to return once SQLCancel was sent.
 _CANCEL_GRACE_S = 10.0
 # Encoding threads, shared by all pools: one per job that is streaming rows. (Calls into the
@@ -180,29 +179,31 @@ class _Query:
 
     async def _stream(self, encoder: RowEncoder, fetch_size: int) -> None:
         ctx = self.ctx
+        timeout_s = ctx.profile.query_timeout_s
         fetcher = Fetcher(self.cursor.fetchmany, encoder.encode, fetch_size=fetch_size, max_rows=self.max_rows)
-        loop = asyncio.get_running_loop()
-        threads = asyncio.gather(
-            loop.run_in_executor(self.session.thread, fetcher.run_fetch),
-            loop.run_in_executor(self.executor, fetcher.run_encode),
+
+        def abort() -> None:  # cancelled, timed out or failed part-way: stop the call in flight
+            self.session.reusable = False
+            self._cancel_statement()
+
+        def translate(exc: BaseException) -> BaseException:
+            if isinstance(exc, self.pyodbc.Error):
+                return job_error(exc, doing="fetching rows", columns=self.columns)
+            return exc
+
+        await fetcher.stream(
+            ctx,
+            fetch_executor=self.session.thread,
+            encode_executor=self.executor,
+            call_timeout_s=timeout_s,
+            on_timeout=lambda: SourceError(
+                f"fetching rows: a fetch ran past query_timeout_s = {timeout_s:g} s and was cancelled",
+                code="query_timeout",
+            ),
+            on_abort=abort,
+            unit="rows",
+            translate=translate,
         )
-        last_progress = time.monotonic()
-        finished = False
-        try:
-            while (batch := await self._next_batch(fetcher)) is not None:
-                await ctx.emit_encoded(batch)
-                now = time.monotonic()
-                if now - last_progress >= _PROGRESS_EVERY_S:
-                    last_progress = now
-                    ctx.progress(ctx.records_emitted, None, f"{ctx.records_emitted:,} rows")
-            finished = True
-        finally:
-            if not finished:
-                # Cancelled, timed out or failed part-way: stop the thread and its call in flight.
-                fetcher.stop()
-                self.session.reusable = False
-                self._cancel_statement()
-            await self._drain(threads)
         total = ctx.records_emitted
         if fetcher.truncated:
             # Rows are left unread: the server is told to stop, and a MySQL connection, which
@@ -214,18 +215,6 @@ class _Query:
                 self._cancel_statement()
         else:
             ctx.progress(total, total, f"{total:,} rows")
-
-    async def _next_batch(self, fetcher: Fetcher) -> list[bytes] | None:
-        timeout_s = self.ctx.profile.query_timeout_s
-        try:
-            return await fetcher.next_batch(timeout_s)
-        except TimeoutError:
-            raise SourceError(
-                f"fetching rows: a fetch ran past query_timeout_s = {timeout_s:g} s and was cancelled",
-                code="query_timeout",
-            ) from None
-        except self.pyodbc.Error as exc:
-            raise job_error(exc, doing="fetching rows", columns=self.columns) from None
 
     def _start(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         started = time.monotonic()
