@@ -192,9 +192,17 @@ class Search:
             out.append(encode(item))
         return out
 
-    def scan(self, filter_: str, attributes: list[str], visit: Callable[[dict[str, list[bytes]]], None]) -> int:
-        """A paged search that hands each entry's raw attributes to ``visit`` (nothing is
-        streamed); for a sync's identity scan. Returns the number of entries."""
+    def scan(
+        self,
+        filter_: str,
+        attributes: list[str],
+        visit: Callable[[str, dict[str, list[bytes]]], None],
+        *,
+        doing: str,
+        scope: str | None = None,
+    ) -> int:
+        """A paged search that hands each entry's DN and raw attributes to ``visit``, streaming
+        nothing (a sync's identity scan, the groups to expand). Returns the number of entries."""
         conn, params = self.conn, self.params
         cookie: bytes | None = None
         count = 0
@@ -203,7 +211,7 @@ class Search:
                 conn.search(
                     params.base,
                     filter_,
-                    search_scope=_SCOPES[params.scope],
+                    search_scope=_SCOPES[scope or params.scope],
                     attributes=attributes,
                     paged_size=self.page_size,
                     paged_cookie=cookie,
@@ -211,40 +219,22 @@ class Search:
                     dereference_aliases=ldap3.DEREF_NEVER,
                 )
             except Exception as exc:  # noqa: BLE001 - as in fetch_page
-                raise job_error(exc, doing="listing the entries present") from None
-            check_limits(conn, doing="listing the entries present")
+                raise job_error(exc, doing=doing) from None
+            check_limits(conn, doing=doing)
             for item in conn.response or ():
                 if item.get("type") == "searchResEntry":
-                    visit(item["raw_attributes"])
+                    visit(item["dn"], item["raw_attributes"])
                     count += 1
             cookie = _cookie(conn)
             if cookie is None:
                 return count
 
-    def read_groups(self, conn: ldap3.Connection) -> GroupMembers:
+    def read_groups(self, _conn: ldap3.Connection) -> GroupMembers:
         """Every group under the search base with its direct members, for expand_groups."""
         groups = GroupMembers()
-        cookie: bytes | None = None
-        while True:
-            try:
-                conn.search(
-                    self.params.base,
-                    GroupMembers.FILTER,
-                    search_scope=ldap3.SUBTREE,
-                    attributes=list(GroupMembers.ATTRIBUTES),
-                    paged_size=self.page_size,
-                    paged_cookie=cookie,
-                    time_limit=self.time_limit,
-                )
-            except Exception as exc:  # noqa: BLE001 - as in next_page
-                raise job_error(exc, doing="reading groups to expand") from None
-            check_limits(conn, doing="reading groups to expand")
-            for item in conn.response or ():
-                if item.get("type") == "searchResEntry":
-                    groups.add(item["dn"], item["raw_attributes"])
-            cookie = _cookie(conn)
-            if cookie is None:
-                return groups
+        filter_, attributes = GroupMembers.FILTER, list(GroupMembers.ATTRIBUTES)
+        self.scan(filter_, attributes, groups.add, doing="reading groups to expand", scope="subtree")
+        return groups
 
 
 def _cookie(conn: ldap3.Connection) -> bytes | None:

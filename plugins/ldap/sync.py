@@ -174,7 +174,7 @@ class SyncRun:
     def _scan(self, _conn: object) -> None:
         scheme = self.scheme
 
-        def visit(raw: dict[str, list[bytes]]) -> None:
+        def visit(_dn: str, raw: dict[str, list[bytes]]) -> None:
             value = _first(raw, scheme.id_attribute)
             raw_id = scheme.id_bytes(value) if value is not None else None
             if raw_id is not None:
@@ -185,7 +185,8 @@ class SyncRun:
                 if scheme.later(text, self.watermark):
                     self.watermark = text
 
-        self.search.scan(self.search.params.filter, [scheme.id_attribute, scheme.stamp_attribute], visit)
+        attributes = [scheme.id_attribute, scheme.stamp_attribute]
+        self.search.scan(self.search.params.filter, attributes, visit, doing="listing the entries present")
 
     def _upsert(self, record: dict[str, Any], raw: dict[str, list[bytes]]) -> bool:
         scheme = self.scheme
