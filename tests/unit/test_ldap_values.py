@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,25 @@ def test_active_directory_ranges_merge_whole_with_raw_decoding() -> None:
     encoder = EntryEncoder({"member": form_for(DIRECTORY_STRING, False, "member")}, None)
     record = encoder.record("cn=g,dc=ad", first["raw_attributes"])  # type: ignore[arg-type]
     assert [m.decode() for m in members] == record["member"]
+
+
+@pytest.mark.parametrize(
+    ("result", "code"),
+    [(3, "time_limit_exceeded"), (4, "size_limit_exceeded"), (11, "size_limit_exceeded"), (0, None)],
+)
+def test_limits_the_server_returns_rather_than_raises_fail_the_job(result: int, code: str | None) -> None:
+    """ldap3 returns timeLimitExceeded (3), sizeLimitExceeded (4) and adminLimitExceeded (11)
+    as results even with raise_exceptions: a search cut short must fail, not look complete.
+    (Size limits are also tested against slapd; a time limit cannot be forced there.)"""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from agent.errors import SourceError  # noqa: PLC0415
+    from plugins.ldap.client import check_limits  # noqa: PLC0415
+
+    conn: Any = SimpleNamespace(result={"result": result, "description": "x", "message": "y"})
+    if code is None:
+        check_limits(conn, doing="searching")
+        return
+    with pytest.raises(SourceError) as caught:
+        check_limits(conn, doing="searching")
+    assert code == caught.value.code
