@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from harness import Agent, ControlPlane
 from slapd import Slapd, session_entries, small_entries
+from sshd import Sshd, TestUser, ensure_test_user
 
 
 @pytest.fixture
@@ -76,6 +77,26 @@ def slapd(tmp_path: Path) -> Iterator[Slapd]:
     server = Slapd(tmp_path / "slapd")
     try:
         server.load(small_entries(server.suffix))
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+# --- a real OpenSSH server (tests/sshd.py) ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def test_user() -> TestUser:
+    """The local account sshd logs tests in as (made once, idempotently, with a sudo rule)."""
+    return ensure_test_user()
+
+
+@pytest.fixture
+def sshd(tmp_path: Path, test_user: TestUser) -> Iterator[Sshd]:
+    """A fresh sshd per test: its own host key, config and port; the test user may log in."""
+    server = Sshd(tmp_path / "sshd", users=[test_user.name])
+    try:
         server.start()
         yield server
     finally:

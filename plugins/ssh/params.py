@@ -1,0 +1,98 @@
+"""The ``ssh`` plugin's job params and connection-profile keys (msgspec structs, no I/O)."""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from typing import Annotated
+
+import msgspec
+
+from agent.sdk import Params, Profile
+
+MiB = 1024 * 1024
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+class SshParams(Params):
+    """Params of one ``ssh`` job; see docs/plugins/ssh.md."""
+
+    connection: str
+    command: Annotated[str, msgspec.Meta(min_length=1, max_length=MiB)]
+    # One of the profile's ``hosts`` (required when the profile names several).
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    stdin: Annotated[str, msgspec.Meta(max_length=16 * MiB)] | None = None
+    env: Annotated[dict[EnvName, Annotated[str, msgspec.Meta(max_length=32_768)]], msgspec.Meta(max_length=64)] = {}
+    # Limit on this command; at most the profile's timeout_s.
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] | None = None
+    # Run under sudo, its password (the credential's) written to sudo's stdin, never to argv.
+    sudo: bool = False
+
+    def __post_init__(self) -> None:
+        if "\x00" in self.command:
+            raise ValueError("command has a NUL character")
+
+
+class SshProfile(Profile):
+    """Keys of a ``[connections.NAME]`` table with ``plugin = "ssh"``."""
+
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    # Names, wildcards (*.corp.example) and CIDR ranges (10.1.0.0/16) a job's host may be.
+    hosts: Annotated[list[str], msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    port: Annotated[int, msgspec.Meta(ge=1, le=65_535)] = 22
+    # OpenSSH known_hosts file the server's key must be in; or a pinned key fingerprint.
+    known_hosts: str | None = None
+    host_key: Annotated[str, msgspec.Meta(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")] | None = None
+    # Accept and record (in known_hosts) the key of a host seen for the first time.
+    trust_on_first_use: bool = False
+    # Patterns (fnmatch: * ? [..]) the whole command must match; none: any command.
+    allowed_commands: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 15.0
+    # Commands running at once on one host through this profile (channels on one transport).
+    max_sessions: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
+    # Output up to this size comes back as one record; beyond, it is streamed in chunks.
+    inline_output_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * MiB)] = 64 * 1024
+    # Most bytes of stdout plus stderr a command may produce before it is stopped.
+    max_output_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * MiB
+
+    def __post_init__(self) -> None:
+        if (self.host is None) == (self.hosts is None):
+            raise ValueError("give exactly one of host or hosts")
+        for pattern in self.hosts or ():
+            if "/" in pattern:
+                ipaddress.ip_network(pattern, strict=False)  # ValueError says what is wrong
+        if self.known_hosts is None and self.host_key is None:
+            raise ValueError(
+                "give known_hosts (a file) or host_key (a SHA256: fingerprint): a server's key is "
+                "always checked (trust_on_first_use records new keys into known_hosts)"
+            )
+        if self.trust_on_first_use and self.known_hosts is None:
+            raise ValueError("trust_on_first_use records keys into known_hosts: give known_hosts")
+        if self.host_key is not None and self.hosts is not None:
+            raise ValueError("host_key pins one server's key: use it with host, or known_hosts with hosts")
+
+    def target(self, requested: str | None) -> str:
+        """The host a job runs on; ``ValueError`` if the profile does not allow it."""
+        if self.host is not None:
+            if requested is not None and requested.lower() != self.host.lower():
+                raise ValueError(f"this profile reaches {self.host} only, not {requested}")
+            return self.host
+        if requested is None:
+            raise ValueError("this profile names several hosts: give the job's host")
+        if not any(_host_matches(requested, p) for p in self.hosts or ()):
+            raise ValueError(f"host {requested} is not among the profile's hosts")
+        return requested
+
+    def allows(self, command: str) -> bool:
+        return self.allowed_commands is None or any(fnmatch.fnmatchcase(command, p) for p in self.allowed_commands)
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    if "/" in pattern:
+        try:
+            return ipaddress.ip_address(host) in ipaddress.ip_network(pattern, strict=False)
+        except ValueError:
+            return False  # a name is never in an address range (no DNS lookup at policy time)
+    return fnmatch.fnmatchcase(host.lower(), pattern.lower())

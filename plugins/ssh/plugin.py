@@ -1,0 +1,300 @@
+"""``SshPlugin``: one command on one host, its output streamed as records.
+
+The flow of a job::
+
+    check the command against allowed_commands and the host against the profile (before any
+    connection: check_policy)
+    take a warm transport to the host, or open one (host key checked before authentication)
+    open a channel; environment; exec; write stdin (sudo's password first) in a thread
+    read stdout and stderr as they come                                      (a worker thread)
+      short output: one record {"exit_code", "stdout", "stderr"}
+      past inline_output_bytes: chunk records {"stream", "offset", "data"}, then a final
+      {"exit_code", "stdout_bytes", "stderr_bytes", "streamed": true}; the stream's
+      backpressure holds the reads, and so the remote command (its pipes fill)
+
+A timeout or a cancel ends the remote process: a TERM signal over the channel, a KILL two
+seconds later, then the channel is closed. (OpenSSH delivers "signal" requests since 7.9.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import concurrent.futures
+import contextlib
+import shlex
+import threading
+import time
+from typing import Any
+
+import paramiko
+from paramiko.common import cMSG_CHANNEL_REQUEST
+from paramiko.message import Message
+
+from agent.errors import InvalidParams, PolicyDenied, SourceError, SourceUnavailable
+from agent.sdk import Credential, JobContext, Plugin
+from plugins.ssh.params import SshParams, SshProfile
+from plugins.ssh.transports import HostTransports
+
+_MAX_THREADS = 64
+_READ_BYTES = 64 * 1024
+_POLL_S = 0.05
+_AHEAD = 8  # chunks read ahead of the record stream, per command
+_KILL_AFTER_S = 2.0
+_PROGRESS_EVERY_S = 1.0
+
+
+class SshPlugin(Plugin[SshParams, SshProfile]):
+    name = "ssh"
+    version = "1"
+    params_type = SshParams
+    profile_type = SshProfile
+    safe_to_repeat = False  # a command may change the host: never run twice by the relay
+
+    def __init__(self) -> None:
+        self._hosts: dict[tuple[str, Credential | None, str], HostTransports] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="ssh")
+
+    def check_policy(self, profile: SshProfile, params: SshParams) -> None:
+        if not profile.allows(params.command):
+            raise PolicyDenied(f"the command is not among the profile's allowed_commands: {params.command[:200]!r}")
+        try:
+            profile.target(params.host)
+        except ValueError as exc:
+            raise PolicyDenied(str(exc)) from None
+        if params.timeout_s is not None and params.timeout_s > profile.timeout_s:
+            raise InvalidParams(f"timeout_s {params.timeout_s:g} is over the profile's timeout_s {profile.timeout_s:g}")
+
+    def transports(self, name: str, profile: SshProfile, credential: Credential | None, host: str) -> HostTransports:
+        key = (name, credential, host.lower())
+        pool = self._hosts.get(key)
+        if pool is None or pool.profile != profile:
+            pool = self._hosts[key] = HostTransports(name, profile, credential, host, self._executor)
+        return pool
+
+    async def run(self, ctx: JobContext[SshProfile], params: SshParams) -> None:
+        profile = ctx.profile
+        self.check_policy(profile, params)  # again: a job may reach run without the agent's check
+        host = profile.target(params.host)
+        pool = self.transports(params.connection, profile, ctx.credential, host)
+        transport = await pool.acquire(ctx.remaining_s)
+        try:
+            await _Command(ctx, params, transport, self._executor).run()
+        except SourceUnavailable:
+            pool.discard(transport)
+            raise
+        finally:
+            pool.release()
+
+    async def aclose(self) -> None:
+        pools, self._hosts = list(self._hosts.values()), {}
+        for pool in pools:
+            await pool.aclose()
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+
+class _Command:
+    def __init__(
+        self,
+        ctx: JobContext[SshProfile],
+        params: SshParams,
+        transport: paramiko.Transport,
+        executor: concurrent.futures.Executor,
+    ) -> None:
+        self.ctx = ctx
+        self.params = params
+        self.transport = transport
+        self.executor = executor
+        self.channel: paramiko.Channel | None = None
+        self.inline: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        self.offsets = {"stdout": 0, "stderr": 0}
+        self.decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
+        self.streaming = False
+
+    async def _blocking(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def run(self) -> None:
+        params, profile = self.params, self.ctx.profile
+        limit = min(params.timeout_s or profile.timeout_s, profile.timeout_s)
+        try:
+            channel: paramiko.Channel = await self._blocking(self.transport.open_session, profile.connect_timeout_s)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SourceUnavailable(f"opening a session: {exc}") from None
+        self.channel = channel
+        writer: asyncio.Future[None] | None = None
+        try:
+            async with asyncio.timeout(limit):
+                await self._blocking(self._start, channel)
+                writer = asyncio.get_running_loop().run_in_executor(self.executor, self._write_stdin, channel)
+                await self._pump(channel)
+                exit_code = await self._blocking(channel.recv_exit_status)
+            await self._finish(exit_code)
+        except TimeoutError:
+            await self._stop_remote()
+            raise SourceError(
+                f"the command ran past its timeout of {limit:g} s and was stopped (TERM, then KILL)",
+                code="command_timeout",
+            ) from None
+        except BaseException:
+            await self._stop_remote()
+            raise
+        finally:
+            if writer is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(writer, 5)
+            self.executor.submit(channel.close)
+
+    # --- output --------------------------------------------------------------------------
+
+    async def _pump(self, channel: paramiko.Channel) -> None:
+        """Read stdout and stderr as they come, each in its own thread blocked in ``recv``
+        (no polling: a command's end is seen at once), at most ``_AHEAD`` chunks ahead of
+        the stream: a full stream stops the reads, and the remote command blocks on its pipe."""
+        ctx, profile = self.ctx, self.ctx.profile
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[str, bytes | BaseException | None]] = asyncio.Queue()
+        room = threading.Semaphore(_AHEAD)
+        stop = threading.Event()
+
+        def reader(stream: str, recv: Any) -> None:
+            try:
+                while room.acquire(timeout=_POLL_S) or not stop.is_set():
+                    if stop.is_set():
+                        return
+                    data = recv(_READ_BYTES)
+                    loop.call_soon_threadsafe(chunks.put_nowait, (stream, data or None))
+                    if not data:
+                        return
+            except Exception as exc:  # noqa: BLE001 - handed to the event loop
+                loop.call_soon_threadsafe(chunks.put_nowait, (stream, exc))
+
+        readers = asyncio.gather(
+            loop.run_in_executor(self.executor, reader, "stdout", channel.recv),
+            loop.run_in_executor(self.executor, reader, "stderr", channel.recv_stderr),
+        )
+        total, open_streams = 0, 2
+        last_progress = time.monotonic()
+        try:
+            while open_streams:
+                stream, data = await chunks.get()
+                room.release()
+                if data is None:
+                    open_streams -= 1
+                    continue
+                if isinstance(data, BaseException):
+                    if not self.transport.is_active():
+                        raise SourceUnavailable(f"the SSH connection dropped while the command ran: {data}")
+                    raise SourceError(f"reading the command's {stream}: {data}", code="ssh_error")
+                total += len(data)
+                if total > profile.max_output_bytes:
+                    raise SourceError(
+                        f"the command wrote more than max_output_bytes = {profile.max_output_bytes:,} and was stopped",
+                        code="output_too_large",
+                    )
+                await self._output(stream, data)
+                now = time.monotonic()
+                if self.streaming and now - last_progress >= _PROGRESS_EVERY_S:
+                    last_progress = now
+                    ctx.progress(total, None, f"{total:,} bytes of output")
+        finally:
+            stop.set()
+            if open_streams:
+                # Stopped early: the channel is closed next, which ends the blocked reads.
+                readers.cancel()
+            else:
+                await readers
+
+    async def _output(self, stream: str, data: bytes) -> None:
+        if not self.streaming:
+            self.inline[stream] += data
+            if sum(map(len, self.inline.values())) <= self.ctx.profile.inline_output_bytes:
+                return
+            self.streaming = True  # too much for one record: send what was kept, then stream
+            kept, self.inline = self.inline, {"stdout": bytearray(), "stderr": bytearray()}
+            for name, buffered in kept.items():
+                if buffered:
+                    await self._chunk(name, bytes(buffered))
+            return
+        await self._chunk(stream, data)
+
+    async def _chunk(self, stream: str, data: bytes) -> None:
+        offset = self.offsets[stream]
+        self.offsets[stream] = offset + len(data)
+        text = self.decoders[stream].decode(data)
+        await self.ctx.emit({"stream": stream, "offset": offset, "data": text})
+
+    async def _finish(self, exit_code: int) -> None:
+        ctx = self.ctx
+        if not self.streaming:
+            out, err = (bytes(self.inline[s]).decode("utf-8", "replace") for s in ("stdout", "stderr"))
+            await ctx.emit({"exit_code": exit_code, "stdout": out, "stderr": err})
+            return
+        for stream, decoder in self.decoders.items():
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                await ctx.emit({"stream": stream, "offset": self.offsets[stream], "data": tail})
+        await ctx.emit(
+            {
+                "exit_code": exit_code,
+                "stdout_bytes": self.offsets["stdout"],
+                "stderr_bytes": self.offsets["stderr"],
+                "streamed": True,
+            }
+        )
+
+    # --- blocking, in worker threads -----------------------------------------------------
+
+    def _start(self, channel: paramiko.Channel) -> None:
+        params = self.params
+        if params.env:
+            channel.update_environment(params.env)  # the server's AcceptEnv decides what it takes
+        command = params.command
+        if params.sudo:
+            # -S: the password from stdin (written first, never in argv); -p '': no prompt text
+            # in the output; sh -c keeps the command's own quoting, pipes and redirections.
+            command = f"sudo -S -p '' -- sh -c {shlex.quote(command)}"
+        channel.exec_command(command)
+
+    def _write_stdin(self, channel: paramiko.Channel) -> None:
+        params = self.params
+        try:
+            if params.sudo:
+                password = self.ctx.credential.password if self.ctx.credential else None
+                if password is None:
+                    raise SourceError("sudo needs the credential's password", code="auth_failed")
+                channel.sendall((password + "\n").encode())
+            if params.stdin:
+                channel.sendall(params.stdin.encode())
+        finally:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.shutdown_write()
+
+    async def _stop_remote(self) -> None:
+        """TERM, then KILL, over the channel; then close it (which also hangs up a pty)."""
+        channel = self.channel
+        if channel is None or channel.closed:
+            return
+        with contextlib.suppress(Exception):
+            _signal(channel, "TERM")
+            for _ in range(int(_KILL_AFTER_S / _POLL_S)):
+                if channel.exit_status_ready():
+                    break
+                await asyncio.sleep(_POLL_S)
+            else:
+                _signal(channel, "KILL")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._blocking(channel.close), 5)
+
+
+def _signal(channel: paramiko.Channel, name: str) -> None:
+    """RFC 4254 6.9 "signal" request (paramiko has no call for it)."""
+    message = Message()
+    message.add_byte(cMSG_CHANNEL_REQUEST)
+    message.add_int(channel.remote_chanid)
+    message.add_string("signal")
+    message.add_boolean(False)
+    message.add_string(name)
+    transport = channel.get_transport()
+    # How paramiko sends its own channel requests; the stubs leave it out.
+    transport._send_user_message(message)  # type: ignore[attr-defined]  # noqa: SLF001

@@ -1,0 +1,296 @@
+"""The ssh plugin in-process (as the agent runs it) against a real OpenSSH sshd the tests start:
+authentication, host keys, policy, output, stdin, timeouts, cancel, sudo and transport reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import scaled
+from sshd import Sshd, TestUser, make_client_key
+
+from agent.errors import JobError
+from agent.sdk import Credential, JobContext
+from agent.testing import ListSink, run_plugin
+from plugins.ssh import SshPlugin
+
+WRONG_PASSWORD = "Wr0ng-ssh-pw-3f9a"  # noqa: S105 - looked for in messages
+PASSPHRASE = "open sesame"  # noqa: S105 - a throw-away key's passphrase
+
+
+@pytest.fixture
+async def plugin() -> Any:
+    p = SshPlugin()
+    yield p
+    await p.aclose()
+
+
+@pytest.fixture
+def client_key(tmp_path: Path, sshd: Sshd, test_user: TestUser) -> Path:
+    private, public = make_client_key(tmp_path / "id_ed25519")
+    sshd.add_authorized_key(test_user.name, public)
+    return private
+
+
+def pinned(sshd: Sshd, **keys: Any) -> dict[str, Any]:
+    return {"host": sshd.host, "port": sshd.port, "host_key": sshd.host_key_fingerprint(), "credential": "c", **keys}
+
+
+async def ssh(
+    plugin: SshPlugin, profile: dict[str, Any], credential: Credential, params: dict[str, Any], timeout_s: float = 60
+) -> list[dict[str, Any]]:
+    return await run_plugin(
+        plugin, {"connection": "box", **params}, profile=profile, credential=credential, timeout_s=timeout_s
+    )
+
+
+async def failure(
+    plugin: SshPlugin, profile: dict[str, Any], credential: Credential, params: dict[str, Any]
+) -> JobError:
+    with pytest.raises(JobError) as caught:
+        await ssh(plugin, profile, credential, params)
+    return caught.value
+
+
+def remote_processes(user: TestUser, marker: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-u", user.name, "-af", marker], capture_output=True, text=True, check=False)
+    return [line for line in found.stdout.splitlines() if "pgrep" not in line]
+
+
+# --- authentication ------------------------------------------------------------------------
+
+
+async def test_key_auth_gives_exit_code_stdout_and_stderr(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    records = await ssh(plugin, pinned(sshd), key, {"command": "echo out; echo err >&2; id -un; exit 3"})
+    assert [{"exit_code": 3, "stdout": f"out\n{test_user.name}\n", "stderr": "err\n"}] == records
+
+
+async def test_password_auth(plugin: SshPlugin, sshd: Sshd, test_user: TestUser) -> None:
+    password = Credential(username=test_user.name, password=test_user.password)
+    assert [{"exit_code": 0, "stdout": "pw\n", "stderr": ""}] == await ssh(
+        plugin, pinned(sshd), password, {"command": "echo pw"}
+    )
+
+
+async def test_encrypted_key_with_its_passphrase(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, tmp_path: Path
+) -> None:
+    private, public = make_client_key(tmp_path / "id_locked", passphrase=PASSPHRASE)
+    sshd.add_authorized_key(test_user.name, public)
+    key = Credential(username=test_user.name, private_key_file=str(private), passphrase=PASSPHRASE)
+    assert "locked\n" == (await ssh(plugin, pinned(sshd), key, {"command": "echo locked"}))[0]["stdout"]
+
+
+async def test_wrong_password_is_auth_failed_and_not_shown(plugin: SshPlugin, sshd: Sshd, test_user: TestUser) -> None:
+    error = await failure(
+        plugin, pinned(sshd), Credential(username=test_user.name, password=WRONG_PASSWORD), {"command": "true"}
+    )
+    assert "auth_failed" == error.code, error.message
+    assert WRONG_PASSWORD not in error.message
+
+
+# --- host keys: nothing runs on a server that cannot prove who it is -------------------------
+
+
+@pytest.mark.parametrize("case", ["unknown", "changed", "pinned_other"])
+async def test_a_host_key_not_the_expected_one_is_refused_and_nothing_runs(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path, tmp_path: Path, case: str
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    other = Sshd(tmp_path / "other")  # another server's key, never started
+    if case == "unknown":
+        known_hosts.write_text("")
+        profile = pinned(sshd, host_key=None, known_hosts=str(known_hosts))
+    elif case == "changed":
+        known_hosts.write_text(
+            other.known_hosts_line().replace(f"[{other.host}]:{other.port}", f"[{sshd.host}]:{sshd.port}") + "\n"
+        )
+        profile = pinned(sshd, host_key=None, known_hosts=str(known_hosts))
+    else:
+        profile = pinned(sshd, host_key=other.host_key_fingerprint())
+    marker = tmp_path / f"ran-{uuid.uuid4().hex}"
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    error = await failure(plugin, profile, key, {"command": f"touch {marker}"})
+    expected = {"unknown": "host_key_unknown", "changed": "host_key_changed", "pinned_other": "host_key_mismatch"}
+    assert expected[case] == error.code, error.message
+    assert sshd.host in error.message and sshd.host_key_fingerprint() in error.message
+    if case != "unknown":
+        assert other.host_key_fingerprint() in error.message  # both fingerprints named
+    assert not marker.exists()
+    assert "Accepted" not in sshd.log_tail(200)  # no login happened
+
+
+async def test_known_hosts_and_trust_on_first_use(
+    plugin: SshPlugin,
+    sshd: Sshd,
+    test_user: TestUser,
+    client_key: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    known_hosts = sshd.write_known_hosts(tmp_path / "known_hosts")
+    profile = pinned(sshd, host_key=None, known_hosts=str(known_hosts))
+    assert 0 == (await ssh(plugin, profile, key, {"command": "true"}))[0]["exit_code"]
+    recorded = tmp_path / "tofu_known_hosts"
+    recorded.write_text("")
+    tofu = pinned(sshd, host_key=None, known_hosts=str(recorded), trust_on_first_use=True)
+    with caplog.at_level(logging.WARNING, logger="bridgehead.plugins.ssh"):
+        assert 0 == (await ssh(SshPlugin(), tofu, key, {"command": "true"}))[0]["exit_code"]
+    assert sshd.host_key_fingerprint() in caplog.text
+    assert f"[{sshd.host}]:{sshd.port} ssh-ed25519 " in recorded.read_text()
+
+
+# --- policy --------------------------------------------------------------------------------
+
+
+async def test_a_command_outside_allowed_commands_is_refused_before_connecting(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    profile = pinned(sshd, allowed_commands=["echo *", "uptime"])
+    assert "ok\n" == (await ssh(plugin, profile, key, {"command": "echo ok"}))[0]["stdout"]
+    before = sshd.log_tail(1000).count("Connection from")
+    error = await failure(SshPlugin(), profile, key, {"command": "rm -rf /tmp/x"})
+    assert "policy_denied" == error.code
+    assert before == sshd.log_tail(1000).count("Connection from")
+
+
+# --- output, stdin, env ----------------------------------------------------------------------
+
+
+async def test_stdin_and_env(plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path) -> None:
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    records = await ssh(
+        plugin,
+        pinned(sshd),
+        key,
+        {"command": 'cat; echo "[$BH_MODE]"', "stdin": "line é\n", "env": {"BH_MODE": "audit"}},
+    )
+    assert "line é\n[audit]\n" == records[0]["stdout"]
+
+
+class CountingSink(ListSink):
+    """Counts streamed output without keeping it, so the test measures the plugin's memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = {"stdout": 0, "stderr": 0}
+        self.final: dict[str, Any] | None = None
+
+    async def put_many(self, items: Any) -> None:
+        import msgspec  # noqa: PLC0415
+
+        for item in items:
+            record = msgspec.json.decode(item)
+            if "stream" in record:
+                assert record["offset"] == self.bytes[record["stream"]]
+                self.bytes[record["stream"]] += len(record["data"].encode())
+            else:
+                self.final = record
+
+    async def put(self, data: bytes) -> None:
+        await self.put_many([data])
+
+
+async def test_a_hundred_megabytes_of_output_stream_in_bounded_memory(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    size = 100 * 1024 * 1024
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    sink = CountingSink()
+    ctx: JobContext[Any] = JobContext(
+        job_id="j",
+        attempt=1,
+        profile=plugin.profile_type(plugin="ssh", **pinned(sshd)),
+        credential=key,
+        sink=sink,
+        deadline=time.monotonic() + scaled(300),
+        max_record_bytes=1 << 20,
+        logger=logging.getLogger("test"),
+    )
+    params = plugin.params_type(connection="box", command=f"head -c {size} /dev/zero | tr '\\0' x; echo done >&2")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    await plugin.run(ctx, params)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert {"stdout": size, "stderr": 5} == sink.bytes
+    assert {"exit_code": 0, "stdout_bytes": size, "stderr_bytes": 5, "streamed": True} == sink.final
+    assert grown_mib < 60, f"peak RSS grew {grown_mib:.0f} MiB for 100 MiB of output"
+
+
+# --- timeouts and cancel -------------------------------------------------------------------
+
+
+async def test_a_timeout_leaves_no_process_on_the_server(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    marker = f"bh{uuid.uuid4().hex[:12]}"
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    started = time.monotonic()
+    error = await failure(plugin, pinned(sshd), key, {"command": f"sleep 300; echo {marker}", "timeout_s": 1})
+    assert "command_timeout" == error.code, error.message
+    assert time.monotonic() - started < scaled(8)
+    deadline = time.monotonic() + scaled(5)
+    while remote_processes(test_user, marker) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert [] == remote_processes(test_user, marker)
+    # The transport is still good for the next command.
+    assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
+
+
+async def test_cancel_mid_command_ends_the_remote_process(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    marker = f"bh{uuid.uuid4().hex[:12]}"
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    job = asyncio.create_task(ssh(plugin, pinned(sshd), key, {"command": f"sleep 300; echo {marker}"}))
+    deadline = time.monotonic() + scaled(10)
+    while not remote_processes(test_user, "sleep 300") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    deadline = time.monotonic() + scaled(5)
+    while remote_processes(test_user, marker) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert [] == remote_processes(test_user, marker)
+
+
+# --- sudo and reuse ------------------------------------------------------------------------
+
+
+async def test_sudo_with_the_credentials_password(plugin: SshPlugin, sshd: Sshd, test_user: TestUser) -> None:
+    password = Credential(username=test_user.name, password=test_user.password)
+    records = await ssh(plugin, pinned(sshd), password, {"command": "id -u", "sudo": True})
+    assert [{"exit_code": 0, "stdout": "0\n", "stderr": ""}] == records
+
+
+async def test_twenty_jobs_reuse_one_transport(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    for i in range(20):
+        assert f"{i}\n" == (await ssh(plugin, pinned(sshd), key, {"command": f"echo {i}"}))[0]["stdout"]
+    assert 1 == sshd.log_tail(2000).count("Accepted publickey")
+
+
+async def test_a_server_that_went_away_is_source_unavailable_and_replaced(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
+    sshd.stop()
+    error = await failure(plugin, pinned(sshd), key, {"command": "true"})
+    assert "source_unavailable" == error.code, error.message
+    sshd.start()
+    assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
