@@ -125,7 +125,8 @@ class HostTransports:
             if credential.private_key_file is not None:
                 try:
                     passphrase = credential.passphrase.encode() if credential.passphrase is not None else None
-                    key = paramiko.PKey.from_path(credential.private_key_file, passphrase)
+                    # bytes: cryptography, under paramiko 5, refuses a str (the stubs say str).
+                    key = paramiko.PKey.from_path(credential.private_key_file, passphrase)  # type: ignore[arg-type]
                 except (OSError, paramiko.SSHException, ValueError, TypeError) as exc:
                     raise SourceError(f"private key {credential.private_key_file}: {exc}", code="auth_failed") from None
                 transport.auth_publickey(user, key)
