@@ -401,7 +401,7 @@ def test_stop_kills_sessions_and_their_orphans(sshd: Sshd, client_key: Path) -> 
         _, stdout, _ = client.exec_command("echo $$; exec sleep 300")
         session = int(stdout.readline())
         for pid in (orphan, session):
-            assert process_state(pid) == "S"
+            assert process_state(pid) not in (None, "Z")
         sshd.stop()
         # The client sees the connection end.
         assert stdout.channel.recv_exit_status() == -1

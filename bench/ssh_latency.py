@@ -1,0 +1,127 @@
+"""SSH: per-command latency through the relay on a warm target, against paramiko alone.
+
+A real sshd (started here, as the tests do) and its test account. Three ways to run the same
+short command (``true``), alternating, in one run:
+
+    warm raw    paramiko: a channel and ``exec_command`` on a transport already open
+    relay       an ``ssh`` job through a real control plane and agent, submitted with
+                ``?wait``, timed from submit to the answer (the agent's transport is warm)
+    cold raw    paramiko: connect, key exchange, host-key check and authentication for each
+                command, as a MID Server-style probe that does not pool does
+
+    .venv/bin/python bench/ssh_latency.py [--commands 30] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import paramiko
+from _cluster import cluster
+from sshd import Sshd, ensure_test_user, make_client_key
+
+COMMAND = "true"
+
+
+def connect(server: Sshd, user: str, key: paramiko.PKey) -> paramiko.Transport:
+    transport = paramiko.Transport(socket.create_connection((server.host, server.port)))
+    transport.start_client()
+    transport.auth_publickey(user, key)
+    return transport
+
+
+def exec_once(transport: paramiko.Transport) -> int:
+    channel = transport.open_session()
+    channel.exec_command(COMMAND)
+    channel.recv(1024)
+    status = channel.recv_exit_status()
+    channel.close()
+    return status
+
+
+def timed(fn: object, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--commands", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    user = ensure_test_user()
+    with tempfile.TemporaryDirectory(prefix="bridgehead-bench-ssh-") as tmp:
+        workdir = Path(tmp)
+        server = Sshd(workdir / "sshd", users=[user.name]).start()
+        try:
+            private, public = make_client_key(workdir / "id_ed25519")
+            server.add_authorized_key(user.name, public)
+            key = paramiko.PKey.from_path(private)
+            extra = (
+                f'[connections.bench]\nplugin = "ssh"\nhost = "{server.host}"\nport = {server.port}\n'
+                f'host_key = "{server.host_key_fingerprint()}"\ncredential = "bench"\n\n'
+                f'[credentials.bench]\nusername = "{user.name}"\nprivate_key_file = "{private}"\n'
+            )
+            measure(server, user.name, key, extra, args)
+        finally:
+            server.stop()
+
+
+def measure(server: Sshd, user: str, key: paramiko.PKey, agent_extra: str, args: argparse.Namespace) -> None:
+    warm: list[float] = []
+    relay: list[float] = []
+    cold: list[float] = []
+    transport = connect(server, user, key)
+    with cluster(agent_extra=agent_extra) as (control, _agent):
+        api = control.api()
+        body = json.dumps({"plugin": "ssh", "params": {"connection": "bench", "command": COMMAND}}).encode()
+
+        def via_relay() -> None:
+            request = urllib.request.Request(  # noqa: S310 - loopback
+                control.url + "/api/v1/jobs?wait=30",
+                data=body,
+                headers={"Authorization": f"Bearer {api.token}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request) as response:  # noqa: S310
+                job = json.loads(response.read())
+            if job["state"] != "succeeded":
+                raise SystemExit(f"relay job failed: {job}")
+
+        def cold_once() -> None:
+            fresh = connect(server, user, key)
+            exec_once(fresh)
+            fresh.close()
+
+        via_relay()  # the agent's transport is opened here: every timed job is warm
+        for run in range(1, args.runs + 1):
+            w = timed(lambda: exec_once(transport), args.commands)
+            r = timed(via_relay, args.commands)
+            c = timed(cold_once, max(5, args.commands // 3))
+            warm += w
+            relay += r
+            cold += c
+            print(
+                f"run {run}: p50 warm raw {statistics.median(w):6.1f} ms, relay {statistics.median(r):6.1f} ms, "
+                f"cold raw {statistics.median(c):6.1f} ms"
+            )
+    transport.close()
+    w, r, c = statistics.median(warm), statistics.median(relay), statistics.median(cold)
+    print(
+        f"\nmedian per command: warm raw {w:.1f} ms, relay {r:.1f} ms, cold raw {c:.1f} ms\n"
+        f"relay / warm raw = {r / w:.2f}x (goal <= 1.2x); cold / relay = {c / r:.1f}x faster (goal >= 5x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
