@@ -236,7 +236,7 @@ def _ssh_connection_to(pid: int) -> tuple[str, int] | None:
 
 
 def _freeze_and_kill(find: Callable[[], set[int]]) -> set[int]:
-    """SIGSTOP what ``find`` returns until it finds nothing new, then SIGKILL all of it.
+    """SIGSTOP what ``find`` returns until it finds nothing new, then SIGKILL all of it and wait.
 
     Stopping first means that nothing forks its way out while the set is collected.
     """
@@ -253,6 +253,13 @@ def _freeze_and_kill(find: Callable[[], set[int]]) -> set[int]:
     for pid in stopped:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    # SIGKILL is delivered asynchronously: a process may still show as running for a moment after
+    # kill() returns. They are not our children, so there is no wait(); watch /proc instead.
+    deadline = time.monotonic() + scaled(10)
+    while stopped & set(_live_processes()):
+        if time.monotonic() > deadline:
+            raise SshdError(f"processes survived SIGKILL: {sorted(stopped & set(_live_processes()))}")
+        time.sleep(0.01)
     return stopped
 
 
