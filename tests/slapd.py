@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from child_server import ChildServer
 from harness import free_port, scaled
 from pki import write_test_pki
 
@@ -208,7 +209,7 @@ class SlapdError(RuntimeError):
     pass
 
 
-class Slapd:
+class Slapd(ChildServer):
     """One slapd process with its own config, database, CA and ports under ``workdir``.
 
     Load data with ``load()`` before ``start()``; after start, use ``connection()``/``connected()``
@@ -216,6 +217,8 @@ class Slapd:
     """
 
     host = "127.0.0.1"
+    name = "slapd"
+    error = SlapdError
 
     def __init__(self, workdir: Path, *, suffix: str = DEFAULT_SUFFIX, sizelimit: str = SIZE_LIMITS) -> None:
         """Write the CA, certificates and slapd.conf under ``workdir``; nothing runs yet.
@@ -236,12 +239,11 @@ class Slapd:
         # if another process took one in between.
         self.port = free_port()
         self.ldaps_port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
+        super().__init__()
         self._loads = 0
         self._connections: list[ldap3.Connection] = []
         self._admin: ldap3.Connection | None = None
         self.load_seconds = 0.0
-        self.start_seconds = 0.0
         write_test_pki(workdir)
         self._write_config()
 
@@ -282,14 +284,6 @@ class Slapd:
     @property
     def reader_password(self) -> str:
         return READER_PASSWORD
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def _write_config(self) -> None:
         w = self.workdir
@@ -374,68 +368,20 @@ access to *
 
     # -- process --
 
-    def log_tail(self, lines: int = 40, since: int = 0) -> str:
-        """The last ``lines`` of slapd's output, from byte offset ``since`` on (the log spans restarts)."""
-        try:
-            with self.log_file.open("rb") as f:
-                f.seek(since)
-                text = f.read().decode(errors="replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def start(self, timeout: float = 15) -> Slapd:
-        if self.running:
-            return self
-        started = time.monotonic()
-        for attempt in range(3):
-            try:
-                self._spawn_and_wait(timeout)
-            except _PortTaken:
-                if attempt == 2:
-                    raise SlapdError(f"slapd could not bind its ports three times:\n{self.log_tail()}") from None
-                self.port, self.ldaps_port = free_port(), free_port()
-                continue
-            except BaseException:
-                self.stop()
-                raise
-            self.start_seconds = time.monotonic() - started
-            return self
-        raise AssertionError("unreachable")
-
-    def _spawn_and_wait(self, timeout: float) -> None:
+    def argv(self) -> list[str]:
         listen = f"ldap://{self.host}:{self.port}/ ldaps://{self.host}:{self.ldaps_port}/"
-        with self.log_file.open("ab") as log:
-            offset = log.tell()
-            # "-d none", not "-d 0": both keep slapd in the foreground, but at level 0 it prints
-            # nothing at all, not even why it refused to start; "none" prints exactly the
-            # unconditional messages (errors, "slapd starting", shutdown).
-            self._proc = subprocess.Popen(
-                [str(SLAPD), "-d", "none", "-h", listen, "-f", str(self.config_file)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + scaled(timeout)
-        last = "no attempt"
-        while time.monotonic() < deadline:
-            code = self._proc.poll()
-            if code is not None:
-                self._proc = None
-                tail = self.log_tail(since=offset)
-                if "Address already in use" in tail:
-                    raise _PortTaken
-                raise SlapdError(f"slapd exited {code} during start; log {self.log_file}:\n{tail}")
-            last = self._probe()
-            if not last:
-                return
-            time.sleep(0.05)
-        raise SlapdError(
-            f"slapd did not answer on {self.url} within {scaled(timeout):g} s (last: {last}); "
-            f"log {self.log_file}:\n{self.log_tail(since=offset)}"
-        )
+        # "-d none", not "-d 0": both keep slapd in the foreground, but at level 0 it prints
+        # nothing at all, not even why it refused to start; "none" prints exactly the
+        # unconditional messages (errors, "slapd starting", shutdown).
+        return [str(SLAPD), "-d", "none", "-h", listen, "-f", str(self.config_file)]
 
-    def _probe(self) -> str:
+    def pick_new_ports(self) -> None:
+        self.port, self.ldaps_port = free_port(), free_port()
+
+    def address(self) -> str:
+        return self.url
+
+    def probe(self, offset: int) -> str:
         """'' once slapd accepts a rootdn bind on both ports (ldaps with our CA), else why not."""
         for transport in ("plain", "ldaps"):
             try:
@@ -458,16 +404,6 @@ access to *
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-    def restart(self) -> Slapd:
-        self.stop()
-        return self.start()
-
-    def __enter__(self) -> Slapd:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- clients --
 
@@ -597,7 +533,3 @@ access to *
         conn = self._admin_conn()
         ok = conn.delete(dn)  # type: ignore[no-untyped-call]
         self._check(conn, ok, f"delete {dn}")
-
-
-class _PortTaken(Exception):
-    """slapd lost the race for a port picked by free_port(); pick again."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from child_server import ChildServer
 from harness import free_port, scaled
 
 SSHD = Path("/usr/sbin/sshd")
@@ -266,7 +267,7 @@ def _freeze_and_kill(find: Callable[[], set[int]]) -> set[int]:
 # --- the server ----------------------------------------------------------------------------------
 
 
-class Sshd:
+class Sshd(ChildServer):
     """One sshd process with its own host keys, config and port under ``workdir``.
 
     The config (see ``config_lines``) allows the users in ``users`` in by password or by the keys
@@ -277,6 +278,8 @@ class Sshd:
     """
 
     host = "127.0.0.1"
+    name = "sshd"
+    error = SshdError
 
     def __init__(
         self,
@@ -319,8 +322,7 @@ class Sshd:
         # other process took this one in between.
         self.port = free_port()
         self._ports = {self.port}
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.start_seconds = 0.0
+        super().__init__()
 
     # -- identity --
 
@@ -406,81 +408,26 @@ class Sshd:
 
     # -- process --
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def argv(self) -> list[str]:
+        # -D: stay in the foreground as our child; -e: log to stderr, i.e. the file. The log is
+        # opened for appending, so the per-connection processes sshd re-executes, which write
+        # to it too, never overwrite each other.
+        return [str(SSHD), "-D", "-e", "-f", str(self.config_file)]
 
-    @property
-    def pid(self) -> int | None:
-        """The listener's pid while it runs."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    def log_tail(self, lines: int = 40, since: int = 0) -> str:
-        """The last ``lines`` of sshd's log, from byte offset ``since`` on (the log spans restarts)."""
-        try:
-            with self.log_file.open("rb") as f:
-                f.seek(since)
-                text = f.read().decode(errors="replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def start(self, timeout: float = 15) -> Sshd:
-        if self.running:
-            return self
-        started = time.monotonic()
+    def before_spawn(self) -> None:
         if not PRIVSEP_DIR.is_dir():
             PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
             PRIVSEP_DIR.chmod(0o755)  # mkdir's mode is filtered by the umask
-        for attempt in range(3):
-            try:
-                self._spawn_and_wait(timeout)
-            except _PortTaken:
-                if attempt == 2:
-                    raise SshdError(f"sshd could not bind a port three times:\n{self.log_tail()}") from None
-                self.port = free_port()
-                self._ports.add(self.port)
-                continue
-            except BaseException:
-                self.stop()
-                raise
-            self.start_seconds = time.monotonic() - started
-            return self
-        raise AssertionError("unreachable")
-
-    def _spawn_and_wait(self, timeout: float) -> None:
         self._write_config()
-        with self.log_file.open("ab") as log:
-            offset = log.tell()
-            # -D: stay in the foreground as our child; -e: log to stderr, i.e. the file. The log is
-            # opened for appending, so the per-connection processes sshd re-executes, which write
-            # to it too, never overwrite each other.
-            self._proc = subprocess.Popen(
-                [str(SSHD), "-D", "-e", "-f", str(self.config_file)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + scaled(timeout)
-        last = "no attempt"
-        while time.monotonic() < deadline:
-            code = self._proc.poll()
-            if code is not None:
-                self._proc = None
-                tail = self.log_tail(since=offset)
-                if "Address already in use" in tail:
-                    raise _PortTaken
-                raise SshdError(f"sshd exited {code} during start; log {self.log_file}:\n{tail}")
-            last = self._probe(offset)
-            if not last:
-                return
-            time.sleep(0.02)
-        raise SshdError(
-            f"sshd did not answer on {self.host}:{self.port} within {scaled(timeout):g} s (last: {last}); "
-            f"log {self.log_file}:\n{self.log_tail(since=offset)}"
-        )
 
-    def _probe(self, offset: int) -> str:
+    def pick_new_ports(self) -> None:
+        self.port = free_port()
+        self._ports.add(self.port)
+
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def probe(self, offset: int) -> str:
         """'' once our sshd listens and sends its banner, else why not.
 
         The log line comes first: an SSH banner alone could come from another test's sshd that got
@@ -523,18 +470,3 @@ class Sshd:
                     proc.wait()
             ours = {(self.host, port) for port in self._ports}
             _freeze_and_kill(lambda: {pid for pid in _live_processes() if _ssh_connection_to(pid) in ours})
-
-    def restart(self) -> Sshd:
-        """Stop (cutting every session) and start again, on the same port if it is still free."""
-        self.stop()
-        return self.start()
-
-    def __enter__(self) -> Sshd:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class _PortTaken(Exception):
-    """sshd lost the race for a port picked by free_port(); pick again."""
