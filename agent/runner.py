@@ -12,6 +12,7 @@ Cancel and timeout both arrive at the plugin as ``asyncio.CancelledError`` at it
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -139,23 +140,27 @@ class Runner:
                 raise UnknownConnection(f"plugin {plugin.name!r} needs a 'connection' param")
             profile = NoProfile(plugin=plugin.name)
         else:
-            found = self.profiles.get(connection)
-            if found is None:
-                raise UnknownConnection(f"no connection profile {connection!r} on agent {self.config.agent.name!r}")
-            if found.plugin != plugin.name:
-                raise UnknownConnection(
-                    f"connection profile {connection!r} is for plugin {found.plugin!r}, not {plugin.name!r}"
-                )
-            profile = found
-            if profile.credential is not None:
-                try:
-                    credential = resolve_credential(self.config.credentials[profile.credential], profile.credential)
-                except ConfigError as exc:
-                    raise JobError(
-                        f"credential {profile.credential!r}: {exc.key}: {exc.problem}", code="credential_unavailable"
-                    ) from None
+            profile, credential = self.connection(plugin.name, connection)
         plugin.check_policy(profile, params)
         return plugin, params, profile, credential
+
+    def connection(self, plugin: str, name: str) -> tuple[Profile, Credential | None]:
+        """Profile ``name`` of ``plugin``, with its credential resolved now (a rotated secret
+        is picked up at each job)."""
+        found = self.profiles.get(name)
+        if found is None:
+            raise UnknownConnection(f"no connection profile {name!r} on agent {self.config.agent.name!r}")
+        if found.plugin != plugin:
+            raise UnknownConnection(f"connection profile {name!r} is for plugin {found.plugin!r}, not {plugin!r}")
+        credential: Credential | None = None
+        if found.credential is not None:
+            try:
+                credential = resolve_credential(self.config.credentials[found.credential], found.credential)
+            except ConfigError as exc:
+                raise JobError(
+                    f"credential {found.credential!r}: {exc.key}: {exc.problem}", code="credential_unavailable"
+                ) from None
+        return found, credential
 
     async def _run(
         self,
@@ -176,6 +181,7 @@ class Runner:
             deadline=time.monotonic() + timeout_s,
             max_record_bytes=self.config.limits.max_record_bytes,
             logger=job_log,
+            connections=functools.partial(self.connection, plugin.name),
         )
         status: JobStatus = "succeeded"
         error: ErrorInfo | None = None

@@ -40,6 +40,7 @@ from agent.errors import (
     RecordTooLarge,
     SourceError,
     SourceUnavailable,
+    UnknownConnection,
 )
 from agent.protocol.messages import SyncState
 
@@ -127,6 +128,7 @@ class JobContext(Generic[ProfileT]):
         deadline: float,
         max_record_bytes: int,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        connections: Callable[[str], tuple[Profile, Credential | None]] | None = None,
     ) -> None:
         self.job_id = job_id
         self.attempt = attempt
@@ -135,6 +137,7 @@ class JobContext(Generic[ProfileT]):
         self.deadline = deadline
         self.log = logger
         self.records_emitted = 0
+        self._connections = connections
         # Set by a sync job (keep_sync_state): what its next run starts from.
         self.sync_state: SyncState | None = None
         self._sink = sink
@@ -180,6 +183,14 @@ class JobContext(Generic[ProfileT]):
                     )
         await self._sink.put_many(encoded)
         self.records_emitted += len(encoded)
+
+    def other_connection(self, name: str) -> tuple[Profile, Credential | None]:
+        """Another connection profile of this job's plugin, with its credential: for a profile
+        that builds on another (an ssh ``jump`` host). ``UnknownConnection`` if the agent has
+        no such profile, or it belongs to another plugin."""
+        if self._connections is None:
+            raise UnknownConnection(f"no connection profile {name!r} here (this context has none)")
+        return self._connections(name)
 
     @property
     def max_record_bytes(self) -> int:

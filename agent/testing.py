@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from agent.errors import InvalidParams
+from agent.errors import InvalidParams, UnknownConnection
 from agent.plugin_loader import AnyPlugin, parse_params, validate_plugin_class
 from agent.sdk import Credential, JobContext
 
@@ -48,14 +48,31 @@ async def run_plugin(
     credential: Credential | None = None,
     timeout_s: float = 60.0,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    other_connections: Mapping[str, tuple[Mapping[str, Any], Credential | None]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``plugin`` once with ``params`` against ``profile``; return its records."""
+    """Run ``plugin`` once with ``params`` against ``profile``; return its records.
+
+    ``other_connections``: further profiles of the plugin by name, with their credentials,
+    for ``ctx.other_connection`` (an ssh ``jump`` host)."""
     validate_plugin_class(type(plugin), type(plugin).__name__)
     parsed = parse_params(plugin, params)
-    try:
-        parsed_profile = msgspec.convert({"plugin": plugin.name, **(profile or {})}, plugin.profile_type, strict=True)
-    except msgspec.ValidationError as exc:
-        raise InvalidParams(f"profile: {exc}") from None
+
+    def convert(keys: Mapping[str, Any] | None, what: str) -> Any:
+        try:
+            return msgspec.convert({"plugin": plugin.name, **(keys or {})}, plugin.profile_type, strict=True)
+        except msgspec.ValidationError as exc:
+            raise InvalidParams(f"{what}: {exc}") from None
+
+    parsed_profile = convert(profile, "profile")
+    others = {
+        name: (convert(keys, f"profile {name!r}"), cred) for name, (keys, cred) in (other_connections or {}).items()
+    }
+
+    def connection(name: str) -> tuple[Any, Credential | None]:
+        if name not in others:
+            raise UnknownConnection(f"no connection profile {name!r} (give it in other_connections)")
+        return others[name]
+
     plugin.check_policy(parsed_profile, parsed)
     sink = ListSink()
     ctx: JobContext[Any] = JobContext(
@@ -67,6 +84,7 @@ async def run_plugin(
         deadline=time.monotonic() + timeout_s,
         max_record_bytes=max_record_bytes,
         logger=logging.getLogger(f"bridgehead.plugin.{plugin.name}"),
+        connections=connection,
     )
     async with asyncio.timeout(timeout_s):
         await plugin.run(ctx, parsed)

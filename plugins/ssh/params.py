@@ -45,6 +45,9 @@ class SshProfile(Profile):
     host_key: Annotated[str, msgspec.Meta(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")] | None = None
     # Accept and record (in known_hosts) the key of a host seen for the first time.
     trust_on_first_use: bool = False
+    # Another ssh profile (a bastion) to reach the host through: a direct-tcpip channel on
+    # its warm transport carries this profile's own SSH connection, end to end.
+    jump: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     # Patterns (fnmatch: * ? [..]) the whole command must match; none: any command.
     allowed_commands: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0

@@ -31,7 +31,7 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 from paramiko.message import Message
 
-from agent.errors import InvalidParams, PolicyDenied, SourceError, SourceUnavailable
+from agent.errors import InvalidParams, JobError, PolicyDenied, SourceError, SourceUnavailable
 from agent.sdk import Credential, JobContext, Plugin
 from plugins.ssh.params import SshParams, SshProfile
 from plugins.ssh.transports import HostTransports
@@ -77,6 +77,8 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         self.check_policy(profile, params)  # again: a job may reach run without the agent's check
         host = profile.target(params.host)
         pool = self.transports(params.connection, profile, ctx.credential, host)
+        if profile.jump is not None:
+            pool.via = await self._jump_route(ctx, params.connection, profile.jump)
         transport = await pool.acquire(ctx.remaining_s)
         try:
             await _Command(ctx, params, transport, self._executor).run()
@@ -85,6 +87,27 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
             raise
         finally:
             pool.release()
+
+    async def _jump_route(self, ctx: JobContext[SshProfile], name: str, jump: str) -> Any:
+        """How to reach a host through profile ``jump``: a direct-tcpip channel on the jump
+        host's warm transport (its own host key and credential checked as for any job)."""
+        try:
+            jump_profile, jump_credential = ctx.other_connection(jump)
+        except JobError as exc:
+            raise SourceError(f"connection {name!r}: its jump host: {exc.message}", code="invalid_profile") from None
+        if not isinstance(jump_profile, SshProfile) or jump_profile.jump is not None or jump_profile.host is None:
+            raise SourceError(
+                f"connection {name!r}: jump = {jump!r} must name an ssh profile with one host and no jump of its own",
+                code="invalid_profile",
+            )
+        jump_pool = self.transports(jump, jump_profile, jump_credential, jump_profile.host)
+        jump_transport = await jump_pool.acquire(ctx.remaining_s)
+        jump_pool.release()  # the transport stays pooled; the channel opened on it is the target's
+
+        def via(host: str, port: int, timeout: float) -> paramiko.Channel:
+            return jump_transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+
+        return via
 
     async def aclose(self) -> None:
         pools, self._hosts = list(self._hosts.values()), {}

@@ -14,7 +14,9 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
 import paramiko
 
@@ -29,13 +31,22 @@ _KEEPALIVE_S = 30
 
 class HostTransports:
     def __init__(
-        self, name: str, profile: SshProfile, credential: Credential | None, host: str, executor: Executor
+        self,
+        name: str,
+        profile: SshProfile,
+        credential: Credential | None,
+        host: str,
+        executor: Executor,
+        via: Callable[[str, int, float], Any] | None = None,
     ) -> None:
+        """``via(host, port, timeout)``, if given, opens the byte stream the SSH connection runs
+        over (a channel through a jump host) instead of a TCP connection."""
         self.name = name
         self.profile = profile
         self.credential = credential
         self.host = host
         self._executor = executor
+        self.via = via
         self._slots = asyncio.Semaphore(profile.max_sessions)
         self._connecting = asyncio.Lock()
         self._transport: paramiko.Transport | None = None
@@ -94,9 +105,13 @@ class HostTransports:
         profile, host, port = self.profile, self.host, self.profile.port
         where = f"{host} port {port}"
         try:
-            sock = socket.create_connection((host, port), timeout=profile.connect_timeout_s)
-        except OSError as exc:
-            raise SourceUnavailable(f"connecting to {where}: {exc.strerror or exc}") from None
+            if self.via is not None:
+                sock = self.via(host, port, profile.connect_timeout_s)
+            else:
+                sock = socket.create_connection((host, port), timeout=profile.connect_timeout_s)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            how = f" through jump host {self.profile.jump!r}" if self.via is not None else ""
+            raise SourceUnavailable(f"connecting to {where}{how}: {getattr(exc, 'strerror', None) or exc}") from None
         transport = paramiko.Transport(sock)
         try:
             transport.banner_timeout = profile.connect_timeout_s

@@ -294,3 +294,58 @@ async def test_a_server_that_went_away_is_source_unavailable_and_replaced(
     assert "source_unavailable" == error.code, error.message
     sshd.start()
     assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
+
+
+async def test_a_jump_host_carries_the_connection(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path, tmp_path: Path
+) -> None:
+    """The target is reached through a direct-tcpip channel of the bastion's transport: both
+    logins happen, each host's key is checked, and with the bastion gone the target is out of
+    reach although it still runs."""
+    target = Sshd(tmp_path / "target", users=[test_user.name])
+    target.add_authorized_key(test_user.name, Path(str(client_key) + ".pub").read_text().strip())
+    target.start()
+    try:
+        key = Credential(username=test_user.name, private_key_file=str(client_key))
+        bastion = (pinned(sshd), key)
+        records = await run_plugin(
+            plugin,
+            {"connection": "inner", "command": "echo via-jump"},
+            profile=pinned(target, jump="bastion"),
+            credential=key,
+            other_connections={"bastion": bastion},
+        )
+        assert [{"exit_code": 0, "stdout": "via-jump\n", "stderr": ""}] == records
+        assert 1 == sshd.log_tail(500).count("Accepted publickey")
+        assert 1 == target.log_tail(500).count("Accepted publickey")
+        # A wrong pin for the target is refused even through the jump.
+        other = Sshd(tmp_path / "other")
+        with pytest.raises(JobError) as caught:
+            await run_plugin(
+                SshPlugin(),
+                {"connection": "inner", "command": "true"},
+                profile=pinned(target, jump="bastion", host_key=other.host_key_fingerprint()),
+                credential=key,
+                other_connections={"bastion": bastion},
+            )
+        assert "host_key_mismatch" == caught.value.code
+        sshd.stop()
+        with pytest.raises(JobError) as caught:
+            await run_plugin(
+                plugin,
+                {"connection": "inner", "command": "true"},
+                profile=pinned(target, jump="bastion"),
+                credential=key,
+                other_connections={"bastion": bastion},
+            )
+        assert "source_unavailable" == caught.value.code, caught.value.message
+    finally:
+        target.stop()
+
+
+async def test_a_jump_to_a_missing_profile_is_a_clear_error(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    error = await failure(plugin, pinned(sshd, jump="nowhere"), key, {"command": "true"})
+    assert "invalid_profile" == error.code and "nowhere" in error.message, error.message
