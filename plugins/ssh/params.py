@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-from typing import Annotated
+import posixpath
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -18,7 +19,12 @@ class SshParams(Params):
     """Params of one ``ssh`` job; see docs/plugins/ssh.md."""
 
     connection: str
-    command: Annotated[str, msgspec.Meta(min_length=1, max_length=MiB)]
+    # "exec" runs ``command``; "get" reads the file at ``path``; "put" writes ``content`` there.
+    op: Literal["exec", "get", "put"] = "exec"
+    command: Annotated[str, msgspec.Meta(min_length=1, max_length=MiB)] | None = None
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    # The file's bytes for "put" (base64 in JSON).
+    content: Annotated[bytes, msgspec.Meta(max_length=16 * MiB)] | None = None
     # One of the profile's ``hosts`` (required when the profile names several).
     host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
     stdin: Annotated[str, msgspec.Meta(max_length=16 * MiB)] | None = None
@@ -29,8 +35,21 @@ class SshParams(Params):
     sudo: bool = False
 
     def __post_init__(self) -> None:
-        if "\x00" in self.command:
-            raise ValueError("command has a NUL character")
+        if self.op == "exec":
+            if self.command is None:
+                raise ValueError('op "exec" needs "command"')
+            if self.path is not None or self.content is not None:
+                raise ValueError('"path" and "content" are for op "get" and "put"')
+            if "\x00" in self.command:
+                raise ValueError("command has a NUL character")
+            return
+        if self.command is not None or self.stdin is not None or self.sudo or self.env:
+            raise ValueError(f'op "{self.op}" takes path (and content), not command, stdin, env or sudo')
+        if self.path is None:
+            raise ValueError(f'op "{self.op}" needs "path"')
+        if (self.op == "put") != (self.content is not None):
+            raise ValueError('"content" goes with op "put", and only with it')
+        check_remote_path(self.path)
 
 
 class SshProfile(Profile):
@@ -55,6 +74,11 @@ class SshProfile(Profile):
     # Commands running at once on one host through this profile (channels on one transport).
     max_sessions: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
     idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
+    # Remote paths (fnmatch patterns on the normalised absolute path) that "get" and "put" may
+    # touch; none: file transfer is off for this profile.
+    sftp_paths: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+    # Largest file "get" reads (checked before reading).
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1024 * MiB
     # Output up to this size comes back as one record; beyond, it is streamed in chunks.
     inline_output_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * MiB)] = 64 * 1024
     # Most bytes of stdout plus stderr a command may produce before it is stopped.
@@ -90,6 +114,18 @@ class SshProfile(Profile):
 
     def allows(self, command: str) -> bool:
         return self.allowed_commands is None or any(fnmatch.fnmatchcase(command, p) for p in self.allowed_commands)
+
+    def allows_path(self, path: str) -> bool:
+        return self.sftp_paths is not None and any(fnmatch.fnmatchcase(path, p) for p in self.sftp_paths)
+
+
+def check_remote_path(path: str) -> None:
+    """Absolute, and already normal: no "..", ".", "//" or trailing "/" that could make a
+    pattern match one path and the server open another."""
+    if not path.startswith("/") or "\x00" in path:
+        raise ValueError(f"path must be absolute: {path!r}")
+    if posixpath.normpath(path) != path:
+        raise ValueError(f"path must be normalised (no .., . or //): {path!r} (as {posixpath.normpath(path)!r})")
 
 
 def _host_matches(host: str, pattern: str) -> bool:

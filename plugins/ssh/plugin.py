@@ -33,6 +33,7 @@ from paramiko.message import Message
 
 from agent.errors import InvalidParams, JobError, PolicyDenied, SourceError, SourceUnavailable
 from agent.sdk import Credential, JobContext, Plugin
+from plugins.ssh.files import FileTransfer
 from plugins.ssh.params import SshParams, SshProfile
 from plugins.ssh.transports import HostTransports
 
@@ -56,8 +57,14 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         self._executor = concurrent.futures.ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="ssh")
 
     def check_policy(self, profile: SshProfile, params: SshParams) -> None:
-        if not profile.allows(params.command):
+        if params.command is not None and not profile.allows(params.command):
             raise PolicyDenied(f"the command is not among the profile's allowed_commands: {params.command[:200]!r}")
+        if params.path is not None and not profile.allows_path(params.path):
+            raise PolicyDenied(
+                f"{params.path} is not under the profile's sftp_paths"
+                if profile.sftp_paths is not None
+                else "file transfer is off for this profile (no sftp_paths)"
+            )
         try:
             profile.target(params.host)
         except ValueError as exc:
@@ -81,7 +88,10 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
             pool.via = await self._jump_route(ctx, params.connection, profile.jump)
         transport = await pool.acquire(ctx.remaining_s)
         try:
-            await _Command(ctx, params, transport, self._executor).run()
+            if params.op == "exec":
+                await _Command(ctx, params, transport, self._executor).run()
+            else:
+                await FileTransfer(ctx, params, transport, self._executor).run()
         except SourceUnavailable:
             pool.discard(transport)
             raise
@@ -272,7 +282,7 @@ class _Command:
         params = self.params
         if params.env:
             channel.update_environment(params.env)  # the server's AcceptEnv decides what it takes
-        command = params.command
+        command = params.command or ""
         if params.sudo:
             # -S: the password from stdin (written first, never in argv); -p '': no prompt text
             # in the output; sh -c keeps the command's own quoting, pipes and redirections.

@@ -349,3 +349,53 @@ async def test_a_jump_to_a_missing_profile_is_a_clear_error(
     key = Credential(username=test_user.name, private_key_file=str(client_key))
     error = await failure(plugin, pinned(sshd, jump="nowhere"), key, {"command": "true"})
     assert "invalid_profile" == error.code and "nowhere" in error.message, error.message
+
+
+# --- files over SFTP -----------------------------------------------------------------------
+
+
+async def test_get_and_put_files_within_sftp_paths(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    import base64  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    area = test_user.home / f"bh-files-{uuid.uuid4().hex[:8]}"
+    area.mkdir()
+    os.chown(area, test_user.uid, test_user.gid)
+    source = area / "report.bin"
+    payload = os.urandom(1_000_000)
+    source.write_bytes(payload)
+    os.chown(source, test_user.uid, test_user.gid)
+    profile = pinned(sshd, sftp_paths=[f"{area}/*"])
+    try:
+        records = await ssh(plugin, profile, key, {"op": "get", "path": str(source)})
+        *chunks, final = records
+        got = b"".join(base64.b64decode(c["data"]) for c in chunks)
+        assert payload == got and [c["offset"] for c in chunks] == sorted(c["offset"] for c in chunks)
+        assert {"path": str(source), "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()} == final
+
+        target = area / "uploaded.txt"
+        content = "héllo\n".encode() * 1000
+        (done,) = await ssh(
+            plugin, profile, key, {"op": "put", "path": str(target), "content": base64.b64encode(content).decode()}
+        )
+        assert (content, len(content)) == (target.read_bytes(), done["size"])
+        assert target.stat().st_uid == test_user.uid  # written as the login user
+        assert [] == [p.name for p in area.iterdir() if "bridgehead" in p.name]  # no temporary left
+
+        missing = await failure(plugin, profile, key, {"op": "get", "path": f"{area}/nope"})
+        assert "no_such_file" == missing.code
+        small = await failure(plugin, {**profile, "max_file_bytes": 1000}, key, {"op": "get", "path": str(source)})
+        assert "file_too_large" == small.code
+        before = sshd.log_tail(1000).count("Connection from")
+        outside = await failure(SshPlugin(), profile, key, {"op": "get", "path": "/etc/shadow"})
+        assert "policy_denied" == outside.code
+        with pytest.raises(JobError) as sneaky:
+            await ssh(SshPlugin(), profile, key, {"op": "get", "path": f"{area}/../../../etc/shadow"})
+        assert "invalid_params" == sneaky.value.code
+        assert before == sshd.log_tail(1000).count("Connection from")  # refused before connecting
+    finally:
+        subprocess.run(["rm", "-rf", str(area)], check=False)
