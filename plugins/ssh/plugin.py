@@ -80,8 +80,13 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         return pool
 
     async def run(self, ctx: JobContext[SshProfile], params: SshParams) -> None:
+        self.check_policy(ctx.profile, params)  # again: a job may reach run without the agent's check
+        await self.execute(ctx, params, Command)
+
+    async def execute(self, ctx: JobContext[Any], params: SshParams, command: type[Command]) -> None:
+        """Run ``params`` (a command, or a file transfer) on the host's warm transport; the
+        command's records are ``command``'s (the powershell plugin brings its own)."""
         profile = ctx.profile
-        self.check_policy(profile, params)  # again: a job may reach run without the agent's check
         host = profile.target(params.host)
         pool = self.transports(params.connection, profile, ctx.credential, host)
         if profile.jump is not None:
@@ -89,7 +94,7 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         transport = await pool.acquire(ctx.remaining_s)
         try:
             if params.op == "exec":
-                await _Command(ctx, params, transport, self._executor).run()
+                await command(ctx, params, transport, self._executor).run()
             else:
                 await FileTransfer(ctx, params, transport, self._executor).run()
         except SourceUnavailable:
@@ -126,7 +131,7 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
 
-class _Command:
+class Command:
     def __init__(
         self,
         ctx: JobContext[SshProfile],

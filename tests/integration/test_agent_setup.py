@@ -66,7 +66,7 @@ def test_drop_in_plugin_runs_and_a_broken_one_is_rejected(
     api = control.api()
     wait_connected(api, ["agent-1"])
     status, agents = api.request("GET", "/api/v1/agents")
-    assert {"echo", "rest", "sql", "ldap", "ssh", "shout"} == set(agents[0]["plugins"])
+    assert {"echo", "rest", "sql", "ldap", "ssh", "powershell", "shout"} == set(agents[0]["plugins"])
     job = api.wait_done(api.submit("shout", {"text": "hello"})["id"])
     assert ("succeeded", [{"text": "HELLO"}]) == (job["state"], api.records(job["id"]))
     log = agent.log_text()

@@ -1,0 +1,104 @@
+"""The powershell plugin over a real sshd. PowerShell 7 cannot run on this Linux build machine,
+so the interpreter on the server is a STAND-IN (a small Python script, written by the test):
+it checks the arguments, decodes -EncodedCommand as PowerShell does (base64 of UTF-16LE) and
+prints what it received (as JSON when the script asks for ConvertTo-Json). What is verified for
+real: the command line, the encoding round trip, the SSH path, and turning JSON output into
+records. What is not: PowerShell itself."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sshd import Sshd, TestUser, make_client_key
+
+from agent.errors import JobError
+from agent.sdk import Credential
+from agent.testing import run_plugin
+from plugins.powershell import PowershellPlugin
+
+STAND_IN = r"""#!/usr/bin/env python3
+# STAND-IN for PowerShell 7 (pwsh), for tests on a machine without it.
+import base64, json, sys
+args = sys.argv[1:]
+if args[:3] != ["-NoProfile", "-NonInteractive", "-EncodedCommand"] or len(args) != 4:
+    sys.exit(f"stand-in pwsh: unexpected arguments {args!r}")
+script = base64.b64decode(args[3]).decode("utf-16-le")
+if "ConvertTo-Json" in script:
+    print(json.dumps([{"received": script}, 42, "text"]))
+else:
+    print(script)
+sys.exit(3 if "exit 3" in script else 0)
+"""
+
+
+@pytest.fixture
+def stand_in(test_user: TestUser, tmp_path: Path) -> Iterator[Path]:
+    path = test_user.home / f"pwsh-stand-in-{tmp_path.name}"
+    path.write_text(STAND_IN)
+    path.chmod(0o755)
+    os.chown(path, test_user.uid, test_user.gid)
+    yield path
+    path.unlink()
+
+
+async def run(sshd: Sshd, test_user: TestUser, tmp_path: Path, stand_in: Path, params: dict[str, Any]) -> Any:
+    private, public = make_client_key(tmp_path / f"id_{len(list(tmp_path.iterdir()))}")
+    sshd.add_authorized_key(test_user.name, public)
+    profile = {
+        "host": sshd.host,
+        "port": sshd.port,
+        "host_key": sshd.host_key_fingerprint(),
+        "executable": str(stand_in),
+        "credential": "c",
+    }
+    plugin = PowershellPlugin()
+    try:
+        return await run_plugin(
+            plugin,
+            {"connection": "win", **params},
+            profile=profile,
+            credential=Credential(username=test_user.name, private_key_file=str(private)),
+        )
+    finally:
+        await plugin.aclose()
+
+
+async def test_text_output_is_the_ssh_record_and_the_script_arrives_intact(
+    sshd: Sshd, test_user: TestUser, tmp_path: Path, stand_in: Path
+) -> None:
+    script = "Get-Service | Where-Object { $_.Status -eq 'Running' }  # é 日本 \"quotes\" `backtick`"
+    records = await run(sshd, test_user, tmp_path, stand_in, {"script": script})
+    assert [{"exit_code": 0, "stdout": script + "\n", "stderr": ""}] == records
+
+
+async def test_json_output_becomes_one_record_per_element(
+    sshd: Sshd, test_user: TestUser, tmp_path: Path, stand_in: Path
+) -> None:
+    records = await run(sshd, test_user, tmp_path, stand_in, {"script": "Get-Process", "output": "json"})
+    assert [{"value": 42}, {"value": "text"}] == records[1:]
+    received = records[0]["received"]
+    assert received == "ConvertTo-Json -InputObject @(& {\nGet-Process\n}) -Depth 8 -Compress"
+
+
+async def test_a_failing_json_script_fails_the_job(
+    sshd: Sshd, test_user: TestUser, tmp_path: Path, stand_in: Path
+) -> None:
+    with pytest.raises(JobError) as caught:
+        await run(sshd, test_user, tmp_path, stand_in, {"script": "exit 3", "output": "json"})
+    assert "script_failed" == caught.value.code
+
+
+def test_transports_not_built_are_refused_in_the_profile() -> None:
+    import msgspec  # noqa: PLC0415
+
+    from plugins.powershell.plugin import PowershellProfile  # noqa: PLC0415
+
+    with pytest.raises(msgspec.ValidationError, match="not built yet"):
+        msgspec.convert(
+            {"plugin": "powershell", "host": "win01", "host_key": "SHA256:" + "A" * 43, "transport": "psrp"},
+            PowershellProfile,
+        )
