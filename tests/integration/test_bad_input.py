@@ -437,6 +437,7 @@ def test_deeply_nested_params_are_refused_or_run_never_a_500(
         outcome = _settle(api, accepted, timeout=20)
         assert {} == {d: o for d, o in outcome.items() if o not in FINE}
         assert 200 == api.request("GET", "/api/v1/jobs?limit=1000")[0]
+    wait_until(lambda: "connected to ws://" in agent.log_text(), 10, "the agent to log its connection")
     assert 1 == agent.log_text().count("connected to ws://")
     assert "succeeded" == api.wait_done(api.submit("echo", {"count": 1})["id"], timeout=20)["state"]
 
@@ -454,6 +455,9 @@ def test_deeply_nested_params_queued_before_the_agent_do_not_break_its_session(
         wait_connected(api, ["agent-1"])
         outcome = _settle(api, accepted, timeout=20)
         assert {} == {d: o for d, o in outcome.items() if o not in FINE}
+    # The control plane counts the agent connected at its hello; the agent logs it after the
+    # welcome. With nothing accepted, nothing above waited for that: wait for the line.
+    wait_until(lambda: "connected to ws://" in agent.log_text(), 10, "the agent to log its connection")
     assert 1 == agent.log_text().count("connected to ws://")
     assert [] == [line for line in control.log_text().splitlines() if "failed" in line and "gateway" in line]
 
