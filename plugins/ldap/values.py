@@ -177,14 +177,14 @@ class EntryEncoder:
         out: dict[str, Any] = {"dn": dn}
         plans = self._plans
         for name, values in raw.items():
-            if ";range=" in name and name.split(";range=", 1)[0] in raw:
-                continue  # ldap3 merged every range into the bare name (auto_range): that one is whole
             plan = plans.get(name)
             if plan is None:
                 plan = self._plan(name)
                 if len(plans) < _MAX_PLANS:
                     plans[name] = plan
             key, single, convert_all, extra = plan
+            if key != name and key in raw:
+                continue  # a first range (member;range=0-1499): ldap3 merged all into the bare name
             converted = convert_all(values)
             out[key] = converted[0] if single and len(converted) == 1 else converted
             if extra is not None:

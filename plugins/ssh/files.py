@@ -11,25 +11,24 @@ any connection (check_policy).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import concurrent.futures
 import errno
 import hashlib
 import posixpath
 import uuid
-from typing import Any
 
 import paramiko
 
 from agent.errors import SourceError, SourceUnavailable
 from agent.sdk import JobContext
+from plugins.ssh.on_transport import OnTransport
 from plugins.ssh.params import SshParams, SshProfile
 
 _CHUNK = 192 * 1024  # 256 KiB of base64 a record: well under max_record_bytes
 
 
-class FileTransfer:
+class FileTransfer(OnTransport):
     def __init__(
         self,
         ctx: JobContext[SshProfile],
@@ -37,14 +36,8 @@ class FileTransfer:
         transport: paramiko.Transport,
         executor: concurrent.futures.Executor,
     ) -> None:
-        self.ctx = ctx
-        self.params = params
-        self.transport = transport
-        self.executor = executor
+        super().__init__(ctx, params, transport, executor)
         self.path = params.path or ""
-
-    async def _blocking(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def run(self) -> None:
         try:

@@ -34,6 +34,7 @@ from paramiko.message import Message
 from agent.errors import InvalidParams, JobError, PolicyDenied, SourceError, SourceUnavailable
 from agent.sdk import Credential, JobContext, Plugin
 from plugins.ssh.files import FileTransfer
+from plugins.ssh.on_transport import OnTransport
 from plugins.ssh.params import SshParams, SshProfile
 from plugins.ssh.transports import HostTransports
 
@@ -131,7 +132,7 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
 
-class Command:
+class Command(OnTransport):
     def __init__(
         self,
         ctx: JobContext[SshProfile],
@@ -139,18 +140,12 @@ class Command:
         transport: paramiko.Transport,
         executor: concurrent.futures.Executor,
     ) -> None:
-        self.ctx = ctx
-        self.params = params
-        self.transport = transport
-        self.executor = executor
+        super().__init__(ctx, params, transport, executor)
         self.channel: paramiko.Channel | None = None
         self.inline: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         self.offsets = {"stdout": 0, "stderr": 0}
         self.decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
         self.streaming = False
-
-    async def _blocking(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def run(self) -> None:
         params, profile = self.params, self.ctx.profile

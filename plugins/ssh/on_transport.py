@@ -1,0 +1,29 @@
+"""``OnTransport``: what a command and a file transfer share, one job on a warm transport."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any
+
+import paramiko
+
+from agent.sdk import JobContext
+from plugins.ssh.params import SshParams, SshProfile
+
+
+class OnTransport:
+    def __init__(
+        self,
+        ctx: JobContext[SshProfile],
+        params: SshParams,
+        transport: paramiko.Transport,
+        executor: concurrent.futures.Executor,
+    ) -> None:
+        self.ctx = ctx
+        self.params = params
+        self.transport = transport
+        self.executor = executor
+
+    async def _blocking(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
