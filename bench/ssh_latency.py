@@ -8,6 +8,9 @@ short command (``true``), alternating, in one run:
                 ``?wait``, timed from submit to the answer (the agent's transport is warm)
     cold raw    paramiko: connect, key exchange, host-key check and authentication for each
                 command, as a MID Server-style probe that does not pool does
+    floor       an ``echo`` job emitting one record, the same way: what the round trip through
+                the control plane and agent costs without any SSH (submit, dispatch, journal,
+                record, completion, answer), printed so the relay's share is visible
 
     .venv/bin/python bench/ssh_latency.py [--commands 30] [--runs 3]
 """
@@ -31,7 +34,11 @@ COMMAND = "true"
 
 
 def connect(server: Sshd, user: str, key: paramiko.PKey) -> paramiko.Transport:
-    transport = paramiko.Transport(socket.create_connection((server.host, server.port)))
+    sock = socket.create_connection((server.host, server.port))
+    # As the plugin does: without TCP_NODELAY paramiko stalls ~40 ms a command on Nagle and
+    # the server's delayed ACK, which would flatter the relay against a slowed-down raw call.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    transport = paramiko.Transport(sock)
     transport.start_client()
     transport.auth_publickey(user, key)
     return transport
@@ -82,12 +89,14 @@ def measure(server: Sshd, user: str, key: paramiko.PKey, agent_extra: str, args:
     warm: list[float] = []
     relay: list[float] = []
     cold: list[float] = []
+    floor: list[float] = []
     transport = connect(server, user, key)
     with cluster(agent_extra=agent_extra) as (control, _agent):
         api = control.api()
-        body = json.dumps({"plugin": "ssh", "params": {"connection": "bench", "command": COMMAND}}).encode()
+        ssh_body = json.dumps({"plugin": "ssh", "params": {"connection": "bench", "command": COMMAND}}).encode()
+        echo_body = json.dumps({"plugin": "echo", "params": {"records": [{"exit_code": 0}]}}).encode()
 
-        def via_relay() -> None:
+        def submit(body: bytes) -> None:
             request = urllib.request.Request(  # noqa: S310 - loopback
                 control.url + "/api/v1/jobs?wait=30",
                 data=body,
@@ -97,6 +106,12 @@ def measure(server: Sshd, user: str, key: paramiko.PKey, agent_extra: str, args:
                 job = json.loads(response.read())
             if job["state"] != "succeeded":
                 raise SystemExit(f"relay job failed: {job}")
+
+        def via_relay() -> None:
+            submit(ssh_body)
+
+        def via_floor() -> None:
+            submit(echo_body)
 
         def cold_once() -> None:
             fresh = connect(server, user, key)
@@ -108,18 +123,22 @@ def measure(server: Sshd, user: str, key: paramiko.PKey, agent_extra: str, args:
             w = timed(lambda: exec_once(transport), args.commands)
             r = timed(via_relay, args.commands)
             c = timed(cold_once, max(5, args.commands // 3))
+            o = timed(via_floor, args.commands)
             warm += w
             relay += r
             cold += c
+            floor += o
             print(
                 f"run {run}: p50 warm raw {statistics.median(w):6.1f} ms, relay {statistics.median(r):6.1f} ms, "
-                f"cold raw {statistics.median(c):6.1f} ms"
+                f"cold raw {statistics.median(c):6.1f} ms, floor (echo job) {statistics.median(o):5.1f} ms"
             )
     transport.close()
     w, r, c = statistics.median(warm), statistics.median(relay), statistics.median(cold)
+    o = statistics.median(floor)
     print(
-        f"\nmedian per command: warm raw {w:.1f} ms, relay {r:.1f} ms, cold raw {c:.1f} ms\n"
-        f"relay / warm raw = {r / w:.2f}x (goal <= 1.2x); cold / relay = {c / r:.1f}x faster (goal >= 5x)"
+        f"\nmedian per command: warm raw {w:.1f} ms, relay {r:.1f} ms, cold raw {c:.1f} ms, floor {o:.1f} ms\n"
+        f"relay / warm raw = {r / w:.2f}x (goal <= 1.2x); cold / relay = {c / r:.1f}x faster (goal >= 5x)\n"
+        f"the ssh plugin's own share: relay - floor - warm raw = {r - o - w:+.1f} ms"
     )
 
 

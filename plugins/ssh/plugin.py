@@ -150,18 +150,20 @@ class Command(OnTransport):
     async def run(self) -> None:
         params, profile = self.params, self.ctx.profile
         limit = min(params.timeout_s or profile.timeout_s, profile.timeout_s)
-        try:
-            channel: paramiko.Channel = await self._blocking(self.transport.open_session, profile.connect_timeout_s)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SourceUnavailable(f"opening a session: {exc}") from None
-        self.channel = channel
         writer: asyncio.Future[None] | None = None
         try:
             async with asyncio.timeout(limit):
-                await self._blocking(self._start, channel)
-                writer = asyncio.get_running_loop().run_in_executor(self.executor, self._write_stdin, channel)
+                # Opening the session, starting the command and (with nothing to write) closing
+                # its stdin in one thread hop: a hop costs ~0.3 ms of a warm command's ~5 ms.
+                channel = await self._blocking(self._open_and_start, profile.connect_timeout_s)
+                if self.params.sudo or self.params.stdin:
+                    writer = asyncio.get_running_loop().run_in_executor(self.executor, self._write_stdin, channel)
                 await self._pump(channel)
-                exit_code = await self._blocking(channel.recv_exit_status)
+                # sshd sends the exit status before EOF, so it is nearly always here already.
+                if channel.exit_status_ready():
+                    exit_code = channel.recv_exit_status()
+                else:
+                    exit_code = await self._blocking(channel.recv_exit_status)
             await self._finish(exit_code)
         except TimeoutError:
             await self._stop_remote()
@@ -176,7 +178,8 @@ class Command(OnTransport):
             if writer is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(writer, 5)
-            self.executor.submit(channel.close)
+            if self.channel is not None:
+                self.executor.submit(self.channel.close)
 
     # --- output --------------------------------------------------------------------------
 
@@ -278,6 +281,15 @@ class Command(OnTransport):
 
     # --- blocking, in worker threads -----------------------------------------------------
 
+    def _open_and_start(self, timeout: float) -> paramiko.Channel:
+        try:
+            channel = self.transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SourceUnavailable(f"opening a session: {exc}") from None
+        self.channel = channel  # from here on, a timeout or cancel signals and closes it
+        self._start(channel)
+        return channel
+
     def _start(self, channel: paramiko.Channel) -> None:
         params = self.params
         if params.env:
@@ -288,6 +300,10 @@ class Command(OnTransport):
             # in the output; sh -c keeps the command's own quoting, pipes and redirections.
             command = f"sudo -S -p '' -- sh -c {shlex.quote(command)}"
         channel.exec_command(command)
+        if not (params.sudo or params.stdin):
+            # Nothing to write: EOF at once, so a command that reads stdin does not wait.
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.shutdown_write()
 
     def _write_stdin(self, channel: paramiko.Channel) -> None:
         params = self.params

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import subprocess
 import time
 import uuid
@@ -282,6 +283,11 @@ async def test_twenty_jobs_reuse_one_transport(
     for i in range(20):
         assert f"{i}\n" == (await ssh(plugin, pinned(sshd), key, {"command": f"echo {i}"}))[0]["stdout"]
     assert 1 == sshd.log_tail(2000).count("Accepted publickey")
+    # The pooled transport's socket has Nagle off: with it on, each command waited ~40 ms
+    # for the server's delayed ACK (bench/ssh_latency.py measures the difference).
+    (pool,) = plugin._hosts.values()
+    assert pool._transport is not None
+    assert pool._transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 async def test_a_server_that_went_away_is_source_unavailable_and_replaced(
