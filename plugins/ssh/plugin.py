@@ -19,12 +19,10 @@ seconds later, then the channel is closed. (OpenSSH delivers "signal" requests s
 from __future__ import annotations
 
 import asyncio
-import codecs
 import concurrent.futures
 import contextlib
 import shlex
 import threading
-import time
 from typing import Any
 
 import paramiko
@@ -35,6 +33,7 @@ from agent.errors import InvalidParams, JobError, PolicyDenied, SourceError, Sou
 from agent.sdk import Credential, JobContext, Plugin
 from plugins.ssh.files import FileTransfer
 from plugins.ssh.on_transport import OnTransport
+from plugins.ssh.output import CommandOutput
 from plugins.ssh.params import SshParams, SshProfile
 from plugins.ssh.transports import HostTransports
 
@@ -43,7 +42,6 @@ _READ_BYTES = 64 * 1024
 _POLL_S = 0.05
 _AHEAD = 8  # chunks read ahead of the record stream, per command
 _KILL_AFTER_S = 2.0
-_PROGRESS_EVERY_S = 1.0
 
 
 class SshPlugin(Plugin[SshParams, SshProfile]):
@@ -82,11 +80,13 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
 
     async def run(self, ctx: JobContext[SshProfile], params: SshParams) -> None:
         self.check_policy(ctx.profile, params)  # again: a job may reach run without the agent's check
-        await self.execute(ctx, params, Command)
+        await self.execute(ctx, params)
 
-    async def execute(self, ctx: JobContext[Any], params: SshParams, command: type[Command]) -> None:
+    async def execute(
+        self, ctx: JobContext[Any], params: SshParams, output: type[CommandOutput] = CommandOutput
+    ) -> None:
         """Run ``params`` (a command, or a file transfer) on the host's warm transport; the
-        command's records are ``command``'s (the powershell plugin brings its own)."""
+        command's records are ``output``'s (the powershell plugin brings its own)."""
         profile = ctx.profile
         host = profile.target(params.host)
         pool = self.transports(params.connection, profile, ctx.credential, host)
@@ -95,7 +95,7 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         transport = await pool.acquire(ctx.remaining_s)
         try:
             if params.op == "exec":
-                await command(ctx, params, transport, self._executor).run()
+                await Command(ctx, params, transport, self._executor, output).run()
             else:
                 await FileTransfer(ctx, params, transport, self._executor).run()
         except SourceUnavailable:
@@ -139,13 +139,12 @@ class Command(OnTransport):
         params: SshParams,
         transport: paramiko.Transport,
         executor: concurrent.futures.Executor,
+        output: type[CommandOutput] = CommandOutput,
     ) -> None:
         super().__init__(ctx, params, transport, executor)
         self.channel: paramiko.Channel | None = None
-        self.inline: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
-        self.offsets = {"stdout": 0, "stderr": 0}
-        self.decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
-        self.streaming = False
+        profile = ctx.profile
+        self.output = output(ctx, profile.inline_output_bytes, profile.max_output_bytes)
 
     async def run(self) -> None:
         params, profile = self.params, self.ctx.profile
@@ -164,7 +163,7 @@ class Command(OnTransport):
                     exit_code = channel.recv_exit_status()
                 else:
                     exit_code = await self._blocking(channel.recv_exit_status)
-            await self._finish(exit_code)
+            await self.output.finish(exit_code)
         except TimeoutError:
             await self._stop_remote()
             raise SourceError(
@@ -187,7 +186,6 @@ class Command(OnTransport):
         """Read stdout and stderr as they come, each in its own thread blocked in ``recv``
         (no polling: a command's end is seen at once), at most ``_AHEAD`` chunks ahead of
         the stream: a full stream stops the reads, and the remote command blocks on its pipe."""
-        ctx, profile = self.ctx, self.ctx.profile
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[str, bytes | BaseException | None]] = asyncio.Queue()
         room = threading.Semaphore(_AHEAD)
@@ -209,8 +207,7 @@ class Command(OnTransport):
             loop.run_in_executor(self.executor, reader, "stdout", channel.recv),
             loop.run_in_executor(self.executor, reader, "stderr", channel.recv_stderr),
         )
-        total, open_streams = 0, 2
-        last_progress = time.monotonic()
+        open_streams = 2
         try:
             while open_streams:
                 stream, data = await chunks.get()
@@ -222,17 +219,7 @@ class Command(OnTransport):
                     if not self.transport.is_active():
                         raise SourceUnavailable(f"the SSH connection dropped while the command ran: {data}")
                     raise SourceError(f"reading the command's {stream}: {data}", code="ssh_error")
-                total += len(data)
-                if total > profile.max_output_bytes:
-                    raise SourceError(
-                        f"the command wrote more than max_output_bytes = {profile.max_output_bytes:,} and was stopped",
-                        code="output_too_large",
-                    )
-                await self._output(stream, data)
-                now = time.monotonic()
-                if self.streaming and now - last_progress >= _PROGRESS_EVERY_S:
-                    last_progress = now
-                    ctx.progress(total, None, f"{total:,} bytes of output")
+                await self.output.add(stream, data)
         finally:
             stop.set()
             if open_streams:
@@ -240,44 +227,6 @@ class Command(OnTransport):
                 readers.cancel()
             else:
                 await readers
-
-    async def _output(self, stream: str, data: bytes) -> None:
-        if not self.streaming:
-            self.inline[stream] += data
-            if sum(map(len, self.inline.values())) <= self.ctx.profile.inline_output_bytes:
-                return
-            self.streaming = True  # too much for one record: send what was kept, then stream
-            kept, self.inline = self.inline, {"stdout": bytearray(), "stderr": bytearray()}
-            for name, buffered in kept.items():
-                if buffered:
-                    await self._chunk(name, bytes(buffered))
-            return
-        await self._chunk(stream, data)
-
-    async def _chunk(self, stream: str, data: bytes) -> None:
-        offset = self.offsets[stream]
-        self.offsets[stream] = offset + len(data)
-        text = self.decoders[stream].decode(data)
-        await self.ctx.emit({"stream": stream, "offset": offset, "data": text})
-
-    async def _finish(self, exit_code: int) -> None:
-        ctx = self.ctx
-        if not self.streaming:
-            out, err = (bytes(self.inline[s]).decode("utf-8", "replace") for s in ("stdout", "stderr"))
-            await ctx.emit({"exit_code": exit_code, "stdout": out, "stderr": err})
-            return
-        for stream, decoder in self.decoders.items():
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                await ctx.emit({"stream": stream, "offset": self.offsets[stream], "data": tail})
-        await ctx.emit(
-            {
-                "exit_code": exit_code,
-                "stdout_bytes": self.offsets["stdout"],
-                "stderr_bytes": self.offsets["stderr"],
-                "streamed": True,
-            }
-        )
 
     # --- blocking, in worker threads -----------------------------------------------------
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sshd import Sshd, TestUser, make_client_key
 
@@ -19,6 +20,7 @@ from agent.errors import JobError
 from agent.sdk import Credential
 from agent.testing import run_plugin
 from plugins.powershell import PowershellPlugin
+from plugins.powershell.params import PowershellProfile
 
 STAND_IN = r"""#!/usr/bin/env python3
 # STAND-IN for PowerShell 7 (pwsh), for tests on a machine without it.
@@ -92,13 +94,32 @@ async def test_a_failing_json_script_fails_the_job(
     assert "script_failed" == caught.value.code
 
 
-def test_transports_not_built_are_refused_in_the_profile() -> None:
-    import msgspec  # noqa: PLC0415
+def profile(**keys: Any) -> PowershellProfile:
+    return msgspec.convert({"plugin": "powershell", **keys}, PowershellProfile)
 
-    from plugins.powershell.plugin import PowershellProfile  # noqa: PLC0415
 
-    with pytest.raises(msgspec.ValidationError, match="not built yet"):
-        msgspec.convert(
-            {"plugin": "powershell", "host": "win01", "host_key": "SHA256:" + "A" * 43, "transport": "psrp"},
-            PowershellProfile,
-        )
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"transport": "psrp", "host": "win01", "host_key": "SHA256:" + "A" * 43}, "host_key: only for transport"),
+        ({"transport": "psrp", "host": "win01", "jump": "bastion"}, "jump: only for transport"),
+        ({"transport": "psrp"}, "exactly one of host or hosts"),
+        ({"transport": "psrp", "host": "win01", "ssl": False, "auth": "basic"}, "password in clear"),
+        ({"transport": "psrp", "host": "win01", "ssl": False, "encryption": "never"}, "in clear"),
+        ({"transport": "local", "host": "win01"}, "agent's own machine"),
+        ({"transport": "local", "executable": "pwsh; rm -rf /"}, "shell characters"),
+        ({"transport": "winrm", "host": "win01"}, "transport"),
+    ],
+)
+def test_profiles_that_do_not_hold_together_are_refused(keys: dict[str, Any], message: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=message):
+        profile(**keys)
+
+
+def test_psrp_ports_follow_ssl_unless_given() -> None:
+    assert 5986 == profile(transport="psrp", host="win01").winrm_port()
+    assert 5985 == profile(transport="psrp", host="win01", ssl=False).winrm_port()
+    assert 15986 == profile(transport="psrp", host="win01", port=15986).winrm_port()
+    assert "localhost" == profile(transport="local").target(None)
+    with pytest.raises(ValueError, match="agent's own machine"):
+        profile(transport="local").target("win01")

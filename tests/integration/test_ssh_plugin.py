@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from counting_sink import CountingSink
 from harness import scaled
 from sshd import Sshd, TestUser, make_client_key
 
 from agent.errors import JobError
 from agent.sdk import Credential, JobContext
-from agent.testing import ListSink, run_plugin
+from agent.testing import run_plugin
 from plugins.ssh import SshPlugin
 
 WRONG_PASSWORD = "Wr0ng-ssh-pw-3f9a"  # noqa: S105 - looked for in messages
@@ -179,29 +180,6 @@ async def test_stdin_and_env(plugin: SshPlugin, sshd: Sshd, test_user: TestUser,
         {"command": 'cat; echo "[$BH_MODE]"', "stdin": "line é\n", "env": {"BH_MODE": "audit"}},
     )
     assert "line é\n[audit]\n" == records[0]["stdout"]
-
-
-class CountingSink(ListSink):
-    """Counts streamed output without keeping it, so the test measures the plugin's memory."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bytes = {"stdout": 0, "stderr": 0}
-        self.final: dict[str, Any] | None = None
-
-    async def put_many(self, items: Any) -> None:
-        import msgspec  # noqa: PLC0415
-
-        for item in items:
-            record = msgspec.json.decode(item)
-            if "stream" in record:
-                assert record["offset"] == self.bytes[record["stream"]]
-                self.bytes[record["stream"]] += len(record["data"].encode())
-            else:
-                self.final = record
-
-    async def put(self, data: bytes) -> None:
-        await self.put_many([data])
 
 
 async def test_a_hundred_megabytes_of_output_stream_in_bounded_memory(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -559,3 +561,12 @@ def test_redactor_escapes_regex_characters() -> None:
     redactor = Redactor()
     redactor.add("a.b*c")
     assert f"{MASK} axbbbc" == redactor.redact("a.b*c axbbbc")
+
+
+def test_the_sample_config_passes_the_agents_own_check() -> None:
+    """config.sample.toml documents every key: the agent must load every profile in it."""
+    agent = Path(sys.executable).with_name("bridgehead-agent")
+    sample = Path(__file__).parents[2] / "config.sample.toml"
+    done = subprocess.run([str(agent), "check", "--config", str(sample)], capture_output=True, text=True, check=False)
+    assert 0 == done.returncode, done.stderr
+    assert "win_winrm" in done.stdout and "this_machine" in done.stdout
