@@ -25,6 +25,7 @@ from controlplane.auth import (
     token_hash,
 )
 from controlplane.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from controlplane.sinks.spec import parse_sink
 from controlplane.store.base import TERMINAL_STATES, AgentRow, JobRow
 
 if TYPE_CHECKING:
@@ -232,9 +233,39 @@ class Api:
             outcome = await self.dispatcher.wait(job.id, wait)
             # The outcome carries what the store now says, so the answer needs no read.
             if outcome is not None:
-                return job_view(job, None, outcome)
+                view = job_view(job, None, outcome)
+                if job.sink is not None:
+                    view["sync"] = await self._sync_view(job, str(outcome["state"]), int(outcome["record_count"]))
+                return view
             job = await self.store.get_job(job.id) or job
-        return job_view(job, self.dispatcher.progress.get(job.id))
+        view = job_view(job, self.dispatcher.progress.get(job.id))
+        if job.sink is not None:
+            view["sync"] = await self._sync_view(job, job.state, job.record_count)
+        return view
+
+    async def _sync_view(self, job: JobRow, state: str, record_count: int) -> dict[str, Any]:
+        """Where the job's delivery to ServiceNow stands: waiting (the job runs), pending,
+        delivering, done, failed (with the reason), or not_delivered (the job did not succeed)."""
+        delivery = await self.store.delivery(job.id)
+        counts = await self.store.delivery_counts(job.id)
+        if delivery is not None:
+            sync_state = delivery.state
+        elif state == "succeeded":
+            sync_state = "pending"
+        else:
+            sync_state = "not_delivered" if state in TERMINAL_STATES else "waiting"
+        error = None
+        if delivery is not None and delivery.error_code:
+            error = {"code": delivery.error_code, "message": delivery.error_message or ""}
+        return {
+            "state": sync_state,
+            **counts,
+            "total": record_count,
+            "error": error,
+            "instance": delivery.instance if delivery is not None else None,
+            "started_at": delivery.started_at if delivery is not None else None,
+            "finished_at": delivery.finished_at if delivery is not None else None,
+        }
 
     def _cluster_plugins(self, cluster: str) -> dict[str, Any]:
         """Plugin name -> params validator (or None) offered by the cluster's live agents.
@@ -291,9 +322,9 @@ class Api:
 
     # --- routes --------------------------------------------------------------------------
 
-    async def submit_job(self, request: Request) -> Response:
-        await self._authorize(request, "operator")
-        submit: JobSubmit = await self._body(request, JobSubmit)
+    def validate_submit(self, submit: JobSubmit) -> None:
+        """Everything a submission is checked for before it is stored (``BadRequest`` says
+        what is wrong). Schedules check their job template with it when they are created."""
         jobs = self.control.config.jobs
         for name, value in (("params", submit.params), ("sink", submit.sink)):
             if json_depth(value) > MAX_JSON_DEPTH:
@@ -304,13 +335,35 @@ class Api:
         if timeout > jobs.max_timeout_s:
             raise BadRequest(f"timeout_s {timeout:g} is over the maximum of {jobs.max_timeout_s:g}")
         self._check_params(submit)
+        if submit.sink is not None:
+            self._check_sink(submit.sink)
+
+    def _check_sink(self, sink: dict[str, Any]) -> None:
+        try:
+            spec = parse_sink(sink)
+        except ValueError as exc:
+            raise BadRequest(f"sink: {exc}", code="invalid_sink") from None
+        instances = self.control.config.servicenow
+        if spec.servicenow not in instances:
+            known = ", ".join(sorted(instances)) or "none"
+            raise BadRequest(
+                f"sink: no ServiceNow instance {spec.servicenow!r} in the control plane's configuration "
+                f"([servicenow.NAME] tables; configured: {known})",
+                code="invalid_sink",
+            )
+
+    async def create_job(self, submit: JobSubmit) -> tuple[JobRow, bool]:
+        """Validate and store a job (the API's POST /jobs, and each run of a schedule);
+        ``(job, created)``: an idempotency key already used gives the first job back."""
+        self.validate_submit(submit)
+        jobs = self.control.config.jobs
         job = JobRow(
             id=self.control.new_id(),
             plugin=submit.plugin,
             params=submit.params,
             cluster=submit.cluster,
             max_attempts=submit.max_attempts or jobs.default_max_attempts,
-            timeout_s=timeout,
+            timeout_s=submit.timeout_s or jobs.default_timeout_s,
             idempotency_key=submit.idempotency_key,
             sink=submit.sink,
             created_at=time.time(),
@@ -323,6 +376,12 @@ class Api:
                     f"idempotency_key {job.idempotency_key!r} was used for job {stored.id} with other content",
                     code="idempotency_conflict",
                 )
+        return stored, created
+
+    async def submit_job(self, request: Request) -> Response:
+        await self._authorize(request, "operator")
+        submit: JobSubmit = await self._body(request, JobSubmit)
+        stored, created = await self.create_job(submit)
         view = await self._wait_view(request, stored)
         return json_response(view, 201 if created else 200)
 
@@ -368,6 +427,35 @@ class Api:
         job = await self.dispatcher.cancel(job)
         await self.store.audit(role, "job.cancel", {"job": job.id}, time.time())
         return json_response(job_view(job))
+
+    async def sync_errors(self, request: Request) -> Response:
+        """Records the instance rejected, with its message, in record order."""
+        await self._authorize(request, "viewer")
+        job = await self._job(request)
+        if job.sink is None:
+            raise NotFound(f"job {job.id} has no sink", code="no_sink")
+        after = int(self._number(request, "after", 0, 0, 2**62))
+        limit = int(self._number(request, "limit", 100, 1, 1000))
+        rows = await self.store.rejected(job.id, after, limit)
+        body = [{"seq": r.seq, "status": r.status, "message": r.message, "record": r.record} for r in rows]
+        return json_response({"errors": body, "next": rows[-1].seq if len(rows) == limit else None})
+
+    async def retry_sync(self, request: Request) -> Response:
+        """Resume a failed delivery (after fixing a secret, or once the instance is back):
+        from its cursor, so nothing delivered is sent again."""
+        role = await self._authorize(request, "operator")
+        job = await self._job(request)
+        delivery = await self.store.delivery(job.id)
+        if delivery is None or delivery.state != "failed":
+            raise Conflict(
+                f"job {job.id}'s delivery is {delivery.state if delivery else 'not started'}: "
+                "only a failed one is retried",
+                code="sync_not_failed",
+            )
+        await self.store.retry_delivery(job.id, time.time())
+        await self.store.audit(role, "sync.retry", {"job": job.id}, time.time())
+        self.control.sinks.job_finished(job.id, "succeeded")
+        return json_response(await self._wait_view(request, job), 202)
 
     async def list_syncs(self, request: Request) -> Response:
         """The kept state of every named sync: where its next run starts from."""

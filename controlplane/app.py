@@ -24,14 +24,16 @@ from controlplane.errors import ApiError
 from controlplane.gateway import agent_endpoint
 from controlplane.metrics import Metrics
 from controlplane.openapi import openapi_document
-from controlplane.store.base import Store
+from controlplane.schedules.api import ScheduleApi
+from controlplane.schedules.scheduler import Scheduler
+from controlplane.sinks.runner import SinkRunner
 from controlplane.store.sqlite import SqliteStore
 
 log = logging.getLogger("bridgehead.control")
 DB_FILE = "control.db"
 
 
-def open_store(data_dir: Path, config: ControlConfig) -> Store:
+def open_store(data_dir: Path, config: ControlConfig) -> SqliteStore:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return SqliteStore(data_dir / DB_FILE, synchronous=config.store.synchronous.upper())
 
@@ -50,6 +52,8 @@ class ControlPlane:
             heartbeat_s=config.server.heartbeat_s,
             restart_grace_s=config.server.restart_grace_s,
         )
+        self.sinks = SinkRunner(self.store, config)
+        self.dispatcher.on_finished.append(self.sinks.job_finished)
         # agent name -> plugin name -> params JSON Schema, from each live agent's hello
         self.agent_schemas: dict[str, dict[str, dict[str, Any] | None]] = {}
         # Ids are a random per-process prefix and a counter: unique across restarts and
@@ -63,6 +67,8 @@ class ControlPlane:
 
 def build_app(control: ControlPlane) -> Starlette:
     api = Api(control)
+    scheduler = Scheduler(control.store, api)
+    schedules = ScheduleApi(api, scheduler)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(control.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -88,9 +94,13 @@ def build_app(control: ControlPlane) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await control.dispatcher.start()
+        await scheduler.start()  # after the dispatcher: its first pass runs missed runs
+        await control.sinks.start()
         try:
             yield
         finally:
+            await control.sinks.stop()
+            await scheduler.stop()
             await control.dispatcher.stop()
             await control.store.close()
 
@@ -103,11 +113,19 @@ def build_app(control: ControlPlane) -> Starlette:
         Route("/api/v1/jobs/{job_id}", api.get_job, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}/records", api.job_records, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}/cancel", api.cancel_job, methods=["POST"]),
+        Route("/api/v1/jobs/{job_id}/sync/errors", api.sync_errors, methods=["GET"]),
+        Route("/api/v1/jobs/{job_id}/sync/retry", api.retry_sync, methods=["POST"]),
         Route("/api/v1/agents", api.list_agents, methods=["GET"]),
         Route("/api/v1/syncs", api.list_syncs, methods=["GET"]),
         Route("/api/v1/syncs/{name}", api.delete_sync, methods=["DELETE"]),
         Route("/api/v1/enroll", api.enroll, methods=["POST"]),
         Route("/api/v1/enrollment-tokens", api.create_enrollment_token, methods=["POST"]),
+        Route("/api/v1/schedules", schedules.create, methods=["POST"]),
+        Route("/api/v1/schedules", schedules.list, methods=["GET"]),
+        Route("/api/v1/schedules/{name}", schedules.get, methods=["GET"]),
+        Route("/api/v1/schedules/{name}", schedules.patch, methods=["PATCH"]),
+        Route("/api/v1/schedules/{name}", schedules.delete, methods=["DELETE"]),
+        Route("/api/v1/schedules/{name}/run", schedules.run, methods=["POST"]),
         Route("/api/v1/whoami", api.roles, methods=["GET"]),
         WebSocketRoute("/api/v1/agent/connect", agent_endpoint),
     ]

@@ -10,6 +10,7 @@ import msgspec
 
 from agent.config import split_validation_error
 from agent.errors import ConfigError
+from controlplane.sinks.config import INSTANCE_NAME, ServiceNowInstance, check_secrets
 
 MiB = 1024 * 1024
 
@@ -38,6 +39,11 @@ class JobsSection(_Section):
     max_params_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * MiB)] = 256 * 1024
 
 
+class SchedulesSection(_Section):
+    # Each schedule is a row and a timer; the cap keeps a runaway script from making millions.
+    max_schedules: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 1000
+
+
 class StoreSection(_Section):
     backend: Literal["sqlite"] = "sqlite"
     synchronous: Literal["normal", "full"] = "normal"
@@ -47,6 +53,9 @@ class ControlConfig(_Section):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     jobs: JobsSection = msgspec.field(default_factory=JobsSection)
     store: StoreSection = msgspec.field(default_factory=StoreSection)
+    schedules: SchedulesSection = msgspec.field(default_factory=SchedulesSection)
+    # ServiceNow instances that job sinks name (docs/sinks.md).
+    servicenow: dict[str, ServiceNowInstance] = msgspec.field(default_factory=dict)
 
 
 def load_control_config(path: str | None) -> ControlConfig:
@@ -61,10 +70,16 @@ def load_control_config(path: str | None) -> ControlConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     try:
-        return msgspec.convert(raw, ControlConfig, strict=True)
+        config = msgspec.convert(raw, ControlConfig, strict=True)
     except msgspec.ValidationError as exc:
         key, problem = split_validation_error(exc)
         raise ConfigError(path, key, problem) from None
+    for name, instance in config.servicenow.items():
+        if not INSTANCE_NAME.match(name):
+            raise ConfigError(path, f"servicenow.{name}", "a name of letters, digits, '_', '.' and '-'")
+        for problem in check_secrets(name, instance):
+            raise ConfigError(path, f"servicenow.{name}", problem.split(": ", 1)[1])
+    return config
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -135,6 +135,8 @@ class Dispatcher:
         metrics.jobs_running.set_function(lambda: len(self.live))
         metrics.agents_connected.set_function(lambda: len(self.links))
         self.links_version = 0  # bumped whenever the set of live links changes
+        # Called with (job id, state) once a job's end is durable (the sink runner listens).
+        self.on_finished: list[Callable[[str, str], None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -586,6 +588,8 @@ class Dispatcher:
             for future in self._waiters.pop(job_id, ()):
                 if not future.done():
                     future.set_result(outcome)
+            for listener in self.on_finished:
+                listener(job_id, state)
 
         return self._durable(
             self.store.finish_job(job_id, attempt, state, code, message, record_count, now, sync_state), finished

@@ -13,6 +13,7 @@ import msgspec
 
 import controlplane
 from controlplane.api import EnrollmentTokenRequest, EnrollRequest, JobSubmit
+from controlplane.schedules.api import Schedule, ScheduleCreate, SchedulePatch
 
 
 class ErrorBody(msgspec.Struct):
@@ -86,12 +87,14 @@ _WAIT = {
     "description": "Hold the answer until the job ends or this many seconds pass",
 }
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_SCHEDULE_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [JobSubmit, EnrollRequest, EnrollmentTokenRequest, Job, RecordsPage, Agent, ErrorResponse],
+        [JobSubmit, EnrollRequest, EnrollmentTokenRequest, Job, RecordsPage, Agent, ErrorResponse]
+        + [ScheduleCreate, SchedulePatch, Schedule],
         ref_template="#/components/schemas/{name}",
     )
     paths: dict[str, Any] = {
@@ -156,6 +159,32 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/jobs/{job_id}/sync/errors": {
+            "get": {
+                "summary": "Records the ServiceNow instance rejected, with its message",
+                "parameters": [
+                    _JOB_ID,
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                ],
+                "responses": {
+                    "200": _json({"type": "object"}, '{"errors": [...], "next": seq or null}'),
+                    "404": _json(_ref("ErrorResponse"), "No such job, or it has no sink"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/jobs/{job_id}/sync/retry": {
+            "post": {
+                "summary": "Resume a failed delivery from its cursor (operator)",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "202": _json(_ref("Job"), "Delivery resumes"),
+                    "409": _json(_ref("ErrorResponse"), "The delivery has not failed"),
+                    **_ERRORS,
+                },
+            }
+        },
         "/api/v1/agents": {
             "get": {
                 "summary": "Enrolled agents",
@@ -188,6 +217,56 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Create an enrolment token (admin)",
                 "requestBody": {"content": {"application/json": {"schema": _ref("EnrollmentTokenRequest")}}},
                 "responses": {"201": _json({"type": "object"}, "The token, shown once"), **_ERRORS},
+            }
+        },
+        "/api/v1/schedules": {
+            "post": {
+                "summary": "Create a schedule: a job template run on a 5-field cron in a time zone (operator)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ScheduleCreate")}}},
+                "responses": {
+                    "201": _json(_ref("Schedule"), "Created"),
+                    "409": _json(_ref("ErrorResponse"), "The name is taken, or schedules.max_schedules is reached"),
+                    **_ERRORS,
+                },
+            },
+            "get": {
+                "summary": "List schedules, by name",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}}},
+                        "Schedules",
+                    ),
+                    **_ERRORS,
+                },
+            },
+        },
+        "/api/v1/schedules/{name}": {
+            "get": {
+                "summary": "A schedule, its next run and its last run",
+                "parameters": [_SCHEDULE_NAME],
+                "responses": {"200": _json(_ref("Schedule"), "The schedule"), **_ERRORS},
+            },
+            "patch": {
+                "summary": "Enable or disable a schedule (operator)",
+                "parameters": [_SCHEDULE_NAME],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SchedulePatch")}}},
+                "responses": {"200": _json(_ref("Schedule"), "The schedule"), **_ERRORS},
+            },
+            "delete": {
+                "summary": "Delete a schedule (operator); a run already started goes on",
+                "parameters": [_SCHEDULE_NAME],
+                "responses": {"200": _json({"type": "object"}, "Deleted"), **_ERRORS},
+            },
+        },
+        "/api/v1/schedules/{name}/run": {
+            "post": {
+                "summary": "Run a schedule now, outside its timetable (operator)",
+                "parameters": [_SCHEDULE_NAME],
+                "responses": {
+                    "201": _json(_ref("Job"), "The run's job"),
+                    "409": _json(_ref("ErrorResponse"), "The previous run is still going (runs never overlap)"),
+                    **_ERRORS,
+                },
             }
         },
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},

@@ -1,10 +1,13 @@
-"""The demo: a control plane, an enrolled agent and real REST, SQL and LDAP jobs, on loopback.
+"""The demo: a control plane, an enrolled agent and real REST, SQL and LDAP jobs, on loopback,
+their records landing in a ServiceNow stand-in.
 
 Starts a stand-in "internal API" with sample data, an HR database (an SQLite file read through
-ODBC), a real OpenLDAP directory (slapd, with a temporary config and a private CA), a control
-plane on its embedded SQLite store, and an agent with a connection profile for each; submits
-jobs through the job API, prints their records, then stops everything cleanly. Run it with
-``scripts/demo``.
+ODBC), a real OpenLDAP directory (slapd, with a temporary config and a private CA), the
+ServiceNow sandbox (``bridgehead-sandbox``, a stand-in for a real instance, with a transform
+map), a control plane on its embedded SQLite store, and an agent with a connection profile for
+each; submits jobs through the job API, prints their records, delivers some into the sandbox
+(Import Set API, and LDAP users from a schedule) and shows them there with their sys_ids, then
+stops everything cleanly. Run it with ``scripts/demo``.
 """
 
 from __future__ import annotations
@@ -102,6 +105,97 @@ def make_hr_database(path: Path) -> Path:
     return path
 
 
+SANDBOX_CONFIG = """
+# The demo's transform map: staff rows staged in u_staff_import land in u_staff, matched on
+# the employee id, so running the import again updates rows instead of adding them.
+[transforms.u_staff_import]
+target = "u_staff"
+coalesce = ["u_employee_id"]
+display_field = "u_name"
+[transforms.u_staff_import.fields]
+u_employee_id = "u_id"
+u_name = "u_name"
+u_department = "u_department"
+"""
+
+
+def wait_delivered(control_url: str, token: str, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = call("GET", f"{control_url}/api/v1/jobs/{job_id}", token)
+        if job["sync"]["state"] in ("done", "failed", "not_delivered"):
+            return job
+        time.sleep(0.2)
+    sys.exit(f"demo: job {job_id}'s delivery did not end in 2 minutes")
+
+
+def sandbox_rows(sandbox_url: str, table: str, fields: str, limit: int = 5) -> list[dict[str, Any]]:
+    query = f"sysparm_fields={fields}&sysparm_limit={limit}&sysparm_query=ORDERBYsys_created_on"
+    rows: list[dict[str, Any]] = call_basic("GET", f"{sandbox_url}/api/now/table/{table}?{query}")["result"]
+    return rows
+
+
+def show_sync(title: str, job: dict[str, Any]) -> None:
+    sync = job["sync"]
+    print(f"\n▶ {title}")
+    print(
+        f"  job …{job['id'][-8:]}  state={job['state']}  records={job['record_count']}  sync={sync['state']}: "
+        f"inserted={sync['inserted']} updated={sync['updated']} ignored={sync['ignored']} errors={sync['errors']}"
+    )
+
+
+def deliver_to_servicenow(control_url: str, token: str, sandbox_url: str, people_base: str) -> None:
+    """HR rows through the Import Set API; LDAP users into sys_user from a schedule."""
+    sink = {
+        "servicenow": "sandbox",
+        "import_set": "u_staff_import",
+        "map": {"u_id": "id", "u_name": "name", "u_department": "department"},
+        "passthrough": False,
+    }
+    params = {"connection": "hr_db", "query": "SELECT id, name, department FROM staff ORDER BY id"}
+    for title in ("ServiceNow: HR staff into the sandbox's Import Set API (transform map, coalesce on id)",
+                  "ServiceNow: the same import again: rows are matched and left as they are, none added"):  # fmt: skip
+        job = call("POST", control_url + "/api/v1/jobs", token, {"plugin": "sql", "params": params, "sink": sink})
+        show_sync(title, wait_delivered(control_url, token, job["id"]))
+    print(f"  in the sandbox, table u_staff ({sandbox_url}/api/now/table/u_staff):")
+    for row in sandbox_rows(sandbox_url, "u_staff", "sys_id,u_employee_id,u_name,u_department"):
+        print(f"    sys_id={row['sys_id']}  id={row['u_employee_id']:<5} {row['u_name']:<18} {row['u_department']}")
+
+    schedule = {
+        "name": "directory-users",
+        "cron": "*/15 * * * *",
+        "timezone": "Europe/Paris",
+        "job": {
+            "plugin": "ldap",
+            "params": {
+                "connection": "corp_ldap",
+                "base": people_base,
+                "filter": "(objectClass=inetOrgPerson)",
+                "mode": "sync",
+                "sync": "directory-users",
+            },
+            "sink": {"servicenow": "sandbox", "preset": "ldap_users"},
+        },
+    }
+    created = call("POST", control_url + "/api/v1/schedules", token, schedule)
+    print(f"\n• schedule {created['name']!r}: {created['cron']} ({created['timezone']}), next {created['next_run_at']}")
+    job = call("POST", f"{control_url}/api/v1/schedules/{schedule['name']}/run", token)
+    show_sync("ServiceNow: directory users into sys_user (the ldap_users preset), run now", wait_delivered(
+        control_url, token, job["id"]))  # fmt: skip
+    print(f"  in the sandbox, table sys_user ({sandbox_url}/api/now/table/sys_user):")
+    for row in sandbox_rows(sandbox_url, "sys_user", "sys_id,user_name,email,active"):
+        print(f"    sys_id={row['sys_id']}  {row['user_name']:<10} {row['email']:<28} active={row['active']}")
+
+
+def call_basic(method: str, url: str) -> Any:
+    """The sandbox's Table API as its demo admin (basic auth)."""
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url, method=method, headers={"Authorization": "Basic YWRtaW46YWRtaW4=", "Accept": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bridgehead-demo-"))
     api_port, cp_port = free_port(), free_port()
@@ -109,8 +203,25 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     stop_directory: Any = lambda: None  # noqa: E731 - replaced once the directory runs
     logs = open(work / "demo.log", "ab")  # noqa: SIM115 - closed at the end
+    sandbox_port = free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     try:
         print(f"Bridgehead demo (work dir {work})")
+        (work / "sandbox.toml").write_text(SANDBOX_CONFIG)
+        procs.append(
+            subprocess.Popen(
+                [PY, "-m", "controlplane.sandbox", "serve", "--listen", f"127.0.0.1:{sandbox_port}"]
+                + ["--data-dir", str(work / "sandbox"), "--config", str(work / "sandbox.toml")],
+                stdout=logs,
+                stderr=logs,
+            )
+        )
+        wait_for(sandbox_url + "/sandbox/health", "the ServiceNow sandbox")
+        print(f"• ServiceNow sandbox (a stand-in for an instance) on {sandbox_url}, admin/admin")
+        (work / "control.toml").write_text(
+            f'[servicenow.sandbox]\nurl = "{sandbox_url}"\nauth = "oauth_client_credentials"\n'
+            'client_id = "bridgehead"\nclient_secret_env = "BH_DEMO_SN_SECRET"\n'
+        )
         procs.append(
             subprocess.Popen(
                 [PY, str(ROOT / "scripts" / "demo_api.py"), "--port", str(api_port)], stdout=logs, stderr=logs
@@ -130,9 +241,13 @@ def main() -> None:
                     str(work / "control"),
                     "--listen",
                     f"127.0.0.1:{cp_port}",
+                    "--config",
+                    str(work / "control.toml"),
                 ],
                 stdout=logs,
                 stderr=logs,
+                # The sandbox's demo OAuth client; a real secret comes from a vault or a file.
+                env={**os.environ, "BH_DEMO_SN_SECRET": "bridgehead"},
             )
         )
         wait_for(control_url + "/healthz", "the control plane")
@@ -266,6 +381,7 @@ def main() -> None:
         directory.delete(person_dn(7))
         print("\n• in the directory: user00003's mail changed, user00007 deleted")
         run("LDAP sync, next run: only what changed since the first", "ldap", sync, ["op", "id", "dn", "mail"])
+        deliver_to_servicenow(control_url, token, sandbox_url, people_base)
     finally:
         stop_directory()
         for proc in reversed(procs):

@@ -115,13 +115,17 @@ class Api:
 
 
 class ControlPlane:
-    def __init__(self, workdir: Path, port: int | None = None, heartbeat_s: float = 5.0, **server: Any) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, heartbeat_s: float = 5.0, extra_config: str = "", **server: Any
+    ) -> None:
+        """``server``: keys of the config's [server] table; ``extra_config``: more TOML after it
+        (say a [servicenow.NAME] table)."""
         self.data_dir = workdir / "control"
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "control.toml"
         lines = ["[server]", f"heartbeat_s = {heartbeat_s}"] + [f"{k} = {json.dumps(v)}" for k, v in server.items()]
-        self.config.write_text("\n".join(lines) + "\n")
+        self.config.write_text("\n".join(lines) + "\n" + extra_config)
         self.log = workdir / "control.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_token = ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agent.protocol import SyncState
 
@@ -76,6 +76,25 @@ class AgentRow:
     version: str = ""
     plugins: list[dict[str, Any]] = field(default_factory=list)
     connections: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScheduleRow:
+    """A recurring schedule (controlplane.schedules); times are epoch seconds (UTC)."""
+
+    name: str
+    cron: str
+    timezone: str
+    job: dict[str, Any]  # the job template: a POST /api/v1/jobs body without idempotency_key
+    enabled: bool = True
+    next_run_at: float | None = None  # None while disabled
+    last_run_at: float | None = None
+    last_job_id: str | None = None
+    runs: int = 0
+    skipped_overlaps: int = 0
+    last_error_code: str | None = None  # why the last due run made no job (None after a run)
+    last_error_message: str | None = None
+    created_at: float = 0.0
 
 
 class Store(abc.ABC):
@@ -173,6 +192,48 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def consume_enrollment_token(self, token_hash: str, agent: str, now: float) -> tuple[str | None, str]:
         """Mark the token used by ``agent`` and return (its cluster, ""); or (None, why not)."""
+
+    # --- schedules ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_schedule(self, schedule: ScheduleRow, limit: int) -> Literal["created", "exists", "full"]:
+        """Insert ``schedule``: "created", or "exists" (its name is taken), or "full" (``limit``
+        schedules exist already)."""
+
+    @abc.abstractmethod
+    async def get_schedule(self, name: str) -> ScheduleRow | None: ...
+
+    @abc.abstractmethod
+    async def list_schedules(self) -> list[ScheduleRow]: ...
+
+    @abc.abstractmethod
+    async def due_schedules(self, now: float) -> list[ScheduleRow]:
+        """Enabled schedules whose ``next_run_at`` is at or before ``now``, earliest first."""
+
+    @abc.abstractmethod
+    async def next_schedule_at(self) -> float | None:
+        """The earliest ``next_run_at`` of the enabled schedules."""
+
+    @abc.abstractmethod
+    async def delete_schedule(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def set_schedule_enabled(self, name: str, enabled: bool, next_run_at: float | None) -> bool: ...
+
+    @abc.abstractmethod
+    def record_schedule_run(self, name: str, job_id: str, now: float, next_run_at: float | None) -> Awaitable[object]:
+        """A run made job ``job_id``: count it, clear the last error, set the next occurrence."""
+
+    @abc.abstractmethod
+    def record_schedule_skip(
+        self, name: str, next_run_at: float | None, overlap: bool, error: tuple[str, str] | None
+    ) -> Awaitable[object]:
+        """A due run made no job, because the previous run is still going (``overlap``) or
+        because of ``error`` (code, message); move on to ``next_run_at``."""
+
+    async def delivery_finished(self, job_id: str) -> bool:
+        """Whether the job's sink delivery is over (done or failed), or it has none. Stores
+        with sinks override this; without them there is never a delivery to wait for."""
+        return True
 
     @abc.abstractmethod
     def audit(self, actor: str, action: str, detail: dict[str, Any], now: float) -> Awaitable[object]: ...

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 from agent.protocol import SyncState
 from controlplane.store.base import AgentRow, JobRow, Store, SyncSummary
+from controlplane.store.schedules import SCHEDULE_SCHEMA, ScheduleTables
+from controlplane.store.sinks import SINK_SCHEMA, SinkTables
 
 log = logging.getLogger("bridgehead.control.store")
 
@@ -175,7 +177,7 @@ def unpack_sizes(blob: bytes) -> array.array[int]:
     return sizes
 
 
-class SqliteStore(Store):
+class SqliteStore(SinkTables, ScheduleTables, Store):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -186,6 +188,8 @@ class SqliteStore(Store):
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
+        self.db.executescript(SINK_SCHEMA)
+        self.db.executescript(SCHEDULE_SCHEMA)
         self._migrate_record_rows()
         self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = []
         self._flush_scheduled = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def test_the_demo_runs_rest_sql_and_ldap_jobs_and_stops_cleanly() -> None:
     out = done.stdout
     assert 0 == done.returncode, out[-3000:] + done.stderr[-3000:]
     blocks = {block.split("\n", 1)[0]: block for block in out.split("\n▶ ")[1:]}
-    assert len(blocks) == 11, list(blocks)
+    assert len(blocks) == 14, list(blocks)
 
     def state(prefix: str) -> str:
         (block,) = [b for title, b in blocks.items() if title.startswith(prefix)]
@@ -34,4 +35,9 @@ def test_the_demo_runs_rest_sql_and_ldap_jobs_and_stops_cleanly() -> None:
     assert "records=40" in state("LDAP over LDAPS")
     assert "records=40" in state("LDAP sync, first run")
     assert "records=2" in state("LDAP sync, next run")
+    assert "sync=done: inserted=5000 updated=0 ignored=0 errors=0" in state("ServiceNow: HR staff")
+    assert "sync=done: inserted=0 updated=0 ignored=5000 errors=0" in state("ServiceNow: the same import again")
+    assert "sync=done: inserted=39 " in state("ServiceNow: directory users")
+    # The records are shown as the sandbox holds them, each with the sys_id it gave.
+    assert 10 == len(re.findall(r"sys_id=[0-9a-f]{32}", out)), out[-3000:]
     assert "All stopped cleanly" in out

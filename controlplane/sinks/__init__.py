@@ -1,0 +1,1 @@
+"""Sinks: where the control plane delivers a job's records (ServiceNow; docs/sinks.md)."""

@@ -1,0 +1,233 @@
+"""What the SQLite store keeps for sinks: each job's delivery, its finished batches, the
+records the instance rejected, and rotated OAuth refresh tokens.
+
+The delivery cursor is the set of finished batches (``sink_batches``), each written in one
+commit with its counts and rejected records. After a restart, delivery resumes with the
+batches not in it; a batch that was in flight when the control plane died is sent again,
+which the sink's coalesce keys make harmless. Counts are sums over finished batches, so a
+batch sent twice is counted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SINK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sink_deliveries (
+    job_id TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    -- pending (not started), delivering, done, failed (resumes on POST .../sync/retry)
+    state TEXT NOT NULL,
+    batch_size INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    error_code TEXT,
+    error_message TEXT,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS sink_deliveries_state ON sink_deliveries (state);
+CREATE TABLE IF NOT EXISTS sink_batches (
+    job_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    inserted INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    ignored INTEGER NOT NULL,
+    skipped INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    PRIMARY KEY (job_id, first_seq)
+);
+CREATE TABLE IF NOT EXISTS sink_errors (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+-- The newest refresh token per instance (oauth_refresh_token), written the moment the
+-- instance rotates it; ``origin`` is a hash of the configured token it descends from, so a
+-- new configured token (re-authorisation) replaces the chain.
+CREATE TABLE IF NOT EXISTS oauth_tokens (
+    instance TEXT PRIMARY KEY,
+    refresh_token TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+COUNTS = ("inserted", "updated", "ignored", "skipped", "errors")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    job_id: str
+    instance: str
+    state: str
+    batch_size: int
+    total: int
+    error_code: str | None
+    error_message: str | None
+    started_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    seq: int
+    status: str
+    message: str
+    record: dict[str, Any]
+
+
+class SinkTables:
+    """Mixed into SqliteStore (its ``db`` and group-committed ``_write``)."""
+
+    db: sqlite3.Connection
+
+    def _write(self, op: Callable[[], T], isolated: bool = False) -> asyncio.Future[T]:
+        raise NotImplementedError
+
+    # --- deliveries ----------------------------------------------------------------------
+
+    async def deliveries_to_run(self, limit: int) -> list[str]:
+        """Jobs whose records should be delivered and are not yet: succeeded jobs with a sink
+        and no delivery, and deliveries pending or cut short (a restart)."""
+        rows = self.db.execute(
+            "SELECT j.id FROM jobs j LEFT JOIN sink_deliveries d ON d.job_id = j.id "
+            "WHERE j.state = 'succeeded' AND j.sink IS NOT NULL "
+            "AND (d.state IS NULL OR d.state IN ('pending', 'delivering')) ORDER BY j.queue_seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    async def start_delivery(self, job_id: str, instance: str, batch_size: int, total: int, now: float) -> Delivery:
+        """The job's delivery, made on first start with the batch size it keeps for good (so a
+        resumed delivery cuts the same batches, whatever the configuration says by then)."""
+
+        def op() -> None:
+            self.db.execute(
+                "INSERT OR IGNORE INTO sink_deliveries (job_id, instance, state, batch_size, total, started_at, "
+                "updated_at) VALUES (?, ?, 'delivering', ?, ?, ?, ?)",
+                (job_id, instance, batch_size, total, now, now),
+            )
+            self.db.execute(
+                "UPDATE sink_deliveries SET state='delivering', error_code=NULL, error_message=NULL, updated_at=? "
+                "WHERE job_id=?",
+                (now, job_id),
+            )
+
+        await self._write(op)
+        delivery = await self.delivery(job_id)
+        assert delivery is not None  # noqa: S101 - written just above
+        return delivery
+
+    async def delivery(self, job_id: str) -> Delivery | None:
+        row = self.db.execute(
+            "SELECT job_id, instance, state, batch_size, total, error_code, error_message, started_at, finished_at "
+            "FROM sink_deliveries WHERE job_id=?",
+            (job_id,),
+        ).fetchone()
+        return Delivery(*row) if row else None
+
+    async def delivered_batches(self, job_id: str) -> set[int]:
+        rows = self.db.execute("SELECT first_seq FROM sink_batches WHERE job_id=?", (job_id,))
+        return {r[0] for r in rows}
+
+    def finish_batch(
+        self,
+        job_id: str,
+        first_seq: int,
+        last_seq: int,
+        counts: dict[str, int],
+        rejected: Sequence[Rejected],
+        now: float,
+    ) -> Awaitable[Any]:
+        """One batch's outcome, counts and rejected records in one commit: the cursor moves."""
+
+        def op() -> None:
+            self.db.execute(
+                "INSERT OR REPLACE INTO sink_batches (job_id, first_seq, last_seq, inserted, updated, ignored, "
+                "skipped, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, first_seq, last_seq, *(counts.get(c, 0) for c in COUNTS)),
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO sink_errors (job_id, seq, status, message, record) VALUES (?, ?, ?, ?, ?)",
+                [(job_id, r.seq, r.status, r.message, json.dumps(r.record)) for r in rejected],
+            )
+            self.db.execute("UPDATE sink_deliveries SET updated_at=? WHERE job_id=?", (now, job_id))
+
+        return self._write(op)
+
+    def end_delivery(
+        self, job_id: str, state: str, error_code: str | None, error_message: str | None, now: float
+    ) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "UPDATE sink_deliveries SET state=?, error_code=?, error_message=?, updated_at=?, finished_at=? "
+                "WHERE job_id=?",
+                (state, error_code, error_message, now, now if state in ("done", "failed") else None, job_id),
+            )
+        )
+
+    def retry_delivery(self, job_id: str, now: float) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "UPDATE sink_deliveries SET state='pending', error_code=NULL, error_message=NULL, updated_at=?, "
+                "finished_at=NULL WHERE job_id=? AND state='failed'",
+                (now, job_id),
+            )
+        )
+
+    async def delivery_counts(self, job_id: str) -> dict[str, int]:
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(inserted),0), COALESCE(SUM(updated),0), COALESCE(SUM(ignored),0), "
+            "COALESCE(SUM(skipped),0), COALESCE(SUM(errors),0), COALESCE(SUM(last_seq - first_seq + 1),0) "
+            "FROM sink_batches WHERE job_id=?",
+            (job_id,),
+        ).fetchone()
+        return {**dict(zip(COUNTS, row[:5], strict=True)), "delivered": row[5]}
+
+    async def rejected(self, job_id: str, after: int, limit: int) -> list[Rejected]:
+        rows = self.db.execute(
+            "SELECT seq, status, message, record FROM sink_errors WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?",
+            (job_id, after, limit),
+        )
+        return [Rejected(seq, status, message, json.loads(record)) for seq, status, message, record in rows]
+
+    async def delivery_finished(self, job_id: str) -> bool:
+        """For schedules: the job's run is over, delivery included (or it has none to do)."""
+        row = self.db.execute(
+            "SELECT j.state, j.sink IS NOT NULL, d.state FROM jobs j LEFT JOIN sink_deliveries d ON d.job_id = j.id "
+            "WHERE j.id=?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            return True
+        job_state, has_sink, delivery_state = row
+        if not has_sink or job_state in ("failed", "cancelled"):
+            return job_state in ("succeeded", "failed", "cancelled")
+        return job_state == "succeeded" and delivery_state in ("done", "failed")
+
+    # --- OAuth refresh tokens ------------------------------------------------------------
+
+    async def refresh_token(self, instance: str) -> tuple[str, str] | None:
+        """``(token, origin)`` of the newest refresh token kept for ``instance``."""
+        row = self.db.execute("SELECT refresh_token, origin FROM oauth_tokens WHERE instance=?", (instance,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def keep_refresh_token(self, instance: str, token: str, origin: str, now: float) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "INSERT OR REPLACE INTO oauth_tokens (instance, refresh_token, origin, updated_at) VALUES (?, ?, ?, ?)",
+                (instance, token, origin, now),
+            )
+        )
