@@ -41,7 +41,11 @@ class ImportSetTarget:
     (learned once per instance and table). Per-row outcomes come from the answer when the
     instance transforms synchronously, else from the staging rows once transformed."""
 
-    _no_insert_multiple: set[tuple[str, str]] = set()
+    # (instance, staging table) -> whether insertMultiple works there; learned by the first
+    # batch alone (the others wait for it), so an old instance sees one failed call, not one
+    # per batch in flight.
+    _insert_multiple: dict[tuple[str, str], bool] = {}
+    _learning: dict[tuple[str, str], asyncio.Lock] = {}
 
     def __init__(self, client: InstanceClient, staging: str) -> None:
         self.client = client
@@ -49,24 +53,37 @@ class ImportSetTarget:
 
     async def send(self, rows: Sequence[Row]) -> list[Outcome]:
         key = (self.client.name, self.staging)
-        if key not in self._no_insert_multiple:
-            answer = await self.client.request(
-                "POST",
-                f"/api/now/import/{self.staging}/insertMultiple",
-                json={"records": [r.fields for r in rows]},
-            )
-            if answer.status in (200, 201):
-                return await self._outcomes(answer, len(rows))
-            if answer.status not in (400, 404, 405):
-                raise TargetRefused(f"insertMultiple into {self.staging}: {answer.error_message()}")
-            log.warning(
-                "servicenow %s: insertMultiple into %s answered HTTP %d (%s); using single inserts",
-                self.client.name,
-                self.staging,
-                answer.status,
-                answer.error_message(),
-            )
-            self._no_insert_multiple.add(key)
+        if key not in self._insert_multiple:
+            async with self._learning.setdefault(key, asyncio.Lock()):
+                if key not in self._insert_multiple:
+                    return await self._multiple(rows, key)
+        if self._insert_multiple[key]:
+            return await self._multiple(rows, key)
+        return list(await asyncio.gather(*(self._one(r) for r in rows)))
+
+    async def _multiple(self, rows: Sequence[Row], key: tuple[str, str]) -> list[Outcome]:
+        answer = await self.client.request(
+            "POST",
+            f"/api/now/import/{self.staging}/insertMultiple",
+            json={"records": [r.fields for r in rows]},
+        )
+        if answer.status in (200, 201):
+            self._insert_multiple[key] = True
+            return await self._outcomes(answer, len(rows))
+        # An instance without the API answers as for any unknown path: 400 "Requested URI does
+        # not represent any resource" (or 404/405 behind some proxies). Any other 4xx is about
+        # the batch itself, and single inserts would not fix it.
+        unknown_uri = answer.status == 400 and "uri" in answer.error_message().lower()
+        if answer.status not in (404, 405) and not unknown_uri:
+            raise TargetRefused(f"insertMultiple into {self.staging}: {answer.error_message()}")
+        log.warning(
+            "servicenow %s: insertMultiple into %s answered HTTP %d (%s); using single inserts",
+            self.client.name,
+            self.staging,
+            answer.status,
+            answer.error_message(),
+        )
+        self._insert_multiple[key] = False
         return list(await asyncio.gather(*(self._one(r) for r in rows)))
 
     async def _one(self, row: Row) -> Outcome:

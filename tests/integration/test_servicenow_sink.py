@@ -386,3 +386,51 @@ def test_an_expired_refresh_token_fails_the_delivery_clearly(
         control.stop()
     finally:
         sandbox.stop()
+
+
+# --- instances of other kinds ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instance_section", "keys"),
+    [
+        # An instance without insertMultiple: one POST per record, learned on the first batch.
+        ('[instance]\ninsert_multiple = "unsupported"\n', {}),
+        # insertMultiple answered as documented, asynchronously: outcomes read from the staging rows.
+        ('[instance]\ninsert_multiple = "async"\n', {}),
+        # Basic auth instead of OAuth.
+        ("", {"auth": "basic", "username": "admin", "password_env": SECRET_ENV}),
+        # Every 3rd request dropped and every 5th answered 503: retried, nothing lost or doubled.
+        ("[faults]\ndrop_every = 3\nerror_every = 5\n", {"backoff_max_s": 0.5}),
+    ],
+    ids=["no-insert-multiple", "async-insert-multiple", "basic-auth", "drops-and-5xx"],
+)
+def test_other_instances_get_every_record_once(
+    tmp_path: Path,
+    agent_factory: Callable[..., Agent],
+    monkeypatch: pytest.MonkeyPatch,
+    instance_section: str,
+    keys: dict[str, Any],
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, "admin" if keys.get("auth") == "basic" else "bridgehead")
+    sandbox = SandboxServer(tmp_path / "sandbox", instance_section + SANDBOX_CONFIG).start()
+    try:
+        _control, api = start_relay(tmp_path, agent_factory, sandbox, batch_size=40, **keys)
+        query = (
+            "SELECT g AS id, CASE WHEN g = 7 THEN 'bad-' ELSE 'good-' END || g AS name FROM generate_series(1, 300) g"
+        )
+        job = api.submit("sql", {"connection": "pg", "query": query}, sink=IMPORT_SINK)
+        sync = wait_synced(api, job["id"])["sync"]
+        assert ("done", 1) == (sync["state"], sync["errors"]), sync
+        assert 299 == sync["inserted"] + sync["ignored"] + sync["updated"], sync
+        status, body = api.request("GET", f"/api/v1/jobs/{job['id']}/sync/errors")
+        assert [7] == [e["seq"] for e in body["errors"]], body
+        rows = sandbox.rows("u_rows", fields="u_id")
+        assert sorted(str(i) for i in range(1, 301) if i != 7) == sorted(r["u_id"] for r in rows)
+        stats = sandbox.stats()
+        if "faults" in instance_section:  # the faults did happen, and were retried through
+            assert stats["dropped"] > 0 and stats["by_status"].get("503", 0) > 0, stats
+        if "unsupported" in instance_section:  # learned once, then one POST per record
+            assert 1 == stats["by_status"].get("400", 0), stats
+    finally:
+        sandbox.stop()
