@@ -162,10 +162,12 @@ class Delivery:
     async def run(self) -> None:
         done = await self.store.delivered_batches(self.job.id)
         firsts = [f for f in range(1, self.job.record_count + 1, self.batch_size) if f not in done]
-        # Import sets take batches side by side; a table's batches go one at a time (its
-        # lookups and inserts must not race another batch holding the same key).
+        # Import sets take batches side by side: twice as many lanes as requests in flight, so
+        # a batch is read, mapped and encoded while the others are on the wire, and waits at
+        # the client's limit, ready the moment a request ends. A table's batches go one at a
+        # time (its lookups and inserts must not race another batch holding the same key).
         parallel = self.runner.config.servicenow[self.spec.servicenow].max_in_flight
-        lanes = parallel if isinstance(self.target, ImportSetTarget) else 1
+        lanes = 2 * parallel if isinstance(self.target, ImportSetTarget) else 1
         pending = iter(firsts)
 
         async def lane() -> None:
