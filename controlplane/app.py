@@ -52,7 +52,7 @@ class ControlPlane:
             heartbeat_s=config.server.heartbeat_s,
             restart_grace_s=config.server.restart_grace_s,
         )
-        self.sinks = SinkRunner(self.store, config)
+        self.sinks = SinkRunner(self.store, config, self.metrics)
         self.dispatcher.on_finished.append(self.sinks.job_finished)
         # agent name -> plugin name -> params JSON Schema, from each live agent's hello
         self.agent_schemas: dict[str, dict[str, dict[str, Any] | None]] = {}

@@ -29,3 +29,20 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600),
             registry=r,
         )
+        # ServiceNow sinks (docs/sinks.md), per instance.
+        self.sink_records = Counter(
+            "bridgehead_sink_records",
+            "Records delivered, by the instance's outcome (inserted, updated, ignored, skipped, error)",
+            ["instance", "outcome"],
+            registry=r,
+        )
+        self.sink_responses = Counter(
+            "bridgehead_sink_responses",
+            "HTTP answers from instances by status ('error' for a timeout or dropped connection)",
+            ["instance", "status"],
+            registry=r,
+        )
+        self.sink_deliveries = Counter(
+            "bridgehead_sink_deliveries", "Deliveries that ended, done or failed", ["instance", "state"], registry=r
+        )
+        self.sink_delivering = Gauge("bridgehead_sink_delivering", "Deliveries in progress", registry=r)

@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from controlplane.metrics import Metrics
 from controlplane.sinks.auth import Authenticator, AuthFailed, RefreshTokens, TokenUnavailable
 from controlplane.sinks.config import ServiceNowInstance
 
@@ -84,8 +85,11 @@ class TokenBucket:
 
 
 class InstanceClient:
-    def __init__(self, name: str, instance: ServiceNowInstance, tokens: RefreshTokens) -> None:
+    def __init__(
+        self, name: str, instance: ServiceNowInstance, tokens: RefreshTokens, metrics: Metrics | None = None
+    ) -> None:
         self.name = name
+        self.metrics = metrics
         self.instance = instance
         self.auth = Authenticator(name, instance, tokens)
         self.bucket = TokenBucket(instance.max_requests_per_s)
@@ -140,10 +144,12 @@ class InstanceClient:
                     ) as response:
                         status, raw, hints = response.status, await response.read(), response.headers
             except (aiohttp.ClientError, TimeoutError, TokenUnavailable) as exc:
+                self._count("error")
                 problem = f"{method} {path}: {exc or type(exc).__name__}"
                 await self._back_off(attempt, problem)
                 attempt += 1
                 continue
+            self._count(str(status))
             if status == 401 and instance.auth != "basic" and not renewed:
                 renewed = True
                 self.auth.invalidate(header)
@@ -170,6 +176,10 @@ class InstanceClient:
             f"servicenow {self.name}: gave up after {instance.max_retries} retries (max_retries); "
             "the delivery resumes with POST /api/v1/jobs/ID/sync/retry"
         )
+
+    def _count(self, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.sink_responses.labels(self.name, status).inc()
 
     async def _back_off(self, attempt: int, problem: str) -> None:
         delay = random.uniform(0, min(self.instance.backoff_max_s, _BACKOFF_BASE_S * 2**attempt))  # noqa: S311

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from controlplane.config import ControlConfig
+from controlplane.metrics import Metrics
 from controlplane.sinks.auth import AuthFailed
 from controlplane.sinks.client import InstanceClient, InstanceUnavailable
 from controlplane.sinks.memberships import Memberships
@@ -43,9 +44,10 @@ _decode = msgspec.json.Decoder()
 
 
 class SinkRunner:
-    def __init__(self, store: SqliteStore, config: ControlConfig) -> None:
+    def __init__(self, store: SqliteStore, config: ControlConfig, metrics: Metrics) -> None:
         self.store = store
         self.config = config
+        self.metrics = metrics
         self.clients: dict[str, InstanceClient] = {}
         self._active: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -53,7 +55,7 @@ class SinkRunner:
 
     def client(self, name: str) -> InstanceClient:
         if name not in self.clients:
-            self.clients[name] = InstanceClient(name, self.config.servicenow[name], self.store)
+            self.clients[name] = InstanceClient(name, self.config.servicenow[name], self.store, self.metrics)
         return self.clients[name]
 
     async def start(self) -> None:
@@ -86,6 +88,7 @@ class SinkRunner:
                         if job_id not in self._active and len(self._active) < _MAX_DELIVERIES:
                             task = asyncio.create_task(self._deliver(job_id), name=f"sink-{job_id}")
                             self._active[job_id] = task
+                            self.metrics.sink_delivering.set(len(self._active))
                             task.add_done_callback(functools.partial(self._ended, job_id))
             except Exception:
                 log.exception("sink runner: scanning for deliveries failed; trying again")
@@ -95,6 +98,7 @@ class SinkRunner:
 
     def _ended(self, job_id: str, _task: object) -> None:
         self._active.pop(job_id, None)
+        self.metrics.sink_delivering.set(len(self._active))
         self._wake.set()  # room for the next one
 
     async def _deliver(self, job_id: str) -> None:
@@ -127,11 +131,14 @@ class SinkRunner:
             await self._fail(job, "internal", f"{type(exc).__name__}: {exc}")
         else:
             await self.store.end_delivery(job_id, "done", None, None, time.time())
+            self.metrics.sink_deliveries.labels(spec.servicenow, "done").inc()
             counts = await self.store.delivery_counts(job_id)
             log.info("job %s: delivered to servicenow %s: %s", job_id, spec.servicenow, counts)
 
     async def _fail(self, job: JobRow, code: str, message: str) -> None:
         log.error("job %s: delivery failed (%s): %s", job.id, code, message)
+        instance = job.sink.get("servicenow") if isinstance(job.sink, dict) else None
+        self.metrics.sink_deliveries.labels(str(instance or "?"), "failed").inc()
         if await self.store.delivery(job.id) is None:
             await self.store.start_delivery(job.id, "", 1, job.record_count, time.time())
         await self.store.end_delivery(job.id, "failed", code, message, time.time())
@@ -190,9 +197,11 @@ class Delivery:
                 outcomes,
                 self.target,
             )
-        await self.store.finish_batch(
-            job.id, first, records[-1][0], _counts(outcomes), _rejected(records, outcomes), time.time()
-        )
+        counts = _counts(outcomes)
+        await self.store.finish_batch(job.id, first, records[-1][0], counts, _rejected(records, outcomes), time.time())
+        for outcome, n in counts.items():
+            if n:
+                self.runner.metrics.sink_records.labels(self.spec.servicenow, outcome).inc(n)
 
     def _row(self, record: Any) -> Row:
         if not isinstance(record, dict):

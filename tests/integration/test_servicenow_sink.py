@@ -218,6 +218,18 @@ def assert_landed_once(sandbox: SandboxServer, count: int) -> None:
     assert {str(i) for i in range(1, count + 1)} == set(ids)
 
 
+def metric_values(control: ControlPlane) -> dict[str, float]:
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(control.url + "/metrics") as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
 def wait_delivering(api: Api, job_id: str, least: int) -> None:
     def far_enough() -> bool:
         sync = api.job(job_id)["sync"]
@@ -241,6 +253,11 @@ def test_a_rate_limit_of_five_per_second_slows_delivery_and_loses_nothing(
         assert_landed_once(sandbox, 2000)
         statuses = sandbox.stats()["by_status"]
         assert statuses.get("429", 0) > 0, statuses  # the limit did bite, and was waited out
+        metrics = metric_values(control)
+        assert metrics['bridgehead_sink_records_total{instance="sandbox",outcome="inserted"}'] == 2000
+        # (the sandbox also counts this test's own reads that it rate-limited)
+        assert 0 < metrics['bridgehead_sink_responses_total{instance="sandbox",status="429"}'] <= statuses["429"]
+        assert metrics['bridgehead_sink_deliveries_total{instance="sandbox",state="done"}'] == 1
         control.stop()
     finally:
         sandbox.stop()
