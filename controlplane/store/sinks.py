@@ -98,31 +98,40 @@ class SinkTables:
 
     # --- deliveries ----------------------------------------------------------------------
 
+    def queue_delivery(self, job_id: str, attempt: int, now: float) -> None:
+        """Part of the commit that ends a job as succeeded: a job with a sink gets its pending
+        delivery in that same commit, so no succeeded job is ever left undelivered. (Runs
+        inside the store's write transaction.)"""
+        self.db.execute(
+            "INSERT OR IGNORE INTO sink_deliveries (job_id, instance, state, batch_size, total, started_at, "
+            "updated_at) SELECT id, COALESCE(json_extract(sink, '$.servicenow'), ''), 'pending', 0, record_count, "
+            "?, ? FROM jobs WHERE id=? AND attempt=? AND sink IS NOT NULL",
+            (now, now, job_id, attempt),
+        )
+
     async def deliveries_to_run(self, limit: int) -> list[str]:
-        """Jobs whose records should be delivered and are not yet: succeeded jobs with a sink
-        and no delivery, and deliveries pending or cut short (a restart)."""
+        """Deliveries pending, or cut short by a restart (still ``delivering``)."""
         rows = self.db.execute(
-            "SELECT j.id FROM jobs j LEFT JOIN sink_deliveries d ON d.job_id = j.id "
-            "WHERE j.state = 'succeeded' AND j.sink IS NOT NULL "
-            "AND (d.state IS NULL OR d.state IN ('pending', 'delivering')) ORDER BY j.queue_seq LIMIT ?",
+            "SELECT job_id FROM sink_deliveries WHERE state IN ('pending', 'delivering') ORDER BY rowid LIMIT ?",
             (limit,),
         ).fetchall()
         return [r[0] for r in rows]
 
     async def start_delivery(self, job_id: str, instance: str, batch_size: int, total: int, now: float) -> Delivery:
-        """The job's delivery, made on first start with the batch size it keeps for good (so a
-        resumed delivery cuts the same batches, whatever the configuration says by then)."""
+        """The delivery, started: its batch size is fixed the first time, for good (so a resumed
+        delivery cuts the same batches, whatever the configuration says by then)."""
 
         def op() -> None:
             self.db.execute(
                 "INSERT OR IGNORE INTO sink_deliveries (job_id, instance, state, batch_size, total, started_at, "
-                "updated_at) VALUES (?, ?, 'delivering', ?, ?, ?, ?)",
-                (job_id, instance, batch_size, total, now, now),
+                "updated_at) VALUES (?, ?, 'delivering', 0, ?, ?, ?)",
+                (job_id, instance, total, now, now),
             )
             self.db.execute(
-                "UPDATE sink_deliveries SET state='delivering', error_code=NULL, error_message=NULL, updated_at=? "
-                "WHERE job_id=?",
-                (now, job_id),
+                "UPDATE sink_deliveries SET started_at = CASE WHEN batch_size = 0 THEN ? ELSE started_at END, "
+                "batch_size = CASE WHEN batch_size = 0 THEN ? ELSE batch_size END, "
+                "state='delivering', error_code=NULL, error_message=NULL, updated_at=? WHERE job_id=?",
+                (now, batch_size, now, job_id),
             )
 
         await self._write(op)

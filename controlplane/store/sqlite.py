@@ -388,6 +388,8 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
             )
             if sync_state is not None and state == "succeeded":
                 self._keep_sync_state(sync_state, job_id, now)
+            if state == "succeeded":
+                self.queue_delivery(job_id, attempt, now)  # in the same commit: never lost
 
         return self._write(op)
 
