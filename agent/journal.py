@@ -14,8 +14,11 @@ nothing is acknowledged before it is on disk.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 from agent.protocol import ErrorInfo, SyncState, encode
@@ -167,6 +170,14 @@ class Journal:
         self.db.execute(
             "INSERT OR IGNORE INTO spool (job_id, attempt, seq, data) VALUES (?, ?, ?, ?)",
             (job_id, attempt, seq, data),
+        )
+
+    def spool_put_many(self, job_id: str, attempt: int, first_seq: int, records: Sequence[bytes]) -> None:
+        """``spool_put`` of consecutive records from ``first_seq``, in one statement."""
+        self._begin()
+        self.db.executemany(
+            "INSERT OR IGNORE INTO spool (job_id, attempt, seq, data) VALUES (?, ?, ?, ?)",
+            zip(repeat(job_id), repeat(attempt), itertools.count(first_seq), records),
         )
 
     def spool_read(self, job_id: str, attempt: int, after: int, limit: int) -> list[tuple[int, bytes]]:

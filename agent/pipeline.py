@@ -9,6 +9,9 @@ the whole job: one fetches, the other encodes the batch before, so the two overl
 reach the event loop through a queue, at most ``depth`` ahead of it: that is how
 backpressure from the agent's stream reaches the source. A full stream stops the loop
 reading, the threads stop fetching, and the server-side cursor or search waits.
+
+``encode`` returns a batch's records one by one (``list[bytes]``), or, cheaper for many small
+records, encoded together as one ``RecordArray`` (``sql`` does: see agent/records.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from agent.errors import JobError
+from agent.records import RecordArray
 from agent.sdk import JobContext
 
 _STOP_POLL_S = 0.1
@@ -35,7 +39,7 @@ class Fetcher:
     def __init__(
         self,
         fetch: Callable[[int], list[Any]],
-        encode: Callable[[list[Any]], list[bytes]],
+        encode: Callable[[list[Any]], list[bytes] | RecordArray],
         *,
         fetch_size: int,
         max_rows: int | None,
@@ -45,7 +49,7 @@ class Fetcher:
         self._encode = encode
         self._fetch_size = fetch_size
         self._max_rows = max_rows
-        self._queue: asyncio.Queue[list[bytes] | BaseException | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[list[bytes] | RecordArray | BaseException | None] = asyncio.Queue()
         self._room = threading.Semaphore(depth)
         # Fetched rows on their way to the encoding thread (bounded by ``_room`` too).
         self._rows: queue.SimpleQueue[list[Any] | BaseException | None] = queue.SimpleQueue()
@@ -108,13 +112,13 @@ class Fetcher:
                 return
             self._deliver(encoded)
 
-    def _deliver(self, item: list[bytes] | BaseException | None, even_if_stopped: bool = False) -> None:
+    def _deliver(self, item: list[bytes] | RecordArray | BaseException | None, even_if_stopped: bool = False) -> None:
         if even_if_stopped or not self._stop.is_set():
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
     # --- the event loop ------------------------------------------------------------------
 
-    async def next_batch(self, call_timeout_s: float) -> list[bytes] | None:
+    async def next_batch(self, call_timeout_s: float) -> list[bytes] | RecordArray | None:
         """The next batch of encoded records; ``None`` at the end. Raises ``TimeoutError`` if
         one database call has run ``call_timeout_s``, and whatever the fetch raised."""
         while True:
@@ -178,7 +182,10 @@ class Fetcher:
                     raise translate(exc) from None
                 if batch is None:
                     break
-                await ctx.emit_encoded(batch)
+                if isinstance(batch, RecordArray):
+                    await ctx.emit_array(batch)
+                else:
+                    await ctx.emit_encoded(batch)
                 now = time.monotonic()
                 if now - last_progress >= _PROGRESS_EVERY_S:
                     last_progress = now

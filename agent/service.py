@@ -18,7 +18,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -50,7 +49,6 @@ from agent.protocol import (
     PluginInfo,
     Progress,
     ProtocolError,
-    Records,
     Reject,
     Welcome,
     pack,
@@ -360,17 +358,9 @@ class AgentService:
                         continue
                     batch = stream.take_batch(limits.batch_records, batch_bytes)
                     if batch is not None:
-                        first, records = batch
-                        parts.append(
-                            session.send(
-                                Records(
-                                    job_id=stream.job_id,
-                                    attempt=stream.attempt,
-                                    seq=first,
-                                    records=[msgspec.Raw(r) for r in records],
-                                )
-                            )
-                        )
+                        first, arrays = batch
+                        bodies = [array.body for array in arrays]
+                        parts.append(session.send_records(stream.job_id, stream.attempt, first, bodies))
                         busy = busy or stream.has_unsent()
                     if stream.progress_dirty:
                         stream.progress_dirty = False

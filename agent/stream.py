@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from agent.journal import Journal
 from agent.protocol import Complete, ErrorInfo, SyncState
 from agent.protocol.messages import JobStatus
+from agent.records import RecordArray
 
 log = logging.getLogger("bridgehead.agent.stream")
 
@@ -80,7 +81,13 @@ class OutboundStream:
         self.window_records = window_records
         self.window_bytes = window_bytes
         self.wake = wake
-        self.mem: deque[tuple[int, bytes]] = deque()
+        # Runs of consecutive records, (first seq, records), in seq order: a batch a plugin
+        # emits stays one run, so the connection's side does no Python step per record.
+        # ``sent`` always falls on a run boundary: the first ``sent_runs`` runs have been sent
+        # (take_batch cuts up a run it cannot send whole), the others not.
+        self.mem: deque[tuple[int, RecordArray]] = deque()
+        self.sent_runs = 0
+        self.mem_count = 0
         self.mem_bytes = 0
         self.acked = 0
         self.sent = 0
@@ -98,7 +105,14 @@ class OutboundStream:
     def _window_has_room(self, size: int) -> bool:
         if not self.mem:
             return True
-        return len(self.mem) < self.window_records and self.mem_bytes + size <= self.window_bytes
+        return self.mem_count < self.window_records and self.mem_bytes + size <= self.window_bytes
+
+    def _hold(self, seq: int, records: RecordArray) -> None:
+        """Keep ``records``, numbered from ``seq``, in the window (the caller checked room)."""
+        self.mem.append((seq, records))
+        self.mem_count += records.count
+        self.mem_bytes += records.size
+        self.mem_hi = seq + records.count - 1
 
     async def put(self, data: bytes) -> None:
         while True:
@@ -108,9 +122,7 @@ class OutboundStream:
             seq = self.next_seq
             spilled = self.mem_hi < seq - 1
             if not spilled and self._window_has_room(len(data)):
-                self.mem.append((seq, data))
-                self.mem_bytes += len(data)
-                self.mem_hi = seq
+                self._hold(seq, RecordArray.of_encoded([data]))
                 self.next_seq += 1
                 self.wake()
                 return
@@ -123,32 +135,56 @@ class OutboundStream:
                 return
             await changed.wait()
 
+    def _try_hold(self, records: RecordArray, size: int) -> bool:
+        """Keep a whole batch in the window if it fits, with one wake-up; else False."""
+        n = records.count
+        if (
+            n
+            and not self.closed
+            and self.mem_hi == self.next_seq - 1
+            and self.mem_count + n <= self.window_records
+            and self.mem_bytes + size <= self.window_bytes
+        ):
+            self._hold(self.next_seq, records)
+            self.next_seq += n
+            self.wake()
+            return True
+        return False
+
     async def put_many(self, items: Sequence[bytes]) -> None:
-        """``put`` each of ``items`` in order; one wake-up for the batch while the window has room."""
-        n = len(items)
-        if n and not self.closed and self.mem_hi == self.next_seq - 1:
-            size = sum(map(len, items))
-            if len(self.mem) + n <= self.window_records and self.mem_bytes + size <= self.window_bytes:
-                # The whole batch fits: no Python step per record (a fast query sends ~100k/s).
-                seq = self.next_seq
-                self.mem.extend(zip(range(seq, seq + n), items, strict=True))
-                self.mem_bytes += size
-                self.mem_hi = seq + n - 1
-                self.next_seq = seq + n
-                self.wake()
-                return
-        for data in items:
+        """``put`` each of ``items`` in order; one wake-up for the batch while the window has room,
+        and one statement for the records that go to the spool while its budget has room."""
+        if items and self._try_hold(RecordArray.of_encoded(items), sum(map(len, items))):
+            return
+        i, n = 0, len(items)
+        bulk = True  # tried once: a spool too full for the rest takes records one by one
+        while i < n:
+            data = items[i]
             # The fast path of ``put``, inlined: a streaming source sends thousands a second.
             if not self.closed and self.mem_hi == self.next_seq - 1 and self._window_has_room(len(data)):
-                seq = self.next_seq
-                self.mem.append((seq, data))
-                self.mem_bytes += len(data)
-                self.mem_hi = seq
-                self.next_seq = seq + 1
+                self._hold(self.next_seq, RecordArray.of_encoded([data]))
+                self.next_seq += 1
+                i += 1
+            elif bulk and not self.closed and self.budget.try_reserve(sum(map(len, items[i:]))):
+                # Spilled (or the window is full) and the spool takes all the rest: once
+                # spilled, every later record follows into the spool until it is read back.
+                self.journal.spool_put_many(self.job_id, self.attempt, self.next_seq, items[i:])
+                if not self.spool_lo:
+                    self.spool_lo = self.next_seq
+                self.next_seq += n - i
+                self.spool_hi = self.next_seq - 1
+                break
             else:
+                bulk = False
                 self.wake()
-                await self.put(data)
+                await self.put(data)  # one at a time, blocking while the spool is full
+                i += 1
         self.wake()
+
+    async def put_array(self, records: RecordArray) -> None:
+        """``put_many`` for records encoded as one array: kept whole while the window has room."""
+        if not self._try_hold(records, records.size):
+            await self.put_many(records.records())
 
     def progress(self, done: int | None, total: int | None, message: str) -> None:
         self.last_progress = (done, total, message)
@@ -165,31 +201,79 @@ class OutboundStream:
         return self.next_seq - 1
 
     def has_unsent(self) -> bool:
-        return bool(self.mem) and self.mem[-1][0] > self.sent
+        if not self.mem:
+            return False
+        seq, records = self.mem[-1]
+        return seq + records.count - 1 > self.sent
 
-    def take_batch(self, max_records: int, max_bytes: int) -> tuple[int, list[bytes]] | None:
-        """The next records to send, in order; at least one even if it alone exceeds max_bytes."""
+    def take_batch(self, max_records: int, max_bytes: int) -> tuple[int, list[RecordArray]] | None:
+        """The next records to send, in order, as whole runs; at least one record even if it
+        alone exceeds max_bytes. A run too large for one batch is cut into pieces first."""
         if not self.has_unsent():
             return None
-        start = self.sent - self.acked  # index of seq sent + 1 in mem
-        batch: list[bytes] = []
-        size = 0
-        for _seq, data in itertools.islice(self.mem, start, start + max_records):
-            if batch and size + len(data) > max_bytes:
-                break
-            batch.append(data)
-            size += len(data)
+        mem = self.mem
+        batch: list[RecordArray] = []
+        count = size = 0
+        for i, (_seq, records) in enumerate(itertools.islice(mem, self.sent_runs, None), self.sent_runs):
+            n, run_size = records.count, records.size
+            if count + n <= max_records and size + run_size <= max_bytes:
+                batch.append(records)
+                count += n
+                size += run_size
+                continue
+            if not batch:
+                self._cut(i, max_records, max_bytes)
+                records = mem[i][1]
+                batch.append(records)
+                count = records.count
+            break
         first = self.sent + 1
-        self.sent += len(batch)
+        self.sent += count
+        self.sent_runs += len(batch)
         return first, batch
+
+    def _cut(self, i: int, max_records: int, max_bytes: int) -> None:
+        """Replace run ``i`` by pieces that each fit one batch (at least one record each)."""
+        seq, records = self.mem[i]
+        pieces: list[tuple[int, RecordArray]] = []
+        piece: list[bytes] = []
+        size = 0
+        for data in records.records():
+            if piece and (len(piece) >= max_records or size + len(data) > max_bytes):
+                pieces.append((seq, RecordArray.of_encoded(piece)))
+                seq += len(piece)
+                piece, size = [], 0
+            piece.append(data)
+            size += len(data)
+        pieces.append((seq, RecordArray.of_encoded(piece)))
+        del self.mem[i]
+        for offset, run in enumerate(pieces):
+            self.mem.insert(i + offset, run)
 
     def on_ack(self, seq: int) -> None:
         if seq <= self.acked:
             return
         seq = min(seq, self.record_count)
         self.acked = seq
-        while self.mem and self.mem[0][0] <= seq:
-            self.mem_bytes -= len(self.mem.popleft()[1])
+        mem = self.mem
+        popped = 0
+        while mem:
+            first, records = mem[0]
+            if first > seq:
+                break
+            mem.popleft()
+            popped += 1
+            self.mem_count -= records.count
+            self.mem_bytes -= records.size
+            if first + records.count - 1 > seq:  # acknowledged part-way (a resume): keep the rest
+                _done, rest = records.split(seq - first + 1)
+                mem.appendleft((seq + 1, rest))
+                popped -= 1
+                self.mem_count += rest.count
+                self.mem_bytes += rest.size
+                break
+        # Acked past what was sent: nothing left in memory was sent. Else the sent runs popped.
+        self.sent_runs = 0 if seq >= self.sent else self.sent_runs - popped
         self.sent = max(self.sent, seq)
         self.mem_hi = max(self.mem_hi, seq)
         if self.spool_lo and self.spool_lo <= seq:
@@ -200,24 +284,28 @@ class OutboundStream:
 
     def _refill(self) -> None:
         """Read spooled records back into the window as it frees up."""
-        room = self.window_records - len(self.mem)
+        room = self.window_records - self.mem_count
         if self.mem_hi >= self.next_seq - 1 or room <= 0:
             return
+        first = self.mem_hi + 1
+        records: list[bytes] = []
+        size = self.mem_bytes
         for seq, data in self.journal.spool_read(self.job_id, self.attempt, self.mem_hi, room):
-            if seq != self.mem_hi + 1:
+            if seq != first + len(records):
                 # A hole in the spool would renumber every later record; never send past it.
                 log.error(
                     "job %s attempt %d: spool lacks record %d; holding the stream",
                     self.job_id,
                     self.attempt,
-                    self.mem_hi + 1,
+                    first + len(records),
                 )
                 break
-            if self.mem and self.mem_bytes + len(data) > self.window_bytes:
+            if (self.mem or records) and size + len(data) > self.window_bytes:
                 break
-            self.mem.append((seq, data))
-            self.mem_bytes += len(data)
-            self.mem_hi = seq
+            records.append(data)
+            size += len(data)
+        if records:
+            self._hold(first, RecordArray.of_encoded(records))
         if self.has_unsent():
             self.wake()
 
@@ -225,6 +313,7 @@ class OutboundStream:
         """A new connection: the control plane has everything up to ``acked``; re-send the rest."""
         self.on_ack(acked)
         self.sent = self.acked
+        self.sent_runs = 0
         self.completion_sent = False
         self._refill()
         self.wake()
@@ -236,9 +325,8 @@ class OutboundStream:
         a restart re-sends exactly those. Memory records already spooled (read back into
         the window) are not written twice, nor counted twice against the spool's budget.
         """
-        added = self.journal.finish_job(
-            self.job_id, self.attempt, status, error, self.next_seq, list(self.mem), sync_state
-        )
+        unacked = [item for seq, records in self.mem for item in enumerate(records.records(), seq)]
+        added = self.journal.finish_job(self.job_id, self.attempt, status, error, self.next_seq, unacked, sync_state)
         self.budget.force_reserve(added)
         if self.record_count > self.acked:
             self.spool_lo = self.acked + 1
@@ -260,5 +348,7 @@ class OutboundStream:
     def close(self) -> None:
         self.closed = True
         self.mem.clear()
+        self.sent_runs = 0
+        self.mem_count = 0
         self.mem_bytes = 0
         self.budget.notify()

@@ -18,6 +18,7 @@ import msgspec
 
 from agent.errors import InvalidParams, UnknownConnection
 from agent.plugin_loader import AnyPlugin, parse_params, validate_plugin_class
+from agent.records import RecordArray
 from agent.sdk import Credential, JobContext
 
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -35,6 +36,9 @@ class ListSink:
 
     async def put_many(self, items: Sequence[bytes]) -> None:
         self.records.extend(items)
+
+    async def put_array(self, records: RecordArray) -> None:
+        await self.put_many(records.records())
 
     def progress(self, done: int | None, total: int | None, message: str) -> None:
         self.progress_reports.append((done, total, message))

@@ -9,13 +9,13 @@ and a frame per message on both sides.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
 
 from agent.protocol.errors import MessageTooLarge, ProtocolError
-from agent.protocol.messages import AgentMessage, ServerMessage
+from agent.protocol.messages import AgentMessage, Records, ServerMessage
 
 MAX_MESSAGES_PER_FRAME = 10_000
 
@@ -26,6 +26,16 @@ _server_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(ServerMessage 
 
 def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
+
+
+def encode_records(job_id: str, attempt: int, seq: int, arrays: Sequence[bytes]) -> bytes:
+    """A ``records`` message whose records come as JSON arrays of encoded objects, spliced in
+    as they are: the same bytes as ``encode(Records(...))`` without a wrapper per record.
+    The caller guarantees each array holds JSON objects only, and that there is at least one."""
+    # ``records`` is the struct's last field: the message ends with ``"records":[]}``.
+    head = _encoder.encode(Records(job_id=job_id, attempt=attempt, seq=seq, records=[]))
+    body = b",".join([memoryview(array)[1:-1] for array in arrays])
+    return b"".join((memoryview(head)[:-2], body, b"]}"))
 
 
 def pack(encoded: Iterable[bytes], limit: int) -> Iterator[bytes]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import operator
+from collections.abc import Sequence
 
 import msgspec
 
@@ -131,6 +132,12 @@ class AgentSession(_Session):
         else:
             self._check_open(message)
         return codec.encode(message)
+
+    def send_records(self, job_id: str, attempt: int, seq: int, arrays: Sequence[bytes]) -> bytes:
+        """``send(Records(...))`` for records that come as JSON arrays (``codec.encode_records``)."""
+        if self.state is not State.OPEN:
+            raise UnexpectedMessage("records", self.state.value)
+        return codec.encode_records(job_id, attempt, seq, arrays)
 
     def receive(self, frame: bytes | str) -> list[ServerMessage]:
         messages = codec.decode_server_frame(frame, self.max_message_bytes)

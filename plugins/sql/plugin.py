@@ -180,7 +180,7 @@ class _Query:
     async def _stream(self, encoder: RowEncoder, fetch_size: int) -> None:
         ctx = self.ctx
         timeout_s = ctx.profile.query_timeout_s
-        fetcher = Fetcher(self.cursor.fetchmany, encoder.encode, fetch_size=fetch_size, max_rows=self.max_rows)
+        fetcher = Fetcher(self.cursor.fetchmany, encoder.encode_array, fetch_size=fetch_size, max_rows=self.max_rows)
 
         def abort() -> None:  # cancelled, timed out or failed part-way: stop the call in flight
             self.session.reusable = False

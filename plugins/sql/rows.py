@@ -33,6 +33,8 @@ from typing import Any
 
 import msgspec
 
+from agent.records import RecordArray
+
 _UTC = datetime.UTC
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
@@ -106,24 +108,46 @@ class RowEncoder:
         names = unique_names([c.name for c in columns])
         fields = [f"c{i}" for i in range(len(names))]
         # Field names must be identifiers; ``rename`` puts the real column names on the wire.
-        self._struct = msgspec.defstruct("Row", fields, rename=dict(zip(fields, names, strict=True)))
+        # No cycle can run through a row of plain values: untracked by the GC, a thousand rows
+        # a batch do not set off collections.
+        self._struct = msgspec.defstruct("Row", fields, rename=dict(zip(fields, names, strict=True)), gc=False)
         self._encode = msgspec.json.Encoder().encode
         self._fixes: list[tuple[int, Fix]] = []
+        # Decimals are left to msgspec (its form is ``str()``), unless that form turns out
+        # to be exponent notation: see ``encode_array``.
+        self._decimal_fixes: list[tuple[int, Fix]] = []
         for i, column in enumerate(columns):
             if column.utc and issubclass(column.python_type, datetime.datetime):
                 self._fixes.append((i, _utc_column))
             elif issubclass(column.python_type, decimal.Decimal):
-                self._fixes.append((i, _decimal_column))
+                self._decimal_fixes.append((i, _decimal_column))
             elif issubclass(column.python_type, float):
                 self._fixes.append((i, _finite_column))
 
     def encode(self, rows: Sequence[Any]) -> list[bytes]:
         """``rows`` are pyodbc ``Row`` objects (or tuples, or lists); each becomes one record."""
-        struct, encode = self._struct, self._encode
-        if not self._fixes or not rows:
-            return list(map(encode, starmap(struct, rows)))
-        # Column by column: a fix runs over a whole column in one call, then rows are rebuilt.
+        return list(map(self._encode, self._structs(rows, self._fixes + self._decimal_fixes)))
+
+    def encode_array(self, rows: Sequence[Any]) -> RecordArray:
+        """``encode``, as one JSON array made in one call: a quarter cheaper per row, and one
+        object for the agent's stream to carry instead of one per row."""
+        array = RecordArray.of_structs(self._structs(rows, self._fixes))
+        body = array.body
+        if self._decimal_fixes and b"E" in body and (b"E+" in body or b"E-" in body):
+            # ``str()`` gives plain digits ("12.50", as "f" does) except where it writes an
+            # exponent, always with its sign. Some decimal may have had one (or a text value
+            # merely contains "E-"): encode again with the exact form. A scan for one byte
+            # (memchr, a hundredth of the cost of a row) before the slower ones for two.
+            array = RecordArray.of_structs(self._structs(rows, self._fixes + self._decimal_fixes))
+        return array
+
+    def _structs(self, rows: Sequence[Any], fixes: list[tuple[int, Fix]]) -> list[Any]:
+        struct = self._struct
+        if not fixes or not rows:
+            return list(starmap(struct, rows))
+        # Column by column: a fix runs over a whole column in one call; then ``map`` builds
+        # the structs straight from the columns (no tuple per row in between).
         columns: list[Iterable[Any]] = list(zip(*rows, strict=True))
-        for i, fix in self._fixes:
+        for i, fix in fixes:
             columns[i] = fix(columns[i])  # type: ignore[arg-type]
-        return list(map(encode, starmap(struct, zip(*columns, strict=True))))
+        return list(map(struct, *columns))

@@ -69,7 +69,9 @@ def relay(
 ) -> Iterator[tuple[ControlPlane, Api]]:
     monkeypatch.setenv(SECRET_ENV, "bridgehead")
     (tmp_path / "cp").mkdir()
-    control = ControlPlane(tmp_path / "cp", heartbeat_s=1.0, extra_config=instance_config(sandbox)).start()
+    # No client-side pacing here (the default is 20 requests/s): these tests are about outcomes.
+    config = instance_config(sandbox, max_requests_per_s=1000)
+    control = ControlPlane(tmp_path / "cp", heartbeat_s=1.0, extra_config=config).start()
     agent = agent_factory(control, extra=AGENT_PROFILES)
     api = control.api()
     wait_connected(api, [agent.name])

@@ -58,6 +58,49 @@ def test_each_python_type_has_its_documented_json_form() -> None:
     }
 
 
+def test_the_array_form_has_the_same_records() -> None:
+    """encode_array (what the plugin streams) gives exactly the records encode does."""
+    columns = [
+        Column("n", int, "int8"),
+        Column("d", decimal.Decimal, "numeric"),
+        Column("tz", datetime.datetime, "timestamptz", utc=True),
+        Column("x", float, "float8"),
+        Column("s", str, "text"),
+    ]
+    rows = [
+        (1, decimal.Decimal("12.50"), datetime.datetime(2024, 2, 29, 10, 0, 1), 0.5, "a"),
+        (2, None, None, math.nan, None),
+        (3, decimal.Decimal("-0.00"), datetime.datetime(2024, 3, 1), -math.inf, 'é\n"'),
+    ]
+    encoder = RowEncoder(columns)
+    array = encoder.encode_array(rows)
+    assert encoder.encode(rows) == array.records()
+    assert 3 == array.count
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (decimal.Decimal("0.0000001000"), "0.0000001000"),  # str() gives "1.000E-7"
+        (decimal.Decimal("1E+2"), "100"),
+        (decimal.Decimal("0E-7"), "0.0000000"),
+    ],
+)
+def test_decimals_never_take_exponent_form_in_the_array(value: decimal.Decimal, expected: str) -> None:
+    """Where str() would write an exponent, the array is encoded again with plain digits."""
+    encoder = RowEncoder([Column("d", decimal.Decimal, "numeric"), Column("s", str, "text")])
+    rows = [(decimal.Decimal("12.50"), "x"), (value, "y")]
+    assert decode(encoder.encode_array(rows).records()) == [{"d": "12.50", "s": "x"}, {"d": expected, "s": "y"}]
+
+
+def test_text_that_looks_like_an_exponent_is_kept_as_it_is() -> None:
+    """A text value with "E-" in it (which makes the encoder check its decimals again) is unchanged."""
+    encoder = RowEncoder([Column("d", decimal.Decimal, "numeric"), Column("s", str, "text")])
+    rows = [(decimal.Decimal("1.5"), "1E-5 and E+"), (None, "E-")]
+    expected = [{"d": "1.5", "s": "1E-5 and E+"}, {"d": None, "s": "E-"}]
+    assert decode(encoder.encode_array(rows).records()) == expected
+
+
 def test_nulls_stay_null_in_columns_that_are_fixed() -> None:
     columns = [Column("tz", datetime.datetime, "timestamptz", utc=True), Column("x", float, "float8")]
     rows = [(None, None), (datetime.datetime(2024, 1, 1), 1.5)]
@@ -89,6 +132,7 @@ def test_duplicate_and_odd_column_names() -> None:
 
 def test_no_rows_give_no_records() -> None:
     assert RowEncoder([Column("x", float, "float8")]).encode([]) == []
+    assert RowEncoder([Column("x", float, "float8")]).encode_array([]).records() == []
 
 
 class FakeOdbcError(Exception):

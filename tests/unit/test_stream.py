@@ -11,6 +11,7 @@ import pytest
 
 from agent.journal import Journal
 from agent.protocol import Complete, ErrorInfo
+from agent.records import RecordArray
 from agent.stream import OutboundStream, SpoolBudget, StreamClosed
 
 JOB = "job-1"
@@ -79,13 +80,22 @@ def spooled_seqs(journal: Journal, job_id: str = JOB) -> list[int]:
 
 
 def mem_seqs(stream: OutboundStream) -> list[int]:
-    return [seq for seq, _data in stream.mem]
+    return [seq for first, records in stream.mem for seq in range(first, first + records.count)]
+
+
+def take(stream: OutboundStream, max_records: int, max_bytes: int) -> tuple[int, list[bytes]] | None:
+    """``take_batch``, with the records one by one."""
+    batch = stream.take_batch(max_records, max_bytes)
+    if batch is None:
+        return None
+    first, arrays = batch
+    return first, [data for array in arrays for data in array.records()]
 
 
 def send_and_ack_all(stream: OutboundStream, max_records: int = 1000) -> list[tuple[int, bytes]]:
     """Play the connection: take every batch there is, ack it, and return what was sent, by seq."""
     sent: list[tuple[int, bytes]] = []
-    while (batch := stream.take_batch(max_records, 1 << 30)) is not None:
+    while (batch := take(stream, max_records, 1 << 30)) is not None:
         first, records = batch
         sent.extend(enumerate(records, start=first))
         stream.on_ack(first + len(records) - 1)
@@ -226,12 +236,12 @@ async def test_put_blocks_when_window_and_spool_are_full(journal: Journal) -> No
     assert await is_blocked(blocked)
     assert 4 == stream.record_count
 
-    assert (1, [rec(1), rec(2)]) == stream.take_batch(10, 1 << 20)
+    assert (1, [rec(1), rec(2)]) == take(stream, 10, 1 << 20)
     stream.on_ack(2)
     assert [3, 4] == mem_seqs(stream)  # read back from the spool, still spooled until acked
     assert await is_blocked(blocked)
 
-    assert (3, [rec(3), rec(4)]) == stream.take_batch(10, 1 << 20)
+    assert (3, [rec(3), rec(4)]) == take(stream, 10, 1 << 20)
     stream.on_ack(4)
     assert await finishes(blocked)
     blocked.result()
@@ -288,10 +298,10 @@ async def test_put_after_close_raises(journal: Journal) -> None:
 async def test_take_batch_returns_none_when_nothing_is_unsent(journal: Journal) -> None:
     """No records, or all sent: no batch."""
     stream = make_stream(journal, SpoolBudget(0))
-    assert None is stream.take_batch(10, 1000)
+    assert None is take(stream, 10, 1000)
     await stream.put(rec(1))
-    assert (1, [rec(1)]) == stream.take_batch(10, 1000)
-    assert None is stream.take_batch(10, 1000)
+    assert (1, [rec(1)]) == take(stream, 10, 1000)
+    assert None is take(stream, 10, 1000)
 
 
 async def test_take_batch_respects_max_records_and_max_bytes(journal: Journal) -> None:
@@ -299,9 +309,9 @@ async def test_take_batch_respects_max_records_and_max_bytes(journal: Journal) -
     stream = make_stream(journal, SpoolBudget(0))
     for n in range(1, 8):
         await stream.put(rec(n))
-    assert (1, [rec(1), rec(2)]) == stream.take_batch(2, 1000)
-    assert (3, [rec(3), rec(4), rec(5)]) == stream.take_batch(10, 3 * 16 + 15)
-    assert (6, [rec(6), rec(7)]) == stream.take_batch(10, 1000)
+    assert (1, [rec(1), rec(2)]) == take(stream, 2, 1000)
+    assert (3, [rec(3), rec(4), rec(5)]) == take(stream, 10, 3 * 16 + 15)
+    assert (6, [rec(6), rec(7)]) == take(stream, 10, 1000)
 
 
 async def test_take_batch_sends_an_oversized_record_alone(journal: Journal) -> None:
@@ -309,8 +319,8 @@ async def test_take_batch_sends_an_oversized_record_alone(journal: Journal) -> N
     stream = make_stream(journal, SpoolBudget(0))
     await stream.put(rec(1, size=100))
     await stream.put(rec(2))
-    assert (1, [rec(1, size=100)]) == stream.take_batch(10, 50)
-    assert (2, [rec(2)]) == stream.take_batch(10, 50)
+    assert (1, [rec(1, size=100)]) == take(stream, 10, 50)
+    assert (2, [rec(2)]) == take(stream, 10, 50)
 
 
 async def test_stale_and_repeated_acks_change_nothing(journal: Journal) -> None:
@@ -318,7 +328,7 @@ async def test_stale_and_repeated_acks_change_nothing(journal: Journal) -> None:
     stream = make_stream(journal, SpoolBudget(0))
     for n in range(1, 4):
         await stream.put(rec(n))
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     stream.on_ack(2)
     stream.on_ack(2)
     stream.on_ack(1)
@@ -330,11 +340,11 @@ async def test_ack_beyond_the_last_record_is_clamped(journal: Journal) -> None:
     """An ack past record_count acknowledges what exists and no more."""
     stream = make_stream(journal, SpoolBudget(0))
     await stream.put(rec(1))
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     stream.on_ack(99)
     assert 1 == stream.acked
     await stream.put(rec(2))
-    assert (2, [rec(2)]) == stream.take_batch(10, 1000)
+    assert (2, [rec(2)]) == take(stream, 10, 1000)
 
 
 async def test_ack_of_unsent_records_moves_sending_past_them(journal: Journal) -> None:
@@ -342,9 +352,9 @@ async def test_ack_of_unsent_records_moves_sending_past_them(journal: Journal) -
     stream = make_stream(journal, SpoolBudget(0))
     for n in range(1, 6):
         await stream.put(rec(n))
-    assert (1, [rec(1), rec(2)]) == stream.take_batch(2, 1000)
+    assert (1, [rec(1), rec(2)]) == take(stream, 2, 1000)
     stream.on_ack(4)
-    assert (5, [rec(5)]) == stream.take_batch(10, 1000)
+    assert (5, [rec(5)]) == take(stream, 10, 1000)
 
 
 async def test_records_read_back_from_the_spool_respect_window_bytes(journal: Journal) -> None:
@@ -353,7 +363,7 @@ async def test_records_read_back_from_the_spool_respect_window_bytes(journal: Jo
     for n in range(1, 6):
         await stream.put(rec(n, size=20))
     assert [1, 2] == mem_seqs(stream)
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     stream.on_ack(1)
     assert [2, 3] == mem_seqs(stream)
     assert 40 == stream.mem_bytes
@@ -392,7 +402,7 @@ async def test_every_record_arrives_once_in_order(
         while len(received) < total:
             if producer.done():
                 producer.result()  # surface the producer's failure, if any
-            batch = stream.take_batch(rng.randint(1, 10), rng.randint(1, 200))
+            batch = take(stream, rng.randint(1, 10), rng.randint(1, 200))
             if batch is None:
                 # The window may be full of sent records: ack them all so that it moves on.
                 if received:
@@ -423,11 +433,11 @@ async def test_resume_resends_from_acked_plus_one(journal: Journal) -> None:
     stream = make_stream(journal, SpoolBudget(0))
     for n in range(1, 6):
         await stream.put(rec(n))
-    assert (1, [rec(n) for n in range(1, 6)]) == stream.take_batch(10, 1000)
+    assert (1, [rec(n) for n in range(1, 6)]) == take(stream, 10, 1000)
     stream.on_ack(2)
 
     stream.resume(2)
-    assert (3, [rec(3), rec(4), rec(5)]) == stream.take_batch(10, 1000)
+    assert (3, [rec(3), rec(4), rec(5)]) == take(stream, 10, 1000)
 
 
 async def test_resume_takes_a_newer_ack_from_the_control_plane(journal: Journal) -> None:
@@ -435,12 +445,12 @@ async def test_resume_takes_a_newer_ack_from_the_control_plane(journal: Journal)
     stream = make_stream(journal, SpoolBudget(0))
     for n in range(1, 6):
         await stream.put(rec(n))
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     stream.on_ack(1)
 
     stream.resume(4)
     assert 4 == stream.acked
-    assert (5, [rec(5)]) == stream.take_batch(10, 1000)
+    assert (5, [rec(5)]) == take(stream, 10, 1000)
 
 
 async def test_resume_with_nothing_acked_resends_everything(journal: Journal) -> None:
@@ -448,9 +458,9 @@ async def test_resume_with_nothing_acked_resends_everything(journal: Journal) ->
     stream = make_stream(journal, SpoolBudget(0))
     for n in range(1, 4):
         await stream.put(rec(n))
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     stream.resume(0)
-    assert (1, [rec(1), rec(2), rec(3)]) == stream.take_batch(10, 1000)
+    assert (1, [rec(1), rec(2), rec(3)]) == take(stream, 10, 1000)
 
 
 async def test_resume_resends_spooled_records_in_order(journal: Journal) -> None:
@@ -459,9 +469,9 @@ async def test_resume_resends_spooled_records_in_order(journal: Journal) -> None
     stream = make_stream(journal, budget, window_records=2)
     for n in range(1, 8):
         await stream.put(rec(n))
-    assert (1, [rec(1), rec(2)]) == stream.take_batch(10, 1000)
+    assert (1, [rec(1), rec(2)]) == take(stream, 10, 1000)
     stream.on_ack(1)
-    assert (3, [rec(3)]) == stream.take_batch(10, 1000)
+    assert (3, [rec(3)]) == take(stream, 10, 1000)
 
     stream.resume(1)
     assert [(n, rec(n)) for n in range(2, 8)] == send_and_ack_all(stream)
@@ -474,13 +484,13 @@ async def test_resume_requeues_the_completion(journal: Journal) -> None:
     await stream.put(rec(1))
     completion = stream.finish("succeeded", None)
     assert False is stream.completion_ready()  # record 1 is not sent yet
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     assert True is stream.completion_ready()
     stream.completion_sent = True
 
     stream.resume(0)
     assert False is stream.completion_ready()
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     assert True is stream.completion_ready()
     assert Complete(job_id=JOB, attempt=ATTEMPT, status="succeeded", record_count=1) == completion
 
@@ -528,7 +538,7 @@ async def test_finish_makes_in_memory_records_durable(db_path: Path, journal: Jo
     stream = make_stream(journal, SpoolBudget(1 << 20))
     for n in range(1, 6):
         await stream.put(rec(n))
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     stream.on_ack(2)
     stream.finish("succeeded", None)
 
@@ -563,9 +573,9 @@ async def test_finish_makes_records_durable_after_a_partial_ack(db_path: Path, j
     stream = make_stream(journal, SpoolBudget(1 << 20), window_records=2)
     for n in range(1, 5):
         await stream.put(rec(n))  # 1-2 in memory, 3-4 spooled
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     stream.on_ack(2)  # 3-4 read back into memory
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     stream.on_ack(3)
     await stream.put(rec(5))  # memory
     await stream.put(rec(6))  # spool
@@ -599,7 +609,7 @@ async def test_budget_after_restart_matches_the_spool_and_drains_to_zero(db_path
     stream = make_stream(journal, SpoolBudget(1 << 20), window_records=1)
     for n in range(1, 5):
         await stream.put(rec(n))
-    stream.take_batch(10, 1000)
+    take(stream, 10, 1000)
     stream.on_ack(1)
     stream.finish("succeeded", None)
 
@@ -651,7 +661,7 @@ async def test_put_many_blocks_when_window_and_spool_are_full(journal: Journal) 
     assert [1, 2] == mem_seqs(stream)
     sent: list[tuple[int, bytes]] = []
     while not task.done():
-        batch = stream.take_batch(10, 1 << 30)
+        batch = take(stream, 10, 1 << 30)
         if batch is not None:
             first, records = batch
             sent.extend(enumerate(records, start=first))
@@ -660,3 +670,84 @@ async def test_put_many_blocks_when_window_and_spool_are_full(journal: Journal) 
     assert await finishes(task)
     sent += send_and_ack_all(stream)
     assert [(n, rec(n)) for n in range(1, 6)] == sent
+
+
+# --- put_array: records encoded as one array ------------------------------------------------
+
+
+def array(first: int, last: int) -> RecordArray:
+    return RecordArray.of_encoded([rec(n) for n in range(first, last + 1)])
+
+
+async def test_put_array_keeps_an_array_that_fits_as_one_run_with_one_wake(journal: Journal) -> None:
+    """An array with room in the window is held whole, and sent whole in one batch."""
+    wakes = Wakes()
+    stream = make_stream(journal, SpoolBudget(0), wake=wakes)
+    await stream.put_array(array(1, 5))
+    assert (1, 1, 5 * 16) == (len(stream.mem), wakes.count, stream.mem_bytes)
+    batch = stream.take_batch(10, 1 << 20)
+    assert batch is not None
+    first, arrays = batch
+    assert (1, [array(1, 5).body]) == (first, [a.body for a in arrays])
+
+
+async def test_an_array_larger_than_a_batch_is_sent_in_pieces(journal: Journal) -> None:
+    """take_batch cuts an array over max_records or max_bytes; each record goes once, in order."""
+    stream = make_stream(journal, SpoolBudget(0))
+    await stream.put_array(array(1, 10))
+    await stream.put(rec(11))
+    assert (1, [rec(n) for n in range(1, 4)]) == take(stream, 3, 1 << 20)
+    assert (4, [rec(4), rec(5)]) == take(stream, 10, 2 * 16)
+    assert [(n, rec(n)) for n in range(6, 12)] == send_and_ack_all(stream, max_records=4)
+
+
+async def test_resume_inside_an_array_resends_from_acked_plus_one(journal: Journal) -> None:
+    """An ack that falls inside an array (the control plane's, after a reconnect) keeps the rest."""
+    stream = make_stream(journal, SpoolBudget(0))
+    await stream.put_array(array(1, 6))
+    take(stream, 10, 1 << 20)
+    stream.resume(4)
+    assert ([5, 6], 2 * 16) == (mem_seqs(stream), stream.mem_bytes)
+    assert [(5, rec(5)), (6, rec(6))] == send_and_ack_all(stream)
+
+
+async def test_put_array_spills_what_does_not_fit_and_keeps_the_order(journal: Journal) -> None:
+    """An array larger than the window's room fills it, spools the rest, and all is sent in order."""
+    stream = make_stream(journal, SpoolBudget(1 << 20), window_records=4)
+    await stream.put_array(array(1, 2))
+    await stream.put_array(array(3, 8))
+    assert [1, 2, 3, 4] == mem_seqs(stream)
+    assert [5, 6, 7, 8] == spooled_seqs(journal)
+    assert [(n, rec(n)) for n in range(1, 9)] == send_and_ack_all(stream, max_records=3)
+
+
+async def test_finish_makes_unacked_array_records_durable(db_path: Path, journal: Journal) -> None:
+    """Records held as arrays are spooled one by one at finish(), and re-sent after a restart."""
+    stream = make_stream(journal, SpoolBudget(1 << 20))
+    await stream.put_array(array(1, 3))
+    await stream.put_array(array(4, 6))
+    take(stream, 10, 1 << 20)
+    stream.on_ack(2)
+    stream.finish("succeeded", None)
+
+    reopened, _budget, fresh = restart(db_path, journal, stream.next_seq)
+    try:
+        fresh.resume(2)
+        assert [(n, rec(n)) for n in range(3, 7)] == send_and_ack_all(fresh)
+    finally:
+        reopened.close()
+
+
+async def test_put_many_spools_what_the_budget_allows_then_blocks(journal: Journal) -> None:
+    """Past the window, records go to the spool while its budget lasts; the rest wait for acks."""
+    stream = make_stream(journal, SpoolBudget(3 * 16), window_records=2)
+    task = asyncio.create_task(stream.put_many([rec(n) for n in range(1, 9)]))
+    assert await is_blocked(task)
+    assert ([1, 2], [3, 4, 5]) == (mem_seqs(stream), spooled_seqs(journal))
+    sent: list[tuple[int, bytes]] = []
+    while not task.done():
+        sent += send_and_ack_all(stream)
+        await asyncio.sleep(0)
+    assert await finishes(task)
+    sent += send_and_ack_all(stream)
+    assert [(n, rec(n)) for n in range(1, 9)] == sent
