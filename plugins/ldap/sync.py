@@ -41,7 +41,7 @@ from agent.protocol import SyncState
 from plugins.ldap.values import guid_string
 
 if TYPE_CHECKING:
-    from plugins.ldap.plugin import Search
+    from plugins.ldap.search import Search
 
 ID_BYTES = 16
 
