@@ -142,18 +142,26 @@ def check_control_url(url: str) -> str:
     return ""
 
 
+def read_toml(path: str) -> dict[str, Any]:
+    """A TOML file's tables; ``ConfigError`` naming the file and the fault otherwise. Shared by
+    every configuration file of the project (agent, control plane, sandbox)."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except PermissionError:
+        raise ConfigError(path, "", "permission denied") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+
+
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     """Read and check the structure of an agent config file."""
     p = str(path)
-    try:
-        with open(p, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(p, "", "file not found") from None
-    except PermissionError:
-        raise ConfigError(p, "", "permission denied") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(p, "", f"not valid TOML: {exc}") from None
+    raw = read_toml(p)
     # Tables of named tables first, one by one, so that an error names the table
     # (msgspec would say "credentials[...]").
     for section, kind in (("credentials", CredentialSection), ("connections", dict)):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import socket
 import sys
 import time
 from pathlib import Path
@@ -23,22 +22,9 @@ from agent.logs import configure_logging
 from controlplane import __version__
 from controlplane.auth import API_TOKEN_PREFIX, ENROLLMENT_TOKEN_PREFIX, ROLES, new_token, token_hash
 from controlplane.config import ControlConfig, load_control_config, parse_listen
+from controlplane.listening import bind
 
 log = logging.getLogger("bridgehead.control")
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError("--listen", "", f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -53,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError("--listen", "", str(exc)) from None
     configure_logging(config.server.log_level, config.server.log_format)
-    sock = _bind(host, port)
+    sock = bind(host, port)
     control = ControlPlane(Path(args.data_dir), config)
     app = build_app(control)
     server = uvicorn.Server(

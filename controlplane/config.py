@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
-from agent.config import split_validation_error
+from agent.config import read_toml, split_validation_error
 from agent.errors import ConfigError
 from controlplane.sinks.config import INSTANCE_NAME, ServiceNowInstance, check_secrets
 
@@ -61,14 +59,7 @@ class ControlConfig(_Section):
 def load_control_config(path: str | None) -> ControlConfig:
     if path is None:
         return ControlConfig()
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    raw = read_toml(path)
     try:
         config = msgspec.convert(raw, ControlConfig, strict=True)
     except msgspec.ValidationError as exc:

@@ -41,8 +41,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Imported once the configuration is known to be good: a bad one is refused in a blink.
     import uvicorn
 
+    from controlplane.listening import bind
     from controlplane.sandbox.app import Sandbox, build_app
-    from controlplane.sandbox.server import bind
 
     configure_logging(config.instance.log_level, config.instance.log_format)
     sock = bind(host, port)

@@ -9,13 +9,11 @@ file the sandbox is a stand-in instance with user ``admin``/``admin``, OAuth cli
 from __future__ import annotations
 
 import re
-import tomllib
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from agent.config import split_validation_error
+from agent.config import read_toml, split_validation_error
 from agent.errors import ConfigError
 from controlplane.sandbox import query
 
@@ -138,14 +136,7 @@ class SandboxConfig(_Section):
 def load_config(path: str | None) -> SandboxConfig:
     if path is None:
         return SandboxConfig()
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    raw = read_toml(path)
     config = convert(raw, SandboxConfig, path, "")
     check(config, path)
     return config

@@ -17,14 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.types import Receive
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-from agent.errors import ConfigError
 
 log = logging.getLogger("bridgehead.sandbox")
 Peer = tuple[str, int]
@@ -76,17 +73,3 @@ class Connections:
                 while (await receive())["type"] != "http.disconnect":
                     pass
         return True
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError("--listen", "", f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
