@@ -39,6 +39,7 @@ from controlplane.store.sqlite import SqliteStore
 log = logging.getLogger("bridgehead.control.sinks")
 
 _SCAN_S = 2.0
+MAX_REJECTED_KEPT = 10_000  # rejected records kept per job, with the instance's message
 _MAX_DELIVERIES = 8  # jobs delivering at once, all instances together
 _decode = msgspec.json.Decoder()
 
@@ -155,6 +156,7 @@ class Delivery:
         self.batch_size = batch_size
         client = runner.client(spec.servicenow)
         self.memberships: Memberships | None = None
+        self.room_for_rejected = MAX_REJECTED_KEPT
         self.target: ImportSetTarget | TableTarget
         if spec.preset is not None:
             preset = PRESETS[spec.preset]
@@ -167,6 +169,7 @@ class Delivery:
             self.target = TableTarget(client, spec.table or "", spec.coalesce, spec.on_delete)
 
     async def run(self) -> None:
+        self.room_for_rejected = MAX_REJECTED_KEPT - await self.store.rejected_count(self.job.id)
         done = await self.store.delivered_batches(self.job.id)
         firsts = [f for f in range(1, self.job.record_count + 1, self.batch_size) if f not in done]
         # Import sets take batches side by side: twice as many lanes as requests in flight, so
@@ -198,7 +201,10 @@ class Delivery:
                 self.target,
             )
         counts = _counts(outcomes)
-        await self.store.finish_batch(job.id, first, records[-1][0], counts, _rejected(records, outcomes), time.time())
+        # The rejected records kept for GET .../sync/errors are bounded; the count never is.
+        rejected = _rejected(records, outcomes)[: max(0, self.room_for_rejected)]
+        self.room_for_rejected -= len(rejected)
+        await self.store.finish_batch(job.id, first, records[-1][0], counts, rejected, time.time())
         for outcome, n in counts.items():
             if n:
                 self.runner.metrics.sink_records.labels(self.spec.servicenow, outcome).inc(n)

@@ -205,6 +205,10 @@ class SinkTables:
         ).fetchone()
         return {**dict(zip(COUNTS, row[:5], strict=True)), "delivered": row[5]}
 
+    async def rejected_count(self, job_id: str) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM sink_errors WHERE job_id=?", (job_id,)).fetchone()
+        return int(row[0])
+
     async def rejected(self, job_id: str, after: int, limit: int) -> list[Rejected]:
         rows = self.db.execute(
             "SELECT seq, status, message, record FROM sink_errors WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?",
