@@ -248,10 +248,8 @@ class Api:
         delivering, done, failed (with the reason), or not_delivered (the job did not succeed)."""
         delivery = await self.store.delivery(job.id)
         counts = await self.store.delivery_counts(job.id)
-        if delivery is not None:
+        if delivery is not None:  # queued in the commit that ended the job as succeeded
             sync_state = delivery.state
-        elif state == "succeeded":
-            sync_state = "pending"
         else:
             sync_state = "not_delivered" if state in TERMINAL_STATES else "waiting"
         error = None

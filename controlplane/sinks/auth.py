@@ -48,7 +48,6 @@ class Authenticator:
         self._access: str | None = None
         self._renew_at = 0.0
         self._lock = asyncio.Lock()
-        self.token_requests = 0  # for tests and metrics: how often the endpoint was asked
 
     async def header(self, session: aiohttp.ClientSession) -> str:
         """The Authorization header value for the next request."""
@@ -90,7 +89,6 @@ class Authenticator:
             # configured a new one since: re-authorisation starts a new chain.
             refresh = kept[0] if kept is not None and kept[1] == origin else configured
             form.update(grant_type="refresh_token", refresh_token=refresh)
-        self.token_requests += 1
         url = instance.base_url + "/oauth_token.do"
         try:
             async with session.post(url, data=form, headers={"Accept": "application/json"}) as response:

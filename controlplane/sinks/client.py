@@ -95,8 +95,6 @@ class InstanceClient:
         self.bucket = TokenBucket(instance.max_requests_per_s)
         self._slots = asyncio.Semaphore(instance.max_in_flight)
         self._session: aiohttp.ClientSession | None = None
-        self.requests = 0
-        self.retries = 0
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -129,8 +127,6 @@ class InstanceClient:
         # apart, with a far higher cap, so a tight rate limit slows a delivery but never fails it.
         attempt = throttled = 0
         while attempt <= instance.max_retries and throttled <= _MAX_THROTTLED:
-            if attempt or throttled:
-                self.retries += 1
             await self.bucket.take()
             try:
                 async with self._slots:
@@ -138,7 +134,6 @@ class InstanceClient:
                     headers = {"Authorization": header}
                     if body is not None:
                         headers["Content-Type"] = "application/json"
-                    self.requests += 1
                     async with self.session().request(
                         method, url, data=body, params=params, headers=headers
                     ) as response:

@@ -15,7 +15,7 @@ from typing import Any
 
 from controlplane.sinks.client import InstanceClient
 from controlplane.sinks.presets import member_dns
-from controlplane.sinks.targets import Outcome, TargetRefused, plain
+from controlplane.sinks.targets import Outcome, plain, table_rows
 
 _MEMBERS_TABLE = "/api/now/table/sys_user_grmember"
 
@@ -25,7 +25,7 @@ class Memberships:
         self.client = client
         self._users: dict[str, str | None] = {}  # DN -> sys_user sys_id (None: no such user)
 
-    async def sync(self, records: Sequence[Mapping[str, Any]], outcomes: Sequence[Outcome], _target: object) -> None:
+    async def sync(self, records: Sequence[Mapping[str, Any]], outcomes: Sequence[Outcome]) -> None:
         groups = [
             (outcome.sys_id, member_dns(record))
             for record, outcome in zip(records, outcomes, strict=True)
@@ -42,12 +42,8 @@ class Memberships:
             _MEMBERS_TABLE,
             params={"sysparm_query": f"group={group_id}", "sysparm_fields": "sys_id,user", "sysparm_limit": "10000"},
         )
-        rows = answer.body.get("result") if isinstance(answer.body, dict) else None
-        if answer.status == 404 or (answer.status == 400 and "invalid table" in answer.error_message().lower()):
-            rows = []
-        elif answer.status != 200 or not isinstance(rows, list):
-            raise TargetRefused(f"reading sys_user_grmember of group {group_id}: {answer.error_message()}")
-        have = {plain(r.get("user")): plain(r.get("sys_id")) for r in rows if isinstance(r, dict)}
+        rows = table_rows(answer, f"reading sys_user_grmember of group {group_id}")
+        have = {plain(r.get("user")): plain(r.get("sys_id")) for r in rows}
         adds = [u for u in want if u not in have]
         removes = [row_id for user, row_id in have.items() if user not in want]
         await asyncio.gather(

@@ -77,9 +77,6 @@ class SinkRunner:
         if state == "succeeded":
             self._wake.set()
 
-    def delivering(self, job_id: str) -> bool:
-        return job_id in self._active
-
     async def _loop(self) -> None:
         while True:
             try:
@@ -114,9 +111,7 @@ class SinkRunner:
             await self._fail(job, "invalid_sink", str(exc))
             return
         instance = self.config.servicenow[spec.servicenow]
-        delivery = await self.store.start_delivery(
-            job_id, spec.servicenow, instance.batch_size, job.record_count, time.time()
-        )
+        delivery = await self.store.start_delivery(job_id, instance.batch_size, time.time())
         try:
             await Delivery(self, job, spec, delivery.batch_size).run()
         except AuthFailed as exc:
@@ -140,8 +135,6 @@ class SinkRunner:
         log.error("job %s: delivery failed (%s): %s", job.id, code, message)
         instance = job.sink.get("servicenow") if isinstance(job.sink, dict) else None
         self.metrics.sink_deliveries.labels(str(instance or "?"), "failed").inc()
-        if await self.store.delivery(job.id) is None:
-            await self.store.start_delivery(job.id, "", 1, job.record_count, time.time())
         await self.store.end_delivery(job.id, "failed", code, message, time.time())
 
 
@@ -195,11 +188,7 @@ class Delivery:
         converted = [self._row(record) for _seq, record in records]
         outcomes = await self.target.send(converted)
         if self.memberships is not None:
-            await self.memberships.sync(
-                [record for _seq, record in records],
-                outcomes,
-                self.target,
-            )
+            await self.memberships.sync([record for _seq, record in records], outcomes)
         counts = _counts(outcomes)
         # The rejected records kept for GET .../sync/errors are bounded; the count never is.
         rejected = _rejected(records, outcomes)[: max(0, self.room_for_rejected)]

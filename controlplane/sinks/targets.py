@@ -191,12 +191,7 @@ class TableTarget:
         answer = await self.client.request(
             "GET", f"/api/now/table/{self.table}", params={"sysparm_query": query, "sysparm_limit": str(limit)}
         )
-        if answer.status == 404 or (answer.status == 400 and "invalid table" in answer.error_message().lower()):
-            return []  # a table made on first write has no rows yet
-        rows = answer.body.get("result") if isinstance(answer.body, dict) else None
-        if answer.status != 200 or not isinstance(rows, list):
-            raise TargetRefused(f"looking up {self.table} by {', '.join(self.coalesce)}: {answer.error_message()}")
-        return [r for r in rows if isinstance(r, dict)]
+        return table_rows(answer, f"looking up {self.table} by {', '.join(self.coalesce)}")
 
     async def _apply(
         self, row: Row, existing: list[dict[str, Any]] | None
@@ -240,6 +235,17 @@ class TableTarget:
 
 class TargetRefused(Exception):
     """The instance refused a whole batch in a way retrying will not change (a 4xx)."""
+
+
+def table_rows(answer: Answer, what: str) -> list[dict[str, Any]]:
+    """The rows of a Table API list; none for a table not made yet (an instance answers a
+    table it does not have 400 "Invalid table", and 404 on a v1 path with no match)."""
+    if answer.status == 404 or (answer.status == 400 and "invalid table" in answer.error_message().lower()):
+        return []
+    rows = answer.body.get("result") if isinstance(answer.body, dict) else None
+    if answer.status != 200 or not isinstance(rows, list):
+        raise TargetRefused(f"{what}: {answer.error_message()}")
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def _outcome(status: str, message: str) -> Outcome:

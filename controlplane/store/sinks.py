@@ -117,26 +117,20 @@ class SinkTables:
         ).fetchall()
         return [r[0] for r in rows]
 
-    async def start_delivery(self, job_id: str, instance: str, batch_size: int, total: int, now: float) -> Delivery:
-        """The delivery, started: its batch size is fixed the first time, for good (so a resumed
-        delivery cuts the same batches, whatever the configuration says by then)."""
-
-        def op() -> None:
-            self.db.execute(
-                "INSERT OR IGNORE INTO sink_deliveries (job_id, instance, state, batch_size, total, started_at, "
-                "updated_at) VALUES (?, ?, 'delivering', 0, ?, ?, ?)",
-                (job_id, instance, total, now, now),
-            )
-            self.db.execute(
+    async def start_delivery(self, job_id: str, batch_size: int, now: float) -> Delivery:
+        """The queued delivery (``queue_delivery``), started: its batch size is fixed the first
+        time, for good (so a resumed delivery cuts the same batches, whatever the configuration
+        says by then)."""
+        await self._write(
+            lambda: self.db.execute(
                 "UPDATE sink_deliveries SET started_at = CASE WHEN batch_size = 0 THEN ? ELSE started_at END, "
                 "batch_size = CASE WHEN batch_size = 0 THEN ? ELSE batch_size END, "
                 "state='delivering', error_code=NULL, error_message=NULL, updated_at=? WHERE job_id=?",
                 (now, batch_size, now, job_id),
             )
-
-        await self._write(op)
+        )
         delivery = await self.delivery(job_id)
-        assert delivery is not None  # noqa: S101 - written just above
+        assert delivery is not None  # noqa: S101 - queued with the job's end, before any start
         return delivery
 
     async def delivery(self, job_id: str) -> Delivery | None:
