@@ -1,13 +1,16 @@
 """SSH: per-command latency through the relay on a warm target, against paramiko alone.
 
-A real sshd (started here, as the tests do) and its test account. Three ways to run the same
-short command (``true``), alternating, in one run:
+A real sshd (started here, as the tests do) and its test account. Ways to run the same short
+command (``true``), alternating, in one run:
 
     warm raw    paramiko: a channel and ``exec_command`` on a transport already open
     relay       an ``ssh`` job through a real control plane and agent, submitted with
                 ``?wait``, timed from submit to the answer (the agent's transport is warm)
     cold raw    paramiko: connect, key exchange, host-key check and authentication for each
                 command, as a MID Server-style probe that does not pool does
+    plugin      the ssh plugin alone, in this process on its warm pool, each command admitted
+                as the agent does (params parsed, policy checked, a job context): the SSH path
+                without the control plane and agent around it
     floor       an ``echo`` job emitting one record, the same way: what the round trip through
                 the control plane and agent costs without any SSH (submit, dispatch, journal,
                 record, completion, answer), printed so the relay's share is visible
@@ -18,8 +21,10 @@ short command (``true``), alternating, in one run:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
+import logging
 import socket
 import statistics
 import tempfile
@@ -29,6 +34,12 @@ from pathlib import Path
 import paramiko
 from _cluster import cluster
 from sshd import Sshd, ensure_test_user, make_client_key
+
+from agent.plugin_loader import parse_params
+from agent.sdk import Credential, JobContext
+from agent.testing import ListSink
+from plugins.ssh import SshPlugin
+from plugins.ssh.params import SshProfile
 
 COMMAND = "true"
 
@@ -80,17 +91,51 @@ def main() -> None:
                 f'host_key = "{server.host_key_fingerprint()}"\ncredential = "bench"\n\n'
                 f'[credentials.bench]\nusername = "{user.name}"\nprivate_key_file = "{private}"\n'
             )
-            measure(server, user.name, key, extra, args)
+            profile = SshProfile(
+                plugin="ssh", host=server.host, port=server.port, host_key=server.host_key_fingerprint()
+            )
+            credential = Credential(username=user.name, private_key_file=str(private))
+            measure(server, user.name, key, extra, (profile, credential), args)
         finally:
             server.stop()
 
 
-def measure(server: Sshd, user: str, key: paramiko.PKey, agent_extra: str, args: argparse.Namespace) -> None:
+def measure(
+    server: Sshd,
+    user: str,
+    key: paramiko.PKey,
+    agent_extra: str,
+    plugin_target: tuple[SshProfile, Credential],
+    args: argparse.Namespace,
+) -> None:
     warm: list[float] = []
     relay: list[float] = []
     cold: list[float] = []
     floor: list[float] = []
+    alone: list[float] = []
     transport = connect(server, user, key)
+    plugin, plugin_loop = SshPlugin(), asyncio.new_event_loop()
+    profile, credential = plugin_target
+
+    def plugin_once() -> None:
+        params = parse_params(plugin, {"connection": "bench", "command": COMMAND})
+        plugin.check_policy(profile, params)
+        sink = ListSink()
+        ctx: JobContext[SshProfile] = JobContext(
+            job_id="bench",
+            attempt=1,
+            profile=profile,
+            credential=credential,
+            sink=sink,
+            deadline=time.monotonic() + 30,
+            max_record_bytes=1 << 20,
+            logger=logging.getLogger("bench"),
+        )
+        plugin_loop.run_until_complete(plugin.run(ctx, params))
+        (record,) = [json.loads(r) for r in sink.records]
+        if record["exit_code"] != 0:
+            raise SystemExit(f"plugin run failed: {record}")
+
     with cluster(agent_extra=agent_extra) as (control, _agent):
         api = control.api()
         ssh_body = json.dumps({"plugin": "ssh", "params": {"connection": "bench", "command": COMMAND}}).encode()
@@ -120,26 +165,33 @@ def measure(server: Sshd, user: str, key: paramiko.PKey, agent_extra: str, args:
             fresh.close()
 
         via_relay()  # the agent's transport is opened here: every timed job is warm
+        plugin_once()  # and the in-process plugin's
         for run in range(1, args.runs + 1):
             w = timed(lambda: exec_once(transport), args.commands)
             r = timed(via_relay, args.commands)
+            a = timed(plugin_once, args.commands)
             c = timed(cold_once, max(5, args.commands // 3))
             o = timed(via_floor, args.commands)
             warm += w
             relay += r
+            alone += a
             cold += c
             floor += o
             print(
-                f"run {run}: p50 warm raw {statistics.median(w):6.1f} ms, relay {statistics.median(r):6.1f} ms, "
-                f"cold raw {statistics.median(c):6.1f} ms, floor (echo job) {statistics.median(o):5.1f} ms"
+                f"run {run}: p50 warm raw {statistics.median(w):5.2f} ms, relay {statistics.median(r):5.2f} ms, "
+                f"plugin {statistics.median(a):5.2f} ms, cold raw {statistics.median(c):5.1f} ms, "
+                f"floor (echo job) {statistics.median(o):5.2f} ms"
             )
     transport.close()
+    plugin_loop.run_until_complete(plugin.aclose())
+    plugin_loop.close()
     w, r, c = statistics.median(warm), statistics.median(relay), statistics.median(cold)
-    o = statistics.median(floor)
+    o, a = statistics.median(floor), statistics.median(alone)
     print(
-        f"\nmedian per command: warm raw {w:.1f} ms, relay {r:.1f} ms, cold raw {c:.1f} ms, floor {o:.1f} ms\n"
+        f"\nmedian per command: warm raw {w:.2f} ms, relay {r:.2f} ms, plugin alone {a:.2f} ms, "
+        f"cold raw {c:.1f} ms, floor {o:.2f} ms\n"
         f"relay / warm raw = {r / w:.2f}x (goal <= 1.2x); cold / relay = {c / r:.1f}x faster (goal >= 5x)\n"
-        f"the ssh plugin's own share: relay - floor - warm raw = {r - o - w:+.1f} ms"
+        f"plugin alone / warm raw = {a / w:.2f}x; relay - floor = {r - o:.2f} ms, {(r - o) / w:.2f}x warm raw"
     )
 
 

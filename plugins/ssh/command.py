@@ -20,11 +20,13 @@ from agent.sdk import JobContext
 from plugins.ssh.on_transport import OnTransport
 from plugins.ssh.output import CommandOutput
 from plugins.ssh.params import SshParams, SshProfile
+from plugins.ssh.transports import HostTransports
 
 _READ_BYTES = 64 * 1024
 _POLL_S = 0.05
 _AHEAD = 8  # chunks read ahead of the record stream, per command
 _KILL_AFTER_S = 2.0
+_STATUS_SPINS = 20  # turns of the event loop to wait for the exit status before a thread does
 
 
 class Command(OnTransport):
@@ -34,9 +36,10 @@ class Command(OnTransport):
         params: SshParams,
         transport: paramiko.Transport,
         executor: concurrent.futures.Executor,
+        pool: HostTransports,
         output: type[CommandOutput] = CommandOutput,
     ) -> None:
-        super().__init__(ctx, params, transport, executor)
+        super().__init__(ctx, params, transport, executor, pool)
         self.channel: paramiko.Channel | None = None
         profile = ctx.profile
         self.output = output(ctx, profile.inline_output_bytes, profile.max_output_bytes)
@@ -44,20 +47,41 @@ class Command(OnTransport):
     async def run(self) -> None:
         params, profile = self.params, self.ctx.profile
         limit = min(params.timeout_s or profile.timeout_s, profile.timeout_s)
-        writer: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        starter: asyncio.Future[None] | None = None
+        writes = bool(params.sudo or params.stdin)
+        if params.sudo:
+            self._sudo_password()  # refused before anything runs
         try:
             async with asyncio.timeout(limit):
-                # Opening the session, starting the command and (with nothing to write) closing
-                # its stdin in one thread hop: a hop costs ~0.3 ms of a warm command's ~5 ms.
-                channel = await self._blocking(self._open_and_start, profile.connect_timeout_s)
-                if self.params.sudo or self.params.stdin:
-                    writer = asyncio.get_running_loop().run_in_executor(self.executor, self._write_stdin, channel)
-                await self._pump(channel)
-                # sshd sends the exit status before EOF, so it is nearly always here already.
+                channel = self.channel = await self.pool.session(self.transport)
+                # From here on, a timeout or cancel signals and closes the channel.
+                # The exec request is not waited for: the server's answer arrives ahead of the
+                # output and is checked once the output has ended. With nothing to write and the
+                # transport quiet it goes out from here (a thread hop costs ~0.1-0.2 ms of a
+                # ~2.5 ms command); else from a thread, which then writes stdin.
+                if writes or not self.pool.quiet(self.transport):
+                    starter = loop.run_in_executor(self.executor, self._start, channel, writes)
+                else:
+                    self._start(channel, writes)
+                if not await self._pump_polled(channel, loop):
+                    await self._pump(channel)
+                if starter is not None:
+                    await starter
+                if channel.event.is_set() and not channel.event_ready:
+                    raise SourceError("the server refused to run the command (exec request failed)", code="ssh_error")
+                # sshd sends the exit status next to EOF: it is nearly always here already, or
+                # a moment later (paramiko's thread has it to read). Else wait in a thread.
+                for _ in range(_STATUS_SPINS):
+                    if channel.exit_status_ready():
+                        break
+                    await asyncio.sleep(0)
                 if channel.exit_status_ready():
                     exit_code = channel.recv_exit_status()
                 else:
                     exit_code = await self._blocking(channel.recv_exit_status)
+                if exit_code == -1 and not self.transport.is_active():
+                    raise SourceUnavailable("the SSH connection dropped while the command ran")
             await self.output.finish(exit_code)
         except TimeoutError:
             await self._stop_remote()
@@ -69,18 +93,51 @@ class Command(OnTransport):
             await self._stop_remote()
             raise
         finally:
-            if writer is not None:
+            if starter is not None and not starter.done():
                 with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(writer, 5)
-            if self.channel is not None:
+                    await asyncio.wait_for(starter, 5)
+            if self.channel is not None and not self.channel.closed:  # sshd closes it once the command ends
                 self.executor.submit(self.channel.close)
 
     # --- output --------------------------------------------------------------------------
 
+    async def _pump_polled(self, channel: paramiko.Channel, loop: asyncio.AbstractEventLoop) -> bool:
+        """Read stdout and stderr on the event loop, woken by the channel's pipe (paramiko
+        sets it when either buffer has data or the channel ends): no thread hop per chunk.
+        While the record stream is full nothing is read, so paramiko's window fills and the
+        remote command blocks on its pipe. False, having read nothing, where the loop cannot
+        watch a pipe (Windows' proactor loop)."""
+        fd = channel.fileno()
+        open_streams = {"stdout": channel.recv, "stderr": channel.recv_stderr}
+        ready = {"stdout": channel.recv_ready, "stderr": channel.recv_stderr_ready}
+        while open_streams:
+            woken: asyncio.Future[None] = loop.create_future()
+            try:
+                loop.add_reader(fd, _wake, woken)
+            except NotImplementedError:
+                return False
+            try:
+                await woken
+            finally:
+                loop.remove_reader(fd)
+            progressed = True
+            while progressed and open_streams:
+                progressed = False
+                for stream, recv in list(open_streams.items()):
+                    # EOF first: once it is seen, all of the stream's data is already buffered.
+                    ended = channel.eof_received or channel.closed
+                    if ready[stream]():
+                        await self.output.add(stream, recv(_READ_BYTES))  # buffered: returns at once
+                        progressed = True
+                    elif ended:
+                        del open_streams[stream]
+        return True
+
     async def _pump(self, channel: paramiko.Channel) -> None:
-        """Read stdout and stderr as they come, each in its own thread blocked in ``recv``
-        (no polling: a command's end is seen at once), at most ``_AHEAD`` chunks ahead of
-        the stream: a full stream stops the reads, and the remote command blocks on its pipe."""
+        """Where the loop cannot watch the channel's pipe (Windows' proactor loop): read
+        stdout and stderr as they come, each in its own thread blocked in ``recv`` (no
+        polling: a command's end is seen at once), at most ``_AHEAD`` chunks ahead of the
+        stream: a full stream stops the reads, and the remote command blocks on its pipe."""
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[str, bytes | BaseException | None]] = asyncio.Queue()
         room = threading.Semaphore(_AHEAD)
@@ -125,43 +182,46 @@ class Command(OnTransport):
 
     # --- blocking, in worker threads -----------------------------------------------------
 
-    def _open_and_start(self, timeout: float) -> paramiko.Channel:
-        try:
-            channel = self.transport.open_session(timeout=timeout)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SourceUnavailable(f"opening a session: {exc}") from None
-        self.channel = channel  # from here on, a timeout or cancel signals and closes it
-        self._start(channel)
-        return channel
-
-    def _start(self, channel: paramiko.Channel) -> None:
+    def _start(self, channel: paramiko.Channel, writes: bool) -> None:
+        """Environment, the exec request (its answer not awaited), then stdin and EOF."""
         params = self.params
-        if params.env:
-            channel.update_environment(params.env)  # the server's AcceptEnv decides what it takes
-        command = params.command or ""
-        if params.sudo:
-            # -S: the password from stdin (written first, never in argv); -p '': no prompt text
-            # in the output; sh -c keeps the command's own quoting, pipes and redirections.
-            command = f"sudo -S -p '' -- sh -c {shlex.quote(command)}"
-        channel.exec_command(command)
-        if not (params.sudo or params.stdin):
-            # Nothing to write: EOF at once, so a command that reads stdin does not wait.
+        try:
+            if params.env:
+                channel.update_environment(params.env)  # the server's AcceptEnv decides what it takes
+            command = params.command or ""
+            if params.sudo:
+                # -S: the password from stdin (written first, never in argv); -p '': no prompt
+                # text in the output; sh -c keeps the command's quoting, pipes and redirections.
+                command = f"sudo -S -p '' -- sh -c {shlex.quote(command)}"
+            _exec_no_wait(channel, command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            with contextlib.suppress(Exception):
+                channel.close()  # ends the output pump; this error is the job's
+            raise SourceUnavailable(f"starting the command: {exc}") from None
+        if writes:
+            with self.pool.writing():
+                self._write_stdin(channel)
+        else:
             with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-                channel.shutdown_write()
+                channel.shutdown_write()  # EOF at once: a command that reads stdin does not wait
 
     def _write_stdin(self, channel: paramiko.Channel) -> None:
+        """sudo's password, then stdin, then EOF. A command may end without reading all of
+        its stdin: the write then fails, which is not the job's error (its exit status is)."""
         params = self.params
-        try:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             if params.sudo:
-                password = self.ctx.credential.password if self.ctx.credential else None
-                if password is None:
-                    raise SourceError("sudo needs the credential's password", code="auth_failed")
-                channel.sendall((password + "\n").encode())
+                channel.sendall((self._sudo_password() + "\n").encode())
             if params.stdin:
                 channel.sendall(params.stdin.encode())
-        finally:
-            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-                channel.shutdown_write()
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            channel.shutdown_write()
+
+    def _sudo_password(self) -> str:
+        password = self.ctx.credential.password if self.ctx.credential else None
+        if password is None:
+            raise SourceError("sudo needs the credential's password (password_env or _file)", code="auth_failed")
+        return password
 
     async def _stop_remote(self) -> None:
         """TERM, then KILL, over the channel; then close it (which also hangs up a pty)."""
@@ -180,6 +240,25 @@ class Command(OnTransport):
             await asyncio.wait_for(self._blocking(channel.close), 5)
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _exec_no_wait(channel: paramiko.Channel, command: str) -> None:
+    """``exec_command`` without waiting for the server's answer (paramiko's waits): the
+    answer comes back ahead of the command's output, and ``run`` checks it after. On a
+    refusal paramiko closes the channel, which ends the output at once."""
+    message = Message()
+    message.add_byte(cMSG_CHANNEL_REQUEST)
+    message.add_int(channel.remote_chanid)
+    message.add_string("exec")
+    message.add_boolean(True)
+    message.add_string(command)
+    channel._event_pending()  # type: ignore[attr-defined]  # noqa: SLF001 - as exec_command does
+    _send(channel, message)
+
+
 def _signal(channel: paramiko.Channel, name: str) -> None:
     """RFC 4254 6.9 "signal" request (paramiko has no call for it)."""
     message = Message()
@@ -188,6 +267,10 @@ def _signal(channel: paramiko.Channel, name: str) -> None:
     message.add_string("signal")
     message.add_boolean(False)
     message.add_string(name)
+    _send(channel, message)
+
+
+def _send(channel: paramiko.Channel, message: Message) -> None:
     transport = channel.get_transport()
     # How paramiko sends its own channel requests; the stubs leave it out.
     transport._send_user_message(message)  # type: ignore[attr-defined]  # noqa: SLF001

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import errno
 import hashlib
 import posixpath
@@ -24,6 +25,7 @@ from agent.errors import SourceError, SourceUnavailable
 from agent.sdk import JobContext
 from plugins.ssh.on_transport import OnTransport
 from plugins.ssh.params import SshParams, SshProfile
+from plugins.ssh.transports import HostTransports
 
 _CHUNK = 192 * 1024  # 256 KiB of base64 a record: well under max_record_bytes
 
@@ -35,14 +37,19 @@ class FileTransfer(OnTransport):
         params: SshParams,
         transport: paramiko.Transport,
         executor: concurrent.futures.Executor,
+        pool: HostTransports,
     ) -> None:
-        super().__init__(ctx, params, transport, executor)
+        super().__init__(ctx, params, transport, executor, pool)
         self.path = params.path or ""
 
     async def run(self) -> None:
+        channel = await self.pool.session(self.transport)
         try:
-            sftp: paramiko.SFTPClient = await self._blocking(paramiko.SFTPClient.from_transport, self.transport)
+            # As SFTPClient.from_transport does, on the session the pool gives.
+            await self._blocking(channel.invoke_subsystem, "sftp")
+            sftp = await self._blocking(paramiko.SFTPClient, channel)
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.executor.submit(channel.close)
             raise SourceUnavailable(f"opening SFTP: {exc}") from None
         try:
             if self.params.op == "get":
@@ -72,7 +79,11 @@ class FileTransfer(OnTransport):
                 await ctx.emit({"path": path, "offset": offset - len(chunk), "data": base64.b64encode(chunk).decode()})
                 ctx.progress(offset, size, f"{offset:,} of {size:,} bytes")
         finally:
-            self.executor.submit(handle.close)
+            # Closed before the SFTP session is: a close-handle request sent after the
+            # channel's close reaches a channel the server has freed, and OpenSSH drops the
+            # whole connection for that ("data packet referred to nonexistent channel").
+            with contextlib.suppress(Exception):
+                await self._blocking(handle.close)
         await ctx.emit({"path": path, "size": offset, "sha256": digest.hexdigest()})
 
     async def _put(self, sftp: paramiko.SFTPClient) -> None:
@@ -96,7 +107,8 @@ class FileTransfer(OnTransport):
                     pass
                 raise
 
-        await self._blocking(write)
+        with self.pool.writing():
+            await self._blocking(write)
         await ctx.emit({"path": path, "size": len(content), "sha256": hashlib.sha256(content).hexdigest()})
 
 

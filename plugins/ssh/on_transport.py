@@ -10,6 +10,7 @@ import paramiko
 
 from agent.sdk import JobContext
 from plugins.ssh.params import SshParams, SshProfile
+from plugins.ssh.transports import HostTransports
 
 
 class OnTransport:
@@ -19,11 +20,14 @@ class OnTransport:
         params: SshParams,
         transport: paramiko.Transport,
         executor: concurrent.futures.Executor,
+        pool: HostTransports,
     ) -> None:
+        """``transport`` is held from ``pool``, which gives the job its session channel."""
         self.ctx = ctx
         self.params = params
         self.transport = transport
         self.executor = executor
+        self.pool = pool
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

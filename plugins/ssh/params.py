@@ -73,7 +73,11 @@ class SshProfile(Profile):
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 15.0
     # Commands running at once on one host through this profile (channels on one transport).
     max_sessions: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    # A transport no job used for this long is closed.
     idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
+    # Keep the next session channel open ahead of the next command (one round trip less per
+    # command); off for a device that limits or times out idle sessions.
+    spare_session: bool = True
     # Remote paths (fnmatch patterns on the normalised absolute path) that "get" and "put" may
     # touch; none: file transfer is off for this profile.
     sftp_paths: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None

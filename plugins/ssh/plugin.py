@@ -6,8 +6,9 @@ The flow of a job::
     check the command against allowed_commands and the host against the profile (before any
     connection: check_policy)
     take a warm transport to the host, or open one (host key checked before authentication)
-    open a channel; environment; exec; write stdin (sudo's password first) in a thread
-    read stdout and stderr as they come                                      (a worker thread)
+    take the pool's spare session channel, or open one (plugins/ssh/transports.py)
+    environment; exec, its answer not awaited; stdin (sudo's password first) from a thread
+    read stdout and stderr as they come, on the event loop woken by the channel's pipe
       short output: one record {"exit_code", "stdout", "stderr"}
       past inline_output_bytes: chunk records {"stream", "offset", "data"}, then a final
       {"exit_code", "stdout_bytes", "stderr_bytes", "streamed": true}; the stream's
@@ -94,9 +95,9 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
 
         try:
             if params.op == "exec":
-                await Command(ctx, params, transport, self._executor, output).run()
+                await Command(ctx, params, transport, self._executor, pool, output).run()
             else:
-                await FileTransfer(ctx, params, transport, self._executor).run()
+                await FileTransfer(ctx, params, transport, self._executor, pool).run()
         except SourceUnavailable:
             pool.discard(transport)
             raise

@@ -268,6 +268,97 @@ async def test_twenty_jobs_reuse_one_transport(
     assert pool._transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
+async def test_each_command_after_the_first_finds_its_session_open(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    """The pool opens the next session channel as a command ends, so the next command starts
+    without a round trip to open one; ``spare_session = false`` turns that off."""
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    for i in range(5):
+        assert f"{i}\n" == (await ssh(plugin, pinned(sshd), key, {"command": f"echo {i}"}))[0]["stdout"]
+    (pool,) = plugin._hosts.values()
+    assert (1, 4) == (pool.connects, pool.spares_used)
+
+    plain = SshPlugin()
+    try:
+        for _ in range(3):
+            await ssh(plain, pinned(sshd, spare_session=False), key, {"command": "true"})
+        (pool,) = plain._hosts.values()
+        assert (1, 0) == (pool.connects, pool.spares_used)
+    finally:
+        await plain.aclose()
+
+
+async def test_sessions_stay_within_a_server_max_sessions_equal_to_the_profile(
+    plugin: SshPlugin, test_user: TestUser, client_key: Path, tmp_path: Path
+) -> None:
+    """With the server's MaxSessions equal to the profile's max_sessions, the spare never makes
+    one session too many: commands and a file transfer at once, round after round, all run."""
+    small = Sshd(tmp_path / "small", users=[test_user.name], extra_config=["MaxSessions 2"])
+    small.add_authorized_key(test_user.name, Path(str(client_key) + ".pub").read_text().strip())
+    small.start()
+    area = test_user.home / f"bh-sessions-{uuid.uuid4().hex[:8]}"
+    try:
+        area.mkdir()
+        (area / "f.txt").write_text("x")
+        key = Credential(username=test_user.name, private_key_file=str(client_key))
+        profile = pinned(small, max_sessions=2, sftp_paths=[f"{area}/*"])
+        get = {"op": "get", "path": str(area / "f.txt")}
+        for i in range(6):
+            # Two transfers at once with the spare open: each must take a session from the
+            # pool (the spare, then one more), or the server sees three.
+            jobs = [ssh(plugin, profile, key, get), ssh(plugin, profile, key, get)] if i % 2 else []
+            jobs += [
+                ssh(plugin, profile, key, {"command": f"sleep 0.1; echo {i}"}),
+                ssh(plugin, profile, key, {"command": "true"}),  # waits for a slot
+            ]
+            *_, last, _ = await asyncio.gather(*jobs)
+            assert f"{i}\n" == last[0]["stdout"]
+        (pool,) = plugin._hosts.values()
+        assert pool.connects == 1 and pool.spares_used > 0
+        # Refusals ("no more sessions") may happen while a close is on its way: they are
+        # waited out, and nothing the plugin sends makes sshd drop the connection.
+        assert "nonexistent channel" not in small.log_tail(5000)
+    finally:
+        small.stop()
+        subprocess.run(["rm", "-rf", str(area)], check=False)
+
+
+async def test_an_idle_transport_is_closed_after_idle_timeout_s(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    await ssh(plugin, pinned(sshd, idle_timeout_s=0.5), key, {"command": "true"})
+    (pool,) = plugin._hosts.values()
+    transport = pool._transport
+    assert transport is not None and transport.is_active()
+    deadline = time.monotonic() + scaled(5)
+    while transport.is_active() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not transport.is_active() and pool._transport is None
+    # The next command connects afresh.
+    assert 0 == (await ssh(plugin, pinned(sshd, idle_timeout_s=0.5), key, {"command": "true"}))[0]["exit_code"]
+    assert 2 == pool.connects
+
+
+async def test_output_read_by_threads_where_the_loop_cannot_watch_the_channel(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows' proactor loop has no add_reader: there, worker threads read stdout and stderr.
+    The same real commands go through that path here."""
+    import plugins.ssh.command  # noqa: PLC0415
+
+    async def no_pipe_watching(*_args: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(plugins.ssh.command.Command, "_pump_polled", no_pipe_watching)
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    records = await ssh(plugin, pinned(sshd), key, {"command": "cat; echo err >&2; exit 3", "stdin": "in\n"})
+    assert [{"exit_code": 3, "stdout": "in\n", "stderr": "err\n"}] == records
+    streamed = await ssh(plugin, pinned(sshd, inline_output_bytes=1024), key, {"command": "head -c 300000 /dev/zero"})
+    assert 300_000 == streamed[-1]["stdout_bytes"] and streamed[-1]["streamed"]
+
+
 async def test_a_server_that_went_away_is_source_unavailable_and_replaced(
     plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
 ) -> None:
