@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
@@ -86,8 +87,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         await service.run()
         log.info("agent stopped")
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
     return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it runs (not on Windows) and is installed: the agent's round trip for a
+    job is mostly event-loop and socket work, which it does in C (bench/ssh_latency.py's
+    floor, docs/choices.md). Else asyncio's own loop."""
+    if sys.platform == "win32":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def build_parser() -> argparse.ArgumentParser:
