@@ -211,7 +211,16 @@ class Dispatcher:
     # --- the job API's side ------------------------------------------------------------------
 
     async def submit(self, job: JobRow) -> tuple[JobRow, bool]:
-        stored, created = await self.store.create_job(job)
+        if job.idempotency_key is None:
+            # Nothing can refuse it: queued now, so with an agent free its first attempt is
+            # written in the same commit as the job, and offered once that commit is done.
+            written = self._durable(self.store.insert_job(job))  # a failure stops the process
+            self.metrics.jobs_submitted.inc()
+            self._enqueue(job)
+            self.dispatch(job.cluster)
+            await written
+            return job, True
+        stored, created = await self.store.create_job(job)  # may give an earlier job back
         if created:
             self.metrics.jobs_submitted.inc()
             self._enqueue(stored)

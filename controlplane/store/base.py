@@ -104,6 +104,11 @@ class Store(abc.ABC):
         """Insert ``job``; with an idempotency key already used, return (existing, False)."""
 
     @abc.abstractmethod
+    def insert_job(self, job: JobRow) -> Awaitable[None]:
+        """Insert ``job``, which has no idempotency key, and give it its ``queue_seq`` at
+        once; the write joins this turn's commit, so the job's first attempt may too."""
+
+    @abc.abstractmethod
     async def get_job(self, job_id: str) -> JobRow | None: ...
 
     @abc.abstractmethod

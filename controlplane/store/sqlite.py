@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import itertools
 import json
 import logging
 import sqlite3
@@ -193,6 +194,13 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
         self._migrate_record_rows()
         self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = []
         self._flush_scheduled = False
+        # Queue positions are handed out here, not by AUTOINCREMENT, so a job has its place
+        # before its insert runs (insert_job); past the highest ever used, as AUTOINCREMENT.
+        (used,) = self.db.execute(
+            "SELECT MAX(n) FROM (SELECT MAX(queue_seq) AS n FROM jobs "
+            "UNION ALL SELECT seq FROM sqlite_sequence WHERE name='jobs')"
+        ).fetchone()
+        self._queue_seq = itertools.count((used or 0) + 1)
 
     def _migrate_record_rows(self) -> None:
         """Data dirs of 0.1 development builds kept a row per record: move them into batches."""
@@ -268,8 +276,9 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
     # --- jobs ----------------------------------------------------------------------------
 
     async def create_job(self, job: JobRow) -> tuple[JobRow, bool]:
+        job.queue_seq = next(self._queue_seq)  # a refused insert leaves a gap: harmless
         try:
-            queue_seq = await self._write(lambda: self._insert_job(job), isolated=True)
+            await self._write(lambda: self._insert_job(job), isolated=True)
         except sqlite3.IntegrityError:
             if job.idempotency_key is None:
                 raise
@@ -280,14 +289,22 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
             if row is None:
                 raise
             return _job(row), False
-        job.queue_seq = queue_seq
         return job, True
 
-    def _insert_job(self, job: JobRow) -> int:
-        cur = self.db.execute(
-            "INSERT INTO jobs (id, plugin, params, cluster, state, max_attempts, timeout_s, "
-            "idempotency_key, sink, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+    def insert_job(self, job: JobRow) -> asyncio.Future[None]:
+        if job.idempotency_key is not None:
+            raise ValueError("a job with an idempotency key goes through create_job")
+        job.queue_seq = next(self._queue_seq)
+        # Not isolated: with no key, nothing but a fault can refuse it, and a fault fails the
+        # whole commit, the job's first attempt with it.
+        return self._write(lambda: self._insert_job(job))
+
+    def _insert_job(self, job: JobRow) -> None:
+        self.db.execute(
+            "INSERT INTO jobs (queue_seq, id, plugin, params, cluster, state, max_attempts, timeout_s, "
+            "idempotency_key, sink, created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
             (
+                job.queue_seq,
                 job.id,
                 job.plugin,
                 json.dumps(job.params),
@@ -299,7 +316,6 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
                 job.created_at,
             ),
         )
-        return int(cur.lastrowid or 0)
 
     async def get_job(self, job_id: str) -> JobRow | None:
         row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()  # noqa: S608
