@@ -68,7 +68,9 @@ class Command(OnTransport):
                     await self._pump(channel)
                 if starter is not None:
                     await starter
-                if channel.event.is_set() and not channel.event_ready:
+                if channel.event.is_set() and not channel.event_ready:  # closed with no yes to the exec
+                    if not self.transport.is_active():
+                        raise SourceUnavailable("the SSH connection dropped as the command started")
                     raise SourceError("the server refused to run the command (exec request failed)", code="ssh_error")
                 # sshd sends the exit status next to EOF: it is nearly always here already, or
                 # a moment later (paramiko's thread has it to read). Else wait in a thread.
@@ -249,28 +251,23 @@ def _exec_no_wait(channel: paramiko.Channel, command: str) -> None:
     """``exec_command`` without waiting for the server's answer (paramiko's waits): the
     answer comes back ahead of the command's output, and ``run`` checks it after. On a
     refusal paramiko closes the channel, which ends the output at once."""
-    message = Message()
-    message.add_byte(cMSG_CHANNEL_REQUEST)
-    message.add_int(channel.remote_chanid)
-    message.add_string("exec")
-    message.add_boolean(True)
-    message.add_string(command)
     channel._event_pending()  # type: ignore[attr-defined]  # noqa: SLF001 - as exec_command does
-    _send(channel, message)
+    _request(channel, "exec", command, want_reply=True)
 
 
 def _signal(channel: paramiko.Channel, name: str) -> None:
     """RFC 4254 6.9 "signal" request (paramiko has no call for it)."""
+    _request(channel, "signal", name, want_reply=False)
+
+
+def _request(channel: paramiko.Channel, kind: str, argument: str, want_reply: bool) -> None:
+    """A channel request with one string argument, sent as paramiko sends its own."""
     message = Message()
     message.add_byte(cMSG_CHANNEL_REQUEST)
     message.add_int(channel.remote_chanid)
-    message.add_string("signal")
-    message.add_boolean(False)
-    message.add_string(name)
-    _send(channel, message)
-
-
-def _send(channel: paramiko.Channel, message: Message) -> None:
+    message.add_string(kind)
+    message.add_boolean(want_reply)
+    message.add_string(argument)
     transport = channel.get_transport()
     # How paramiko sends its own channel requests; the stubs leave it out.
     transport._send_user_message(message)  # type: ignore[attr-defined]  # noqa: SLF001

@@ -371,6 +371,34 @@ async def test_a_server_that_went_away_is_source_unavailable_and_replaced(
     assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
 
 
+async def test_a_connection_cut_mid_command_is_source_unavailable_and_replaced(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    """The server side of the connection dies while a command runs (its sshd processes
+    killed, as on a crash; the listener stays): the job fails at once, not at its timeout,
+    and the next job connects afresh."""
+    from sshd import _descendants, _freeze_and_kill  # noqa: PLC0415 - the fixture's own process tools
+
+    marker = f"bh{uuid.uuid4().hex[:12]}"
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+    assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
+    job = asyncio.create_task(failure(plugin, pinned(sshd), key, {"command": f"sleep 60; echo {marker}"}))
+    deadline = time.monotonic() + scaled(10)
+    while not remote_processes(test_user, marker) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert remote_processes(test_user, marker)
+    listener = sshd._proc
+    assert listener is not None
+    cut = time.monotonic()
+    await asyncio.to_thread(_freeze_and_kill, lambda: _descendants(listener.pid))
+    error = await asyncio.wait_for(job, scaled(10))
+    assert "source_unavailable" == error.code, error.message
+    assert time.monotonic() - cut < scaled(5)
+    assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
+    (pool,) = plugin._hosts.values()
+    assert 2 == pool.connects
+
+
 async def test_a_jump_host_carries_the_connection(
     plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path, tmp_path: Path
 ) -> None:
