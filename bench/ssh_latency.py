@@ -15,20 +15,33 @@ command (``true``), alternating, in one run:
                 the control plane and agent costs without any SSH (submit, dispatch, journal,
                 record, completion, answer), printed so the relay's share is visible
 
-    .venv/bin/python bench/ssh_latency.py [--commands 30] [--runs 3]
+With ``--rtt-ms``, the same again over links with about that round-trip time: a delay proxy
+(bench/_delay_proxy.py, a process of its own) between sshd and both paramiko and the agent,
+as when the target is across a network rather than on the agent's host. Only the SSH hops
+are delayed; the control plane and agent stay on loopback. Each link's RTT as measured (an
+SSH global request and its answer) is printed beside its figures: the proxy's timers round
+up to the millisecond.
+
+    .venv/bin/python bench/ssh_latency.py [--commands 30] [--runs 3] [--rtt-ms 2,5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import http.client
 import json
 import logging
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -44,8 +57,37 @@ from plugins.ssh.params import SshProfile
 COMMAND = "true"
 
 
-def connect(server: Sshd, user: str, key: paramiko.PKey) -> paramiko.Transport:
-    sock = socket.create_connection((server.host, server.port))
+@dataclass
+class Link:
+    """One way to reach the sshd: straight over loopback, or through a delay proxy."""
+
+    name: str  # the agent's connection profile for it
+    label: str
+    port: int
+    transport: paramiko.Transport | None = None
+    times: dict[str, list[float]] = field(
+        default_factory=lambda: {k: [] for k in ("rtt", "warm", "relay", "plugin", "cold")}
+    )
+
+
+@contextlib.contextmanager
+def delay_proxy(target_port: int, one_way_ms: float) -> Iterator[int]:
+    script = Path(__file__).with_name("_delay_proxy.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--target", f"127.0.0.1:{target_port}", "--one-way-ms", f"{one_way_ms:g}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def connect(host: str, port: int, user: str, key: paramiko.PKey) -> paramiko.Transport:
+    sock = socket.create_connection((host, port))
     # As the plugin does: without TCP_NODELAY paramiko stalls ~40 ms a command on Nagle and
     # the server's delayed ACK, which would flatter the relay against a slowed-down raw call.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -53,6 +95,12 @@ def connect(server: Sshd, user: str, key: paramiko.PKey) -> paramiko.Transport:
     transport.start_client()
     transport.auth_publickey(user, key)
     return transport
+
+
+def round_trip(transport: paramiko.Transport) -> None:
+    """One request and its answer on the open transport and nothing else: the link's RTT
+    as SSH sees it (sshd answers an unknown global request with a failure)."""
+    transport.global_request("keepalive@openssh.com", wait=True)
 
 
 def exec_once(transport: paramiko.Transport) -> int:
@@ -77,27 +125,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--commands", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rtt-ms", default="", help="round-trip times to add, comma-separated (e.g. 2,5)")
     args = parser.parse_args()
+    rtts = [float(x) for x in args.rtt_ms.split(",") if x.strip()]
     user = ensure_test_user()
-    with tempfile.TemporaryDirectory(prefix="bridgehead-bench-ssh-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bridgehead-bench-ssh-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         server = Sshd(workdir / "sshd", users=[user.name]).start()
-        try:
-            private, public = make_client_key(workdir / "id_ed25519")
-            server.add_authorized_key(user.name, public)
-            key = paramiko.PKey.from_path(private)
-            extra = (
-                f'[connections.bench]\nplugin = "ssh"\nhost = "{server.host}"\nport = {server.port}\n'
-                f'host_key = "{server.host_key_fingerprint()}"\ncredential = "bench"\n\n'
-                f'[credentials.bench]\nusername = "{user.name}"\nprivate_key_file = "{private}"\n'
-            )
-            profile = SshProfile(
-                plugin="ssh", host=server.host, port=server.port, host_key=server.host_key_fingerprint()
-            )
-            credential = Credential(username=user.name, private_key_file=str(private))
-            measure(server, user.name, key, extra, (profile, credential), args)
-        finally:
-            server.stop()
+        stack.callback(server.stop)
+        private, public = make_client_key(workdir / "id_ed25519")
+        server.add_authorized_key(user.name, public)
+        key = paramiko.PKey.from_path(private)
+        links = [Link("bench", "loopback", server.port)]
+        for rtt in rtts:
+            port = stack.enter_context(delay_proxy(server.port, rtt / 2))
+            links.append(Link(f"bench_rtt{len(links)}", f"RTT {rtt:g} ms", port))
+        extra = "".join(
+            f'[connections.{link.name}]\nplugin = "ssh"\nhost = "{server.host}"\nport = {link.port}\n'
+            f'host_key = "{server.host_key_fingerprint()}"\ncredential = "bench"\n\n'
+            for link in links
+        )
+        extra += f'[credentials.bench]\nusername = "{user.name}"\nprivate_key_file = "{private}"\n'
+        credential = Credential(username=user.name, private_key_file=str(private))
+        measure(server, user.name, key, extra, links, credential, args)
 
 
 def measure(
@@ -105,20 +155,18 @@ def measure(
     user: str,
     key: paramiko.PKey,
     agent_extra: str,
-    plugin_target: tuple[SshProfile, Credential],
+    links: list[Link],
+    credential: Credential,
     args: argparse.Namespace,
 ) -> None:
-    warm: list[float] = []
-    relay: list[float] = []
-    cold: list[float] = []
     floor: list[float] = []
-    alone: list[float] = []
-    transport = connect(server, user, key)
     plugin, plugin_loop = SshPlugin(), asyncio.new_event_loop()
-    profile, credential = plugin_target
+    for link in links:
+        link.transport = connect(server.host, link.port, user, key)
 
-    def plugin_once() -> None:
-        params = parse_params(plugin, {"connection": "bench", "command": COMMAND})
+    def plugin_once(link: Link) -> None:
+        params = parse_params(plugin, {"connection": link.name, "command": COMMAND})
+        profile = SshProfile(plugin="ssh", host=server.host, port=link.port, host_key=server.host_key_fingerprint())
         plugin.check_policy(profile, params)
         sink = ListSink()
         ctx: JobContext[SshProfile] = JobContext(
@@ -138,7 +186,6 @@ def measure(
 
     with cluster(agent_extra=agent_extra) as (control, _agent):
         api = control.api()
-        ssh_body = json.dumps({"plugin": "ssh", "params": {"connection": "bench", "command": COMMAND}}).encode()
         echo_body = json.dumps({"plugin": "echo", "params": {"records": [{"exit_code": 0}]}}).encode()
 
         # One kept-alive HTTP connection, as a real client of the job API would hold: a new
@@ -153,46 +200,52 @@ def measure(
             if job["state"] != "succeeded":
                 raise SystemExit(f"relay job failed: {job}")
 
-        def via_relay() -> None:
-            submit(ssh_body)
+        def ssh_body(link: Link) -> bytes:
+            return json.dumps({"plugin": "ssh", "params": {"connection": link.name, "command": COMMAND}}).encode()
 
-        def via_floor() -> None:
-            submit(echo_body)
-
-        def cold_once() -> None:
-            fresh = connect(server, user, key)
+        def cold_once(link: Link) -> None:
+            fresh = connect(server.host, link.port, user, key)
             exec_once(fresh)
             fresh.close()
 
-        via_relay()  # the agent's transport is opened here: every timed job is warm
-        plugin_once()  # and the in-process plugin's
+        for link in links:  # the agent's and the in-process plugin's transports open here
+            submit(ssh_body(link))
+            plugin_once(link)
         for run in range(1, args.runs + 1):
-            w = timed(lambda: exec_once(transport), args.commands)
-            r = timed(via_relay, args.commands)
-            a = timed(plugin_once, args.commands)
-            c = timed(cold_once, max(5, args.commands // 3))
-            o = timed(via_floor, args.commands)
-            warm += w
-            relay += r
-            alone += a
-            cold += c
+            o = timed(lambda: submit(echo_body), args.commands)
             floor += o
-            print(
-                f"run {run}: p50 warm raw {statistics.median(w):5.2f} ms, relay {statistics.median(r):5.2f} ms, "
-                f"plugin {statistics.median(a):5.2f} ms, cold raw {statistics.median(c):5.1f} ms, "
-                f"floor (echo job) {statistics.median(o):5.2f} ms"
-            )
-    transport.close()
+            print(f"run {run}: floor (echo job) p50 {statistics.median(o):5.2f} ms")
+            for link in links:
+                got = {
+                    "rtt": timed(functools.partial(round_trip, link.transport), args.commands),
+                    "warm": timed(functools.partial(exec_once, link.transport), args.commands),
+                    "relay": timed(functools.partial(submit, ssh_body(link)), args.commands),
+                    "plugin": timed(functools.partial(plugin_once, link), args.commands),
+                    "cold": timed(functools.partial(cold_once, link), max(5, args.commands // 3)),
+                }
+                for kind, values in got.items():
+                    link.times[kind] += values
+                p50 = {kind: statistics.median(values) for kind, values in got.items()}
+                print(
+                    f"  {link.label:>14}: p50 RTT {p50['rtt']:5.2f} ms, warm raw {p50['warm']:6.2f} ms, "
+                    f"relay {p50['relay']:6.2f} ms, "
+                    f"plugin {p50['plugin']:6.2f} ms, cold raw {p50['cold']:6.1f} ms"
+                )
+    for link in links:
+        if link.transport is not None:
+            link.transport.close()
     plugin_loop.run_until_complete(plugin.aclose())
     plugin_loop.close()
-    w, r, c = statistics.median(warm), statistics.median(relay), statistics.median(cold)
-    o, a = statistics.median(floor), statistics.median(alone)
-    print(
-        f"\nmedian per command: warm raw {w:.2f} ms, relay {r:.2f} ms, plugin alone {a:.2f} ms, "
-        f"cold raw {c:.1f} ms, floor {o:.2f} ms\n"
-        f"relay / warm raw = {r / w:.2f}x (goal <= 1.2x); cold / relay = {c / r:.1f}x faster (goal >= 5x)\n"
-        f"plugin alone / warm raw = {a / w:.2f}x; relay - floor = {r - o:.2f} ms, {(r - o) / w:.2f}x warm raw"
-    )
+    o = statistics.median(floor)
+    print(f"\nmedians; floor (an echo job through the relay) {o:.2f} ms")
+    for link in links:
+        t, w, r, a, c = (statistics.median(link.times[k]) for k in ("rtt", "warm", "relay", "plugin", "cold"))
+        print(
+            f"{link.label} (measured RTT {t:.2f} ms): warm raw {w:.2f} ms, relay {r:.2f} ms, "
+            f"plugin alone {a:.2f} ms, cold raw {c:.1f} ms\n"
+            f"  relay / warm raw = {r / w:.2f}x (goal <= 1.2x); cold / relay = {c / r:.1f}x faster (goal >= 5x)\n"
+            f"  plugin alone / warm raw = {a / w:.2f}x; relay - floor = {r - o:.2f} ms, {(r - o) / w:.2f}x warm raw"
+        )
 
 
 if __name__ == "__main__":
