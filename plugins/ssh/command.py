@@ -98,8 +98,12 @@ class Command(OnTransport):
             if starter is not None and not starter.done():
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(starter, 5)
-            if self.channel is not None and not self.channel.closed:  # sshd closes it once the command ends
-                self.executor.submit(self.channel.close)
+            channel = self.channel
+            if channel is not None:
+                if channel.closed:  # by sshd, once the command ended: close() only frees the pipe
+                    channel.close()  # that fileno() made (two descriptors), sending nothing
+                else:
+                    self.executor.submit(channel.close)
 
     # --- output --------------------------------------------------------------------------
 

@@ -324,6 +324,26 @@ async def test_sessions_stay_within_a_server_max_sessions_equal_to_the_profile(
         subprocess.run(["rm", "-rf", str(area)], check=False)
 
 
+async def test_commands_leave_no_file_descriptors_behind(
+    plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
+) -> None:
+    """Each command's channel gets a pipe for the event loop to watch (two descriptors); they
+    must be closed with it, or a busy agent runs out of descriptors."""
+    key = Credential(username=test_user.name, private_key_file=str(client_key))
+
+    def open_fds() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    for _ in range(3):
+        await ssh(plugin, pinned(sshd), key, {"command": "echo warm"})
+    await asyncio.sleep(0.2)  # let the spare's opening and any close finish
+    before = open_fds()
+    for i in range(40):
+        await ssh(plugin, pinned(sshd), key, {"command": f"echo {i}; echo e >&2"})
+    await asyncio.sleep(0.2)
+    assert open_fds() - before <= 2  # the spare's pipe, if it made one, at most
+
+
 async def test_an_idle_transport_is_closed_after_idle_timeout_s(
     plugin: SshPlugin, sshd: Sshd, test_user: TestUser, client_key: Path
 ) -> None:
