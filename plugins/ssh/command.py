@@ -98,12 +98,12 @@ class Command(OnTransport):
             if starter is not None and not starter.done():
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(starter, 5)
-            channel = self.channel
-            if channel is not None:
-                if channel.closed:  # by sshd, once the command ended: close() only frees the pipe
-                    channel.close()  # that fileno() made (two descriptors), sending nothing
+            used = self.channel
+            if used is not None:
+                if used.closed:  # by sshd, once the command ended: close() only frees the pipe
+                    used.close()  # that fileno() made (two descriptors), sending nothing
                 else:
-                    self.executor.submit(channel.close)
+                    self.executor.submit(used.close)
 
     # --- output --------------------------------------------------------------------------
 
