@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -79,17 +79,39 @@ async def run_plugin(
 
     plugin.check_policy(parsed_profile, parsed)
     sink = ListSink()
-    ctx: JobContext[Any] = JobContext(
-        job_id="test-job",
-        attempt=1,
-        profile=parsed_profile,
+    ctx = job_context(
+        parsed_profile,
+        sink,
         credential=credential,
-        sink=sink,
-        deadline=time.monotonic() + timeout_s,
+        timeout_s=timeout_s,
         max_record_bytes=max_record_bytes,
-        logger=logging.getLogger(f"bridgehead.plugin.{plugin.name}"),
+        logger_name=f"bridgehead.plugin.{plugin.name}",
         connections=connection,
     )
     async with asyncio.timeout(timeout_s):
         await plugin.run(ctx, parsed)
     return [msgspec.json.decode(r) for r in sink.records]
+
+
+def job_context(
+    profile: Any,
+    sink: ListSink,
+    *,
+    credential: Credential | None = None,
+    timeout_s: float = 60.0,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    logger_name: str = "bridgehead.plugin",
+    connections: Callable[[str], tuple[Any, Credential | None]] | None = None,
+) -> JobContext[Any]:
+    """A job's context as the agent gives it to a plugin, its records going to ``sink``."""
+    return JobContext(
+        job_id="test-job",
+        attempt=1,
+        profile=profile,
+        credential=credential,
+        sink=sink,
+        deadline=time.monotonic() + timeout_s,
+        max_record_bytes=max_record_bytes,
+        logger=logging.getLogger(logger_name),
+        connections=connections,
+    )

@@ -33,7 +33,6 @@ import contextlib
 import functools
 import http.client
 import json
-import logging
 import socket
 import statistics
 import subprocess
@@ -49,8 +48,8 @@ from _cluster import cluster
 from sshd import Sshd, ensure_test_user, make_client_key
 
 from agent.plugin_loader import parse_params
-from agent.sdk import Credential, JobContext
-from agent.testing import ListSink
+from agent.sdk import Credential
+from agent.testing import ListSink, job_context
 from plugins.ssh import SshPlugin
 from plugins.ssh.params import SshProfile
 
@@ -169,16 +168,7 @@ def measure(
         profile = SshProfile(plugin="ssh", host=server.host, port=link.port, host_key=server.host_key_fingerprint())
         plugin.check_policy(profile, params)
         sink = ListSink()
-        ctx: JobContext[SshProfile] = JobContext(
-            job_id="bench",
-            attempt=1,
-            profile=profile,
-            credential=credential,
-            sink=sink,
-            deadline=time.monotonic() + 30,
-            max_record_bytes=1 << 20,
-            logger=logging.getLogger("bench"),
-        )
+        ctx = job_context(profile, sink, credential=credential, timeout_s=30)
         plugin_loop.run_until_complete(plugin.run(ctx, params))
         (record,) = [json.loads(r) for r in sink.records]
         if record["exit_code"] != 0:

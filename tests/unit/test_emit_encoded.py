@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 import pytest
 
 from agent.errors import JobError, RecordTooLarge
 from agent.sdk import JobContext
-from agent.testing import ListSink
+from agent.testing import ListSink, job_context
 
 
 def context(sink: ListSink, max_record_bytes: int = 100) -> JobContext[Any]:
-    return JobContext(
-        job_id="j",
-        attempt=1,
-        profile=None,
-        credential=None,
-        sink=sink,
-        deadline=time.monotonic() + 60,
-        max_record_bytes=max_record_bytes,
-        logger=logging.getLogger("test"),
-    )
+    return job_context(None, sink, max_record_bytes=max_record_bytes)
 
 
 async def test_good_records_pass_in_order_and_are_counted() -> None:
