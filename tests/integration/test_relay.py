@@ -129,7 +129,9 @@ def test_network_cut_of_30_s_while_records_stream(control: ControlPlane, agent_f
         agent_factory(control, urls=[proxy.url])
         api = control.api()
         wait_connected(api, ["agent-1"])
-        job = api.submit("echo", {"count": 600, "interval_s": 0.05})
+        # 12 s of records: still streaming when the cut comes, and blocked on its full window
+        # (or done into the spool) by the time it ends, so both sides of the cut are exercised.
+        job = api.submit("echo", {"count": 600, "interval_s": 0.02})
         wait_until(lambda: api.job(job["id"])["record_count"] > 50, 20, "records streaming")
         proxy.cut()
         wait_until(lambda: not api.request("GET", "/api/v1/agents")[1][0]["connected"], 10, "agent seen lost")
