@@ -215,17 +215,18 @@ class Dispatcher:
             # Nothing can refuse it: queued now, so with an agent free its first attempt is
             # written in the same commit as the job, and offered once that commit is done.
             written = self._durable(self.store.insert_job(job))  # a failure stops the process
-            self.metrics.jobs_submitted.inc()
-            self._enqueue(job)
-            self.dispatch(job.cluster)
+            self._queue_new(job)
             await written
             return job, True
         stored, created = await self.store.create_job(job)  # may give an earlier job back
         if created:
-            self.metrics.jobs_submitted.inc()
-            self._enqueue(stored)
-            self.dispatch(stored.cluster)
+            self._queue_new(stored)
         return stored, created
+
+    def _queue_new(self, job: JobRow) -> None:
+        self.metrics.jobs_submitted.inc()
+        self._enqueue(job)
+        self.dispatch(job.cluster)
 
     async def cancel(self, job: JobRow) -> JobRow:
         if job.terminal:

@@ -5,7 +5,6 @@ paramiko, which an idle agent does not load."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import shlex
 import threading
@@ -35,11 +34,10 @@ class Command(OnTransport):
         ctx: JobContext[SshProfile],
         params: SshParams,
         transport: paramiko.Transport,
-        executor: concurrent.futures.Executor,
         pool: HostTransports,
         output: type[CommandOutput] = CommandOutput,
     ) -> None:
-        super().__init__(ctx, params, transport, executor, pool)
+        super().__init__(ctx, params, transport, pool)
         self.channel: paramiko.Channel | None = None
         profile = ctx.profile
         self.output = output(ctx, profile.inline_output_bytes, profile.max_output_bytes)

@@ -12,7 +12,6 @@ any connection (check_policy).
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import contextlib
 import errno
 import hashlib
@@ -22,25 +21,15 @@ import uuid
 import paramiko
 
 from agent.errors import SourceError, SourceUnavailable
-from agent.sdk import JobContext
 from plugins.ssh.on_transport import OnTransport
-from plugins.ssh.params import SshParams, SshProfile
-from plugins.ssh.transports import HostTransports
 
 _CHUNK = 192 * 1024  # 256 KiB of base64 a record: well under max_record_bytes
 
 
 class FileTransfer(OnTransport):
-    def __init__(
-        self,
-        ctx: JobContext[SshProfile],
-        params: SshParams,
-        transport: paramiko.Transport,
-        executor: concurrent.futures.Executor,
-        pool: HostTransports,
-    ) -> None:
-        super().__init__(ctx, params, transport, executor, pool)
-        self.path = params.path or ""
+    @property
+    def path(self) -> str:
+        return self.params.path or ""
 
     async def run(self) -> None:
         channel = await self.pool.session(self.transport)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from typing import Any
 
 import paramiko
@@ -19,15 +18,15 @@ class OnTransport:
         ctx: JobContext[SshProfile],
         params: SshParams,
         transport: paramiko.Transport,
-        executor: concurrent.futures.Executor,
         pool: HostTransports,
     ) -> None:
-        """``transport`` is held from ``pool``, which gives the job its session channel."""
+        """``transport`` is held from ``pool``, which gives the job its session channel and
+        the threads its blocking calls run in."""
         self.ctx = ctx
         self.params = params
         self.transport = transport
-        self.executor = executor
         self.pool = pool
+        self.executor = pool.executor
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

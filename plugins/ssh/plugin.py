@@ -95,9 +95,9 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
 
         try:
             if params.op == "exec":
-                await Command(ctx, params, transport, self._executor, pool, output).run()
+                await Command(ctx, params, transport, pool, output).run()
             else:
-                await FileTransfer(ctx, params, transport, self._executor, pool).run()
+                await FileTransfer(ctx, params, transport, pool).run()
         except SourceUnavailable:
             pool.discard(transport)
             raise

@@ -58,7 +58,7 @@ class HostTransports:
         self.profile = profile
         self.credential = credential
         self.host = host
-        self._executor = executor
+        self.executor = executor
         self.via = via
         self._slots = asyncio.Semaphore(profile.max_sessions)
         self._connecting = asyncio.Lock()
@@ -95,7 +95,7 @@ class HostTransports:
                     self._transport = None
                     self._drop_spare()
                     loop = asyncio.get_running_loop()
-                    transport = await loop.run_in_executor(self._executor, self._connect)
+                    transport = await loop.run_in_executor(self.executor, self._connect)
                     self._transport = transport
                 return transport
         except BaseException:
@@ -132,10 +132,10 @@ class HostTransports:
                     pass
             channel = spare.result() if spare.exception() is None else None
             if channel is not None and (channel.closed or channel.get_transport() is not transport):
-                self._executor.submit(channel.close)
+                self.executor.submit(channel.close)
                 channel = None
         if channel is None:
-            channel = await asyncio.get_running_loop().run_in_executor(self._executor, self._open_session, transport)
+            channel = await asyncio.get_running_loop().run_in_executor(self.executor, self._open_session, transport)
         else:
             self.spares_used += 1
         # The next job's session opens while this one runs (the agent mostly waits on the
@@ -170,7 +170,7 @@ class HostTransports:
             and transport is self._transport
             and transport.is_active()
         ):
-            self._spare = self._executor.submit(self._open_spare, transport)
+            self._spare = self.executor.submit(self._open_spare, transport)
 
     def discard(self, transport: paramiko.Transport) -> None:
         """A command found the transport broken: the next one connects afresh."""
@@ -186,7 +186,7 @@ class HostTransports:
             self._idle_check.cancel()
             self._idle_check = None
         if transport is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, transport.close)
+            await asyncio.get_running_loop().run_in_executor(self.executor, transport.close)
 
     def _close_if_idle(self) -> None:
         """Close the transport once no job has used it for ``idle_timeout_s`` (checked again
@@ -211,7 +211,7 @@ class HostTransports:
             spare.add_done_callback(_close_channel)
 
     def _close_later(self, transport: paramiko.Transport) -> None:
-        asyncio.get_running_loop().run_in_executor(self._executor, transport.close)
+        asyncio.get_running_loop().run_in_executor(self.executor, transport.close)
 
     # --- blocking ------------------------------------------------------------------------
 
