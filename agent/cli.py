@@ -53,12 +53,25 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     configure_logging(config.agent.log_level, config.agent.log_format)
-    agent_id = enroll(config, args.token)
+    agent_id = enroll(config, _token(args))
     print(
         f"enrolled {config.agent.name} in cluster {config.agent.cluster} as {agent_id}; "
         f"identity stored in {config.agent.data_dir}"
     )
     return 0
+
+
+def _token(args: argparse.Namespace) -> str:
+    """The token from --token, --token - (standard input) or --token-file: the last two keep
+    it out of the process list and the shell's history."""
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError("--token-file", "", f"cannot read {args.token_file}: {exc.strerror}") from None
+    if args.token == "-":  # noqa: S105 - the stdin marker, not a secret
+        return sys.stdin.readline().strip()
+    return str(args.token)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -111,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("enroll", help="trade a one-time token for this agent's identity")
     p.add_argument("--config", required=True)
-    p.add_argument("--token", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--token", help="the enrolment token, or - to read it from standard input")
+    source.add_argument("--token-file", help="a file holding the enrolment token")
     p.set_defaults(func=cmd_enroll)
     p = sub.add_parser("run", help="connect to the control plane and run jobs until stopped")
     p.add_argument("--config", required=True)

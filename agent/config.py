@@ -49,6 +49,13 @@ class ControlSection(_Section):
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
     backoff_initial_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 0.5
     backoff_max_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    # An HTTP CONNECT proxy to the control plane (``http://proxy:3128``); without it, the
+    # HTTPS_PROXY / HTTP_PROXY variables apply. NO_PROXY is respected either way.
+    proxy: str | None = None
+    proxy_credential: str | None = None  # a [credentials.NAME] with username and password
+    # Forgiven difference between this machine's clock and the control plane's when checking
+    # a job offer's issue and expiry times (keep both on NTP).
+    max_clock_skew_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
 
     @property
     def all_urls(self) -> list[str]:
@@ -182,6 +189,14 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         if problem:
             key = "control.url" if config.control.url and i == 0 else "control.urls"
             raise ConfigError(p, key, problem)
+    proxy = config.control.proxy
+    if proxy is not None and (urlsplit(proxy).scheme != "http" or not urlsplit(proxy).hostname):
+        raise ConfigError(p, "control.proxy", f"{proxy!r}: give an HTTP CONNECT proxy as http://HOST:PORT")
+    if proxy is not None and urlsplit(proxy).username:
+        raise ConfigError(p, "control.proxy", "put the proxy's user and password in control.proxy_credential")
+    credential = config.control.proxy_credential
+    if credential is not None and credential not in config.credentials:
+        raise ConfigError(p, "control.proxy_credential", f"no [credentials.{credential}] table")
     if config.control.backoff_max_s < config.control.backoff_initial_s:
         raise ConfigError(p, "control.backoff_max_s", "must be at least control.backoff_initial_s")
     if config.limits.max_record_bytes > config.limits.max_message_bytes // 2:

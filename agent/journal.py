@@ -37,6 +37,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     accepted_at REAL NOT NULL,
     PRIMARY KEY (job_id, attempt)
 );
+-- Offers accepted here, remembered until they could no longer verify (expiry + clock skew),
+-- so a replayed offer is refused even after its job ended and left ``jobs``.
+CREATE TABLE IF NOT EXISTS offers_seen (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    forget_after REAL NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS spool (
     job_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -72,6 +80,8 @@ class Journal:
         if "sync_state" not in columns:  # a journal from before sync jobs
             self.db.execute("ALTER TABLE jobs ADD COLUMN sync_state BLOB")
         self._closed = False
+        self._offers_since_prune = 0
+        self.db.execute("DELETE FROM offers_seen WHERE forget_after < strftime('%s', 'now')")
 
     def close(self) -> None:
         if self._closed:
@@ -87,6 +97,22 @@ class Journal:
     def commit(self) -> None:
         if self.db.in_transaction:
             self.db.execute("COMMIT")
+
+    def offer_seen(self, job_id: str, attempt: int) -> bool:
+        row = self.db.execute("SELECT 1 FROM offers_seen WHERE job_id=? AND attempt=?", (job_id, attempt)).fetchone()
+        return row is not None
+
+    def remember_offer(self, job_id: str, attempt: int, forget_after: float, now: float) -> None:
+        """Joins the open transaction, so it is durable before the offer's accept is sent."""
+        self._begin()
+        self.db.execute(
+            "INSERT OR REPLACE INTO offers_seen (job_id, attempt, forget_after) VALUES (?, ?, ?)",
+            (job_id, attempt, forget_after),
+        )
+        self._offers_since_prune += 1
+        if self._offers_since_prune >= 1000:
+            self._offers_since_prune = 0
+            self.db.execute("DELETE FROM offers_seen WHERE forget_after < ?", (now,))
 
     def add_job(self, job_id: str, attempt: int, plugin: str, now: float) -> None:
         self._begin()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
+import ssl
 import time
 from collections import deque
 from pathlib import Path
@@ -24,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 import agent
 from agent.backoff import backoff
 from agent.config import AgentConfig
-from agent.identity import Identity, ensure_private_dir
+from agent.identity import Identity, cert_expiry, cert_public_key, ensure_private_dir, make_csr
 from agent.journal import Journal
 from agent.plugin_loader import AnyPlugin, params_schema
 from agent.protocol import (
@@ -34,6 +36,7 @@ from agent.protocol import (
     AgentMessage,
     AgentSession,
     Cancel,
+    Certificate,
     Challenge,
     Complete,
     CompleteAck,
@@ -50,13 +53,16 @@ from agent.protocol import (
     Progress,
     ProtocolError,
     Reject,
+    Renew,
     Welcome,
     pack,
 )
 from agent.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_UNSUPPORTED_VERSION
+from agent.protocol.signing import OfferRefused, OfferVerifier
 from agent.runner import Attempt, Key, Runner
 from agent.sdk import Profile
 from agent.stream import SpoolBudget
+from agent.tls import client_context, proxy_for
 
 log = logging.getLogger("bridgehead.agent")
 
@@ -100,6 +106,8 @@ class AgentService:
         self._plugin_infos = [
             PluginInfo(name=p.name, version=p.version, params_schema=params_schema(p)) for p in plugins.values()
         ]
+        self.verifier = OfferVerifier(identity.trusted_signing_keys(), identity.agent, config.control.max_clock_skew_s)
+        self._renewing = False
         self._restore()
 
     # --- state carried over a restart ----------------------------------------------------
@@ -202,6 +210,8 @@ class AgentService:
             try:
                 async with connect(
                     url,
+                    ssl=self._tls_context() if url.startswith("wss:") else None,
+                    proxy=proxy_for(self.config, url),
                     subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
                     max_size=self.limits.max_message_bytes,
                     open_timeout=control.connect_timeout_s,
@@ -227,10 +237,22 @@ class AgentService:
             log.info("reconnecting in %.2f s", delay)
             await asyncio.sleep(delay)
 
+    def _tls_context(self) -> ssl.SSLContext:
+        if not self.identity.certificate or not self.identity.server_ca:
+            raise SessionEnded(
+                "this agent was enrolled without a certificate (before TLS): enrol it again with a new token"
+            )
+        return client_context(self.identity.server_ca, self.identity)
+
     async def _serve(self, ws: ClientConnection, url: str) -> None:
         session = AgentSession(self.limits.max_message_bytes)
         timeout = self.config.control.connect_timeout_s
         challenge = _expect(session.receive(await asyncio.wait_for(ws.recv(), timeout)), Challenge)
+        # The server certificate this connection sees goes into the hello's signature, so a
+        # relay terminating TLS with any other certificate cannot pass the hello on.
+        ssl_object = ws.transport.get_extra_info("ssl_object")
+        server_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        binding = hashlib.sha256(server_der).hexdigest() if server_der else ""
         self._control.clear()
         # From here on, freed slots become Credit frames of this session (queued until open).
         self.connected = True
@@ -238,7 +260,7 @@ class AgentService:
         hello = Hello(
             agent=self.identity.agent,
             cluster=self.identity.cluster,
-            signature=self.identity.sign(challenge.nonce),
+            signature=self.identity.sign_hello(challenge.nonce, binding),
             version=agent.__version__,
             capacity=capacity,
             plugins=self._plugin_infos,
@@ -249,6 +271,7 @@ class AgentService:
         # The welcome may share its frame with what followed it at once (an offer, say).
         first = session.receive(await asyncio.wait_for(ws.recv(), timeout))
         welcome = _expect(first[:1], Welcome)
+        self._learn_signing_keys(welcome)
         self._apply_resume(welcome)
         for message in first[1:]:
             self._handle(message)
@@ -261,6 +284,7 @@ class AgentService:
         )
         if self.draining:
             self._control.append(Drain(reason="agent stopping"))
+        self._renew_if_due()
         tasks = [
             asyncio.create_task(self._reader(ws, session, welcome.heartbeat_s * 2), name="reader"),
             asyncio.create_task(self._writer(ws, session), name="writer"),
@@ -274,6 +298,41 @@ class AgentService:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _learn_signing_keys(self, welcome: Welcome) -> None:
+        """Pin the signing keys a trusted key endorses (a rotation on the control plane)."""
+        learned = self.verifier.learn(welcome.signing_keys)
+        if learned:
+            known = {k.key_id for k in self.identity.signing_keys}
+            self.identity.save_signing_keys(self.identity.signing_keys + [k for k in learned if k.key_id not in known])
+            log.info("pinned new job-signing key(s): %s", ", ".join(k.key_id for k in learned))
+
+    def _renew_if_due(self) -> None:
+        """Ask for a new certificate once a third of the current one's life is left."""
+        if self._renewing or not self.identity.certificate or not self.connected:
+            return
+        not_before, not_after = self.identity.cert_window()
+        if time.time() < not_after - (not_after - not_before) / 3:
+            return
+        self._renewing = True
+        log.info(
+            "client certificate expires %s: asking for a new one",
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(not_after)),
+        )
+        self._control.append(Renew(csr=make_csr(self.identity.key, self.identity.agent).decode()))
+        self._wake()
+
+    def _on_certificate(self, message: Certificate) -> None:
+        self._renewing = False
+        pem = message.certificate.encode()
+        try:
+            if cert_public_key(pem) != self.identity.public_key:
+                raise ValueError("it is for another key")
+        except ValueError as exc:
+            log.error("the control plane sent a certificate this agent cannot use (%s): kept the old one", exc)
+            return
+        self.identity.save_certificate(pem)
+        log.info("client certificate renewed until %s", cert_expiry(pem).strftime("%Y-%m-%d %H:%M"))
 
     def _apply_resume(self, welcome: Welcome) -> None:
         verdicts = {(r.job_id, r.attempt): r for r in welcome.resume}
@@ -300,7 +359,11 @@ class AgentService:
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Offer):
-            if self.draining:
+            refusal = self._refusal(message)
+            if refusal is not None:
+                self._control.append(refusal)
+                self._control.append(Credit(n=1))
+            elif self.draining:
                 self._control.append(
                     Reject(
                         job_id=message.job_id,
@@ -328,8 +391,30 @@ class AgentService:
             key = (message.job_id, message.attempt)
             if key in self.runner.attempts:
                 self.runner.abandon(key)
+        elif isinstance(message, Certificate):
+            self._on_certificate(message)
         elif isinstance(message, Error):
             raise SessionEnded(f"{message.code}: {message.message}")
+
+    def _refusal(self, offer: Offer) -> Reject | None:
+        """A reject for an offer that must not run (signature, address, expiry, replay)."""
+        now = time.time()
+        try:
+            self.verifier.check(offer, now)
+            if (offer.job_id, offer.attempt) not in self.runner.attempts and self.journal.offer_seen(
+                offer.job_id, offer.attempt
+            ):
+                raise OfferRefused(
+                    "offer_replayed", f"job {offer.job_id} attempt {offer.attempt} was accepted here before"
+                )
+        except OfferRefused as exc:
+            log.error("refused an offer for job %s attempt %d: %s", offer.job_id, offer.attempt, exc)
+            return Reject(
+                job_id=offer.job_id, attempt=offer.attempt, error=ErrorInfo(code=exc.code, message=exc.message[:8000])
+            )
+        # Remembered (in the commit that precedes the accept) until it could no longer verify.
+        self.journal.remember_offer(offer.job_id, offer.attempt, offer.expires_at + self.verifier.max_skew_s, now)
+        return None
 
     async def _writer(self, ws: ClientConnection, session: AgentSession) -> None:
         """Send what is ready, packed into as few frames as the size limit allows.
@@ -388,6 +473,7 @@ class AgentService:
     async def _heartbeat(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
+            self._renew_if_due()
             running = [JobRef(job_id=a.offer_job_id, attempt=a.attempt) for a in self.runner.attempts.values()]
             self._control.append(Heartbeat(running=running))
             self._wake()

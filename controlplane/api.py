@@ -12,7 +12,6 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
-import jsonschema_rs
 import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -20,13 +19,14 @@ from starlette.responses import Response
 from controlplane.auth import (
     ENROLLMENT_TOKEN_PREFIX,
     ROLES,
-    new_token,
+    new_enrollment_token,
     role_allows,
     token_hash,
 )
 from controlplane.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from controlplane.pki import PkiError, fingerprint
 from controlplane.sinks.spec import parse_sink
-from controlplane.store.base import TERMINAL_STATES, AgentRow, JobRow
+from controlplane.store.base import TERMINAL_STATES, AgentRow, EnrollmentGrant, EnrollmentRefused, JobRow
 
 if TYPE_CHECKING:
     from controlplane.app import ControlPlane
@@ -47,17 +47,20 @@ class JobSubmit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class EnrollRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``POST /api/v1/enroll`` (authenticated by the one-time token in the body)."""
+    """``POST /api/v1/enroll`` (authenticated by the one-time token in the body): the token's
+    secret part, and a CSR (PEM) for the key the agent made; the names come from here."""
 
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     agent: Name
     cluster: Name
-    public_key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    csr: Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
 
 
 class EnrollmentTokenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cluster: Name = "default"
     ttl_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)] = 86_400.0
+    uses: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1
+    replace: Name | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -154,8 +157,7 @@ class Api:
         self.store = control.store
         self.dispatcher = control.dispatcher
         self._role_cache: dict[str, tuple[str, float]] = {}
-        self._validators: dict[bytes, Any] = {}
-        self._plugins_by_cluster: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._plugins_by_cluster: dict[str, tuple[int, dict[str, str]]] = {}
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -265,37 +267,20 @@ class Api:
             "finished_at": delivery.finished_at if delivery is not None else None,
         }
 
-    def _cluster_plugins(self, cluster: str) -> dict[str, Any]:
-        """Plugin name -> params validator (or None) offered by the cluster's live agents.
-
-        Rebuilt only when the set of live agents changes; compiled validators are kept by
-        schema, so agents publishing the same schema share one."""
+    def _cluster_plugins(self, cluster: str) -> dict[str, str]:
+        """Plugin name -> a live agent of the cluster that offers it (whose published schema
+        checks the params). Rebuilt only when the set of live agents changes."""
         cached = self._plugins_by_cluster.get(cluster)
         if cached is not None and cached[0] == self.dispatcher.links_version:
             return cached[1]
-        plugins: dict[str, Any] = {}
+        plugins: dict[str, str] = {}
         for link in self.dispatcher.links.values():
             if link.cluster != cluster:
                 continue
-            schemas = self.control.agent_schemas.get(link.name, {})
             for name in link.plugins:
-                if plugins.get(name) is None:
-                    plugins[name] = self._validator(schemas.get(name))
+                plugins.setdefault(name, link.name)
         self._plugins_by_cluster[cluster] = (self.dispatcher.links_version, plugins)
         return plugins
-
-    def _validator(self, schema: dict[str, Any] | None) -> Any:
-        if schema is None:
-            return None
-        fingerprint = msgspec.json.encode(schema)
-        validator = self._validators.get(fingerprint)
-        if validator is None:
-            try:
-                validator = jsonschema_rs.validator_for(schema)
-            except (ValueError, TypeError):  # an agent published a schema we cannot compile
-                return None
-            self._validators[fingerprint] = validator
-        return validator
 
     def _check_params(self, submit: JobSubmit) -> None:
         """Validate params against the schema the cluster's live agents publish for the plugin."""
@@ -308,7 +293,7 @@ class Api:
                 f"(offered: {', '.join(sorted(plugins))})",
                 code="unknown_plugin",
             )
-        validator = plugins[submit.plugin]
+        validator = self.control.schemas.validator(plugins[submit.plugin], submit.plugin)
         if validator is None or validator.is_valid(submit.params):
             return
         errors = list(validator.iter_errors(submit.params))
@@ -489,42 +474,75 @@ class Api:
             "connections": agent.connections,
             "enrolled_at": agent.enrolled_at,
             "last_seen": time.time() if link else agent.last_seen,
+            "certificate_expires_at": agent.cert_expires_at,
+            "revoked": agent.revoked_at is not None,
         }
+
+    async def revoke_agent(self, request: Request) -> Response:
+        """Refuse an agent from now on and end its session at once (it may be enrolled again)."""
+        role = await self._authorize(request, "admin")
+        name = request.path_params["name"]
+        if not await self.store.revoke_agent(name, role, time.time()):
+            raise NotFound(f"no enrolled, unrevoked agent {name!r}", code="agent_not_found")
+        self.dispatcher.disconnect(name, "the agent's identity was revoked")
+        return json_response({"name": name, "revoked": True})
+
+    async def ca_certificate(self, request: Request) -> Response:
+        """The certificate agents and API clients trust this server with (PEM; public).
+        An agent enrolling compares its SHA-256 with the pin in its token before using it."""
+        anchor = self.control.trust_anchor_pem
+        return Response(anchor, media_type="application/x-pem-file")
 
     async def enroll(self, request: Request) -> Response:
         body: EnrollRequest = await self._body(request, EnrollRequest)
-        if not body.token.startswith(ENROLLMENT_TOKEN_PREFIX):
+        secret = body.token.split(".", 1)[0]  # the pin part, if sent, is the agent's business
+        if not secret.startswith(ENROLLMENT_TOKEN_PREFIX):
             raise Unauthorized("not an enrolment token (they start with 'bhe_')", code="invalid_token")
-        now = time.time()
-        cluster, refusal = await self.store.consume_enrollment_token(token_hash(body.token), body.agent, now)
-        if cluster is None:
-            raise Unauthorized(refusal, code="invalid_token")
-        if cluster != body.cluster:
-            raise Forbidden(f"this token enrols into cluster {cluster!r}, not {body.cluster!r}", code="wrong_cluster")
-        existing = await self.store.get_agent(body.agent)
-        if existing is not None and existing.cluster != cluster:
-            # A token for one cluster must not take over an agent name registered in another.
-            raise Conflict(
-                f"agent {body.agent!r} is enrolled in cluster {existing.cluster!r}; choose another name",
-                code="agent_exists",
+        server = self.control.config.server
+        try:
+            certificate, issued = self.control.authority.issue_agent(
+                body.csr.encode(), body.agent, body.cluster, server.agent_cert_ttl_s
             )
-        agent_id = self.control.new_id()
-        await self.store.register_agent(
-            AgentRow(name=body.agent, cluster=cluster, agent_id=agent_id, public_key=body.public_key, enrolled_at=now)
+        except PkiError as exc:
+            raise BadRequest(f"csr: {exc}", code="invalid_csr") from None
+        agent = AgentRow(
+            name=body.agent,
+            cluster=body.cluster,
+            agent_id=self.control.new_id(),
+            public_key=issued.public_key,
+            enrolled_at=time.time(),
+            cert_expires_at=issued.not_after,
         )
-        await self.store.audit("enrollment-token", "agent.enroll", {"agent": body.agent, "cluster": cluster}, now)
-        link = self.dispatcher.links.get(body.agent)
-        if link is not None:  # re-enrolment replaces the key: the old session must prove itself again
-            link.close(4003, "the agent was enrolled again")
-        return json_response({"agent": body.agent, "cluster": cluster, "agent_id": agent_id}, 201)
+        outcome = await self.store.enroll_agent(EnrollmentGrant(token_hash(secret), agent), time.time())
+        if isinstance(outcome, EnrollmentRefused):
+            raise ApiError(outcome.message, code=outcome.code, status=outcome.status)
+        # A replaced identity's session (if any) must not outlive its key.
+        self.dispatcher.disconnect(body.agent, "the agent was enrolled again with a new key")
+        anchor = self.control.trust_anchor_pem
+        return json_response(
+            {
+                "agent": agent.name,
+                "cluster": agent.cluster,
+                "agent_id": agent.agent_id,
+                "certificate": certificate.decode(),
+                "certificate_expires_at": issued.not_after,
+                "server_ca": anchor.decode(),
+                "signing_keys": [msgspec.to_builtins(k) for k in self.control.signing_keys.published],
+            },
+            201,
+        )
 
     async def create_enrollment_token(self, request: Request) -> Response:
         role = await self._authorize(request, "admin")
         body: EnrollmentTokenRequest = await self._body(request, EnrollmentTokenRequest)
-        token = new_token(ENROLLMENT_TOKEN_PREFIX)
+        anchor = self.control.trust_anchor_pem
+        token, secret = new_enrollment_token(fingerprint(anchor))
         now = time.time()
-        await self.store.add_enrollment_token(token_hash(token), body.cluster, now + body.ttl_s, now)
-        await self.store.audit(role, "enrollment_token.create", {"cluster": body.cluster, "ttl_s": body.ttl_s}, now)
+        await self.store.add_enrollment_token(
+            token_hash(secret), body.cluster, now + body.ttl_s, now, body.uses, body.replace
+        )
+        detail = {"cluster": body.cluster, "ttl_s": body.ttl_s, "uses": body.uses, "replace": body.replace}
+        await self.store.audit(role, "enrollment_token.create", detail, now)
         return json_response({"token": token, "cluster": body.cluster, "expires_at": now + body.ttl_s}, 201)
 
     async def healthz(self, request: Request) -> Response:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
+from agent.protocol.signing import OfferSigner
 from controlplane.api import Api, error_response, json_response
 from controlplane.config import ControlConfig
 from controlplane.dispatcher import Dispatcher
@@ -24,10 +26,14 @@ from controlplane.errors import ApiError
 from controlplane.gateway import agent_endpoint
 from controlplane.metrics import Metrics
 from controlplane.openapi import openapi_document
+from controlplane.pki import Authority
 from controlplane.schedules.api import ScheduleApi
 from controlplane.schedules.scheduler import Scheduler
+from controlplane.schemas import SchemaRegistry
+from controlplane.signing_keys import SigningKeys
 from controlplane.sinks.runner import SinkRunner
 from controlplane.store.sqlite import SqliteStore
+from controlplane.tls import TlsSetup
 
 log = logging.getLogger("bridgehead.control")
 DB_FILE = "control.db"
@@ -41,28 +47,59 @@ def open_store(data_dir: Path, config: ControlConfig) -> SqliteStore:
 class ControlPlane:
     """The app-long registry of the control plane's parts."""
 
-    def __init__(self, data_dir: Path, config: ControlConfig) -> None:
+    def __init__(self, data_dir: Path, config: ControlConfig, tls: TlsSetup | None = None) -> None:
         self.data_dir = data_dir
         self.config = config
         self.store = open_store(data_dir, config)
+        self.authority = Authority(data_dir)
+        self.signing_keys = SigningKeys(data_dir)
+        # None: plain HTTP on loopback (--insecure-http); agents then prove their key only.
+        self.tls = tls
         self.metrics = Metrics()
         self.dispatcher = Dispatcher(
             self.store,
             self.metrics,
             heartbeat_s=config.server.heartbeat_s,
             restart_grace_s=config.server.restart_grace_s,
+            signer=OfferSigner(self.signing_keys.current, config.server.offer_ttl_s),
+            max_credit=config.server.max_agent_credit,
         )
         self.sinks = SinkRunner(self.store, config, self.metrics)
         self.dispatcher.on_finished.append(self.sinks.job_finished)
-        # agent name -> plugin name -> params JSON Schema, from each live agent's hello
-        self.agent_schemas: dict[str, dict[str, dict[str, Any] | None]] = {}
+        self.schemas = SchemaRegistry(config.server.max_schema_bytes, config.server.max_schemas)
+        self.unauthenticated = 0  # agent connections still in their handshake (gateway)
         # Ids are a random per-process prefix and a counter: unique across restarts and
         # nodes, and without a system call per job (uuid4 reads os.urandom each time).
         self._id_prefix = secrets.token_hex(8)
         self._id_counter = itertools.count(1)
 
+    @property
+    def trust_anchor_pem(self) -> bytes:
+        """What agents pin and verify this server with (served at ``GET /api/v1/ca``)."""
+        return self.tls.trust_anchor_pem if self.tls is not None else self.authority.trust_anchor()
+
     def new_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):016x}"
+
+
+REVOCATION_POLL_S = 1.0
+
+
+async def watch_revocations(control: ControlPlane) -> None:
+    """Disconnect agents revoked by the CLI (another process, writing the store directly)
+    within a second; the API's DELETE disconnects at once."""
+    since = time.time() - 1.0
+    while True:
+        await asyncio.sleep(REVOCATION_POLL_S)
+        now = time.time()
+        try:
+            names = await control.store.revoked_agents(since - REVOCATION_POLL_S)
+        except Exception:  # noqa: BLE001 - a busy database costs one poll, not the watcher
+            log.exception("reading revoked agents failed")
+            continue
+        since = now
+        for name in names:
+            control.dispatcher.disconnect(name, "the agent's identity was revoked")
 
 
 def build_app(control: ControlPlane) -> Starlette:
@@ -96,12 +133,15 @@ def build_app(control: ControlPlane) -> Starlette:
         await control.dispatcher.start()
         await scheduler.start()  # after the dispatcher: its first pass runs missed runs
         await control.sinks.start()
+        revocations = asyncio.create_task(watch_revocations(control), name="revocations")
         try:
             yield
         finally:
+            revocations.cancel()
             await control.sinks.stop()
             await scheduler.stop()
             await control.dispatcher.stop()
+            control.schemas.close()
             await control.store.close()
 
     routes = [
@@ -116,6 +156,8 @@ def build_app(control: ControlPlane) -> Starlette:
         Route("/api/v1/jobs/{job_id}/sync/errors", api.sync_errors, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}/sync/retry", api.retry_sync, methods=["POST"]),
         Route("/api/v1/agents", api.list_agents, methods=["GET"]),
+        Route("/api/v1/agents/{name}", api.revoke_agent, methods=["DELETE"]),
+        Route("/api/v1/ca", api.ca_certificate, methods=["GET"]),
         Route("/api/v1/syncs", api.list_syncs, methods=["GET"]),
         Route("/api/v1/syncs/{name}", api.delete_sync, methods=["DELETE"]),
         Route("/api/v1/enroll", api.enroll, methods=["POST"]),

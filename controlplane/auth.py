@@ -18,6 +18,14 @@ def new_token(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
+def new_enrollment_token(ca_sha256: str) -> tuple[str, str]:
+    """``(token, secret)``: the token as printed, ``bhe_<secret>.<sha256 of the CA>``, and the
+    secret part that the store keeps (hashed). The pin lets the agent trust only that CA on
+    first contact, as ``kubeadm join --discovery-token-ca-cert-hash`` does."""
+    secret = new_token(ENROLLMENT_TOKEN_PREFIX)
+    return f"{secret}.{ca_sha256}", secret
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

@@ -1,8 +1,11 @@
-"""``bridgehead-control``: serve, and manage tokens on the data dir.
+"""``bridgehead-control``: serve, and manage tokens, agents and keys on the data dir.
 
-    bridgehead-control serve --data-dir DIR [--listen HOST:PORT] [--config control.toml]
+    bridgehead-control serve --data-dir DIR [--listen HOST:PORT] [--config control.toml] [--insecure-http]
+    bridgehead-control ca-cert --data-dir DIR
     bridgehead-control api-token create --data-dir DIR --role admin|operator|viewer [--name NAME]
-    bridgehead-control enrollment-token create --data-dir DIR [--cluster NAME] [--ttl SECONDS]
+    bridgehead-control enrollment-token create --data-dir DIR [--cluster NAME] [--ttl S] [--uses N] [--replace NAME]
+    bridgehead-control agent revoke NAME --data-dir DIR
+    bridgehead-control signing-key rotate|list --data-dir DIR
 
 Token commands work while the server runs (SQLite WAL allows a second writer process).
 """
@@ -20,7 +23,7 @@ from agent.commands import run_command
 from agent.errors import ConfigError
 from agent.logs import configure_logging
 from controlplane import __version__
-from controlplane.auth import API_TOKEN_PREFIX, ENROLLMENT_TOKEN_PREFIX, ROLES, new_token, token_hash
+from controlplane.auth import API_TOKEN_PREFIX, ROLES, new_enrollment_token, new_token, token_hash
 from controlplane.config import ControlConfig, load_control_config, parse_listen
 from controlplane.listening import bind
 
@@ -31,6 +34,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from controlplane.app import ControlPlane, build_app
+    from controlplane.pki import Authority, write_private
+    from controlplane.tls import PeerCertWebSocketProtocol, is_loopback, prepare_tls
 
     config: ControlConfig = load_control_config(args.config)
     listen = args.listen or config.server.listen
@@ -38,16 +43,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = parse_listen(listen)
     except ValueError as exc:
         raise ConfigError("--listen", "", str(exc)) from None
+    if args.insecure_http and not is_loopback(host):
+        raise ConfigError(
+            "--insecure-http", "", f"plain HTTP is only for loopback addresses, not {host}: drop it to serve HTTPS"
+        )
     configure_logging(config.server.log_level, config.server.log_format)
+    data_dir = Path(args.data_dir)
+    tls = None if args.insecure_http else prepare_tls(config, Authority(data_dir), host)
     sock = bind(host, port)
-    control = ControlPlane(Path(args.data_dir), config)
+    control = ControlPlane(data_dir, config, tls)
+    if tls is not None:
+        write_private(control.authority.anchor_file, tls.trust_anchor_pem)
     app = build_app(control)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             loop="uvloop",
             http="httptools",
-            ws="websockets-sansio",
+            ws=PeerCertWebSocketProtocol,
             ws_max_size=config.server.max_message_bytes + 1024,
             ws_ping_interval=None,  # agents send protocol heartbeats, answered by the gateway
             lifespan="on",
@@ -55,13 +68,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=10,
+            ssl_context_factory=(lambda _config, _default: tls.context) if tls is not None else None,
         )
     )
     actual = sock.getsockname()
+    scheme = "http" if tls is None else "https"
     log.info(
-        "bridgehead-control %s serving on http://%s:%d (data dir %s)", __version__, actual[0], actual[1], args.data_dir
+        "bridgehead-control %s serving on %s://%s:%d (data dir %s)",
+        __version__,
+        scheme,
+        actual[0],
+        actual[1],
+        args.data_dir,
     )
+    if tls is None:
+        log.warning("plain HTTP (--insecure-http): for development on loopback only; agents are not pinned to a CA")
     server.run(sockets=[sock])
+    return 0
+
+
+def cmd_ca_cert(args: argparse.Namespace) -> int:
+    from controlplane.pki import Authority
+
+    sys.stdout.write(Authority(Path(args.data_dir)).trust_anchor().decode())
+    return 0
+
+
+def cmd_agent_revoke(args: argparse.Namespace) -> int:
+    async def revoke() -> bool:
+        store = _store(args.data_dir)
+        try:
+            return bool(await store.revoke_agent(args.name, "cli", time.time()))
+        finally:
+            await store.close()
+
+    if not asyncio.run(revoke()):
+        raise ConfigError("agent revoke", args.name, "no enrolled, unrevoked agent of that name")
+    print(f"revoked {args.name}: a running control plane disconnects it within a second")
+    return 0
+
+
+def cmd_signing_key(args: argparse.Namespace) -> int:
+    from controlplane.signing_keys import SigningKeys
+
+    keys = SigningKeys(Path(args.data_dir))
+    if args.action == "rotate":
+        new = keys.rotate()
+        print(f"{new.key_id} is now the signing key (endorsed by {new.endorsed_by}); restart the control plane")
+    elif args.action == "retire":
+        keys.retire(args.key_id)
+        print(f"{args.key_id} is no longer published")
+    else:
+        for key in keys.published:
+            mark = "current" if key.key_id == keys.current_id else f"endorsed by {key.endorsed_by or '-'}"
+            print(f"{key.key_id}  {mark}")
     return 0
 
 
@@ -87,15 +147,20 @@ def cmd_api_token(args: argparse.Namespace) -> int:
 
 
 def cmd_enrollment_token(args: argparse.Namespace) -> int:
-    token = new_token(ENROLLMENT_TOKEN_PREFIX)
+    from controlplane.pki import Authority, fingerprint
+
     if args.ttl <= 0:
         raise ConfigError("--ttl", "", "must be a positive number of seconds")
+    if args.uses < 1:
+        raise ConfigError("--uses", "", "must be at least 1")
+    token, secret = new_enrollment_token(fingerprint(Authority(Path(args.data_dir)).trust_anchor()))
 
     async def create() -> None:
         store = _store(args.data_dir)
         now = time.time()
-        await store.add_enrollment_token(token_hash(token), args.cluster, now + args.ttl, now)
-        await store.audit("cli", "enrollment_token.create", {"cluster": args.cluster, "ttl_s": args.ttl}, now)
+        await store.add_enrollment_token(token_hash(secret), args.cluster, now + args.ttl, now, args.uses, args.replace)
+        detail = {"cluster": args.cluster, "ttl_s": args.ttl, "uses": args.uses, "replace": args.replace}
+        await store.audit("cli", "enrollment_token.create", detail, now)
         await store.close()
 
     asyncio.run(create())
@@ -111,7 +176,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8080 or server.listen)")
     p.add_argument("--config", help="control.toml")
+    p.add_argument(
+        "--insecure-http", action="store_true", help="serve plain HTTP (loopback addresses only; development)"
+    )
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("ca-cert", help="print the certificate (PEM) that agents and API clients trust")
+    p.add_argument("--data-dir", required=True)
+    p.set_defaults(func=cmd_ca_cert)
+    p = sub.add_parser("agent", help="manage enrolled agents")
+    asub = p.add_subparsers(dest="action", required=True)
+    c = asub.add_parser("revoke", help="refuse an agent from now on and disconnect it")
+    c.add_argument("name")
+    c.add_argument("--data-dir", required=True)
+    c.set_defaults(func=cmd_agent_revoke)
+    p = sub.add_parser("signing-key", help="the keys that sign job offers")
+    ksub = p.add_subparsers(dest="action", required=True)
+    for action, text in (("list", "list published keys"), ("rotate", "make a new signing key, endorsed by the old")):
+        c = ksub.add_parser(action, help=text)
+        c.add_argument("--data-dir", required=True)
+        c.set_defaults(func=cmd_signing_key)
+    c = ksub.add_parser("retire", help="stop publishing a replaced key")
+    c.add_argument("key_id")
+    c.add_argument("--data-dir", required=True)
+    c.set_defaults(func=cmd_signing_key)
     p = sub.add_parser("api-token", help="manage API tokens")
     tsub = p.add_subparsers(dest="action", required=True)
     c = tsub.add_parser("create", help="create a token and print it (shown once)")
@@ -125,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", required=True)
     c.add_argument("--cluster", default="default")
     c.add_argument("--ttl", type=float, default=86_400.0, help="seconds until it expires (default 1 day)")
+    c.add_argument("--uses", type=int, default=1, help="how many agents it may enrol (default 1)")
+    c.add_argument("--replace", metavar="NAME", help="may enrol NAME again although it is enrolled (a new key)")
     c.set_defaults(func=cmd_enrollment_token)
     return parser
 

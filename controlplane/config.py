@@ -28,6 +28,27 @@ class ServerSection(_Section):
     max_wait_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 300.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    # HTTPS (docs/security.md). Empty: a certificate from the control plane's own CA, naming
+    # the listen host, localhost, 127.0.0.1 and ``tls_names``. Given: that certificate and key
+    # (PEM); agents then pin ``tls_ca_file`` (its issuing CA) or, without it, the certificate.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_names: Annotated[list[str], msgspec.Meta(max_length=100)] = []
+    # Agent certificates: their life, renewed by the agent over its session when a third is left.
+    agent_cert_ttl_s: Annotated[float, msgspec.Meta(ge=60, le=5 * 365 * 86_400)] = 90 * 86_400.0
+    # How long a signed job offer is valid (agents remember offers this long to refuse replays).
+    offer_ttl_s: Annotated[int, msgspec.Meta(ge=10, le=86_400)] = 300
+    # The most job slots one agent session may hold (credit it asks for beyond this is ignored).
+    max_agent_credit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    # Connections that have not finished the agent handshake: how many at once, and for how long.
+    max_unauthenticated: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    handshake_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 15.0
+    # Bytes queued for one agent that it has not read yet; beyond this the agent is dropped.
+    max_agent_backlog_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=1024 * MiB)] = 16 * MiB
+    # Parameter schemas published by agents: the largest one compiled, and how many kept.
+    max_schema_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * MiB)] = 256 * 1024
+    max_schemas: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
 
 
 class JobsSection(_Section):

@@ -61,6 +61,7 @@ from agent.protocol import (
     ServerMessage,
     SyncState,
 )
+from agent.protocol.signing import OfferSigner
 from controlplane.metrics import Metrics
 from controlplane.store.base import JobRow, Store
 
@@ -91,6 +92,7 @@ class Live:
     cancel_requested: bool = False
     acked_seq: int = 0
     lease_expires: float = 0.0  # monotonic; refreshed while the agent's session is alive
+    sync: str | None = None  # the sync whose state this attempt may replace (its params name it)
 
 
 @dataclass
@@ -111,11 +113,22 @@ class AgentLink:
     closed: bool = False
     version: str = ""
     running: set[str] = field(default_factory=set)
+    heartbeat_pending: bool = False  # an answer to a heartbeat is queued, not yet written
 
 
 class Dispatcher:
-    def __init__(self, store: Store, metrics: Metrics, heartbeat_s: float = 5.0, restart_grace_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        heartbeat_s: float = 5.0,
+        restart_grace_s: float = 60.0,
+        signer: OfferSigner | None = None,
+        max_credit: int = 256,
+    ) -> None:
         self.store = store
+        self.signer = signer
+        self.max_credit = max_credit
         self.metrics = metrics
         self.heartbeat_s = heartbeat_s
         self.lease_s = 2 * heartbeat_s
@@ -163,6 +176,7 @@ class Dispatcher:
                 acked_seq=job.acked_seq,
                 offered=True,
                 lease_expires=now + self.restart_grace_s,
+                sync=sync_name(job.params),
             )
         self._monitor = asyncio.create_task(self._monitor_loop(), name="lease monitor")
         log.info("dispatcher started: %d queued, %d running", len(self.queued), len(self.live))
@@ -323,7 +337,10 @@ class Dispatcher:
             plugin=job.plugin,
             params=self._with_sync_state(job),
             timeout_s=job.timeout_s,
+            agent=link.name,
         )
+        if self.signer is not None:
+            offer = self.signer.sign(offer, time.time())
         try:
             encoded = link.encode(offer)  # encodable and within the frame limit, before any state changes
         except Exception as exc:  # noqa: BLE001 - the job cannot be offered anywhere: it fails
@@ -343,6 +360,7 @@ class Dispatcher:
             started_at=wall,
             cancel_requested=job.cancel_requested,
             lease_expires=now + self.lease_s,
+            sync=sync_name(job.params),
         )
         link.running.add(job.id)
         live = self.live[job.id]
@@ -360,8 +378,8 @@ class Dispatcher:
         """A sync job's params, with the state its run starts from (read at each attempt, so
         a job that waited in the queue starts from the newest state)."""
         params = job.params
-        name = params.get("sync") if params.get("mode") == "sync" else None
-        if not isinstance(name, str):
+        name = sync_name(params)
+        if name is None:
             return params
         state = self.store.sync_state(name) or SyncState(name=name)
         return {**params, "sync_state": msgspec.to_builtins(state)}
@@ -413,6 +431,14 @@ class Dispatcher:
                     live.lease_expires = link.last_seen + self.lease_s
         self.links_version += 1
 
+    def disconnect(self, name: str, reason: str) -> None:
+        """End the agent's session now (revoked); its attempts' leases run out as for a lost agent."""
+        link = self.links.get(name)
+        if link is not None:
+            log.warning("disconnecting agent %s: %s", name, reason)
+            link.close(4003, reason)
+            self.detach(link)
+
     def _current(self, link: AgentLink, job_id: str, attempt: int) -> Live | None:
         live = self.live.get(job_id)
         if live is None or live.attempt != attempt or live.agent != link.name:
@@ -444,13 +470,18 @@ class Dispatcher:
                     "message": message.message,
                 }
         elif isinstance(message, Credit):
-            link.credit += message.n
+            # Capped: an agent asking for more than its share cannot hoard its cluster's queue.
+            link.credit = min(link.credit + message.n, max(0, self.max_credit - len(link.running)))
             self.dispatch(link.cluster)
         elif isinstance(message, Drain):
             link.draining = True
             log.info("agent %s is draining: %s", link.name, message.reason)
         elif isinstance(message, Heartbeat):
-            link.send(Heartbeat())
+            # One answer waiting is enough: an agent that floods heartbeats without reading
+            # the answers must not grow its outbox (the gateway bounds it too).
+            if not link.heartbeat_pending:
+                link.heartbeat_pending = True
+                link.send(Heartbeat())
 
     def _on_records(self, link: AgentLink, message: Records) -> None:
         live = self._current(link, message.job_id, message.attempt)
@@ -493,6 +524,18 @@ class Dispatcher:
         state = message.status
         if live.cancel_requested and state == "failed":
             state = "cancelled"
+        sync_state = message.sync_state
+        if sync_state is not None and (state != "succeeded" or sync_state.name != live.sync):
+            # Only a succeeded run of that very sync may leave its state; whatever else an
+            # agent claims is dropped (and said, since it is a bug or an attack).
+            log.warning(
+                "job %s attempt %d (agent %s) reported state for sync %r, which it was not given: ignored",
+                live.job_id,
+                live.attempt,
+                link.name,
+                sync_state.name,
+            )
+            sync_state = None
         self._finish(
             live.job_id,
             live.attempt,
@@ -500,7 +543,7 @@ class Dispatcher:
             error.code if error else None,
             error.message if error else None,
             message.record_count,
-            message.sync_state,
+            sync_state,
         ).add_done_callback(lambda _f: link.send(ack))
 
     async def _on_stale_complete(self, link: AgentLink, message: Complete) -> None:
@@ -639,6 +682,12 @@ class Dispatcher:
                     f"no result {live.timeout_s:g} s (+{TIMEOUT_GRACE_S:g} s grace) after the attempt started",
                     live.acked_seq,
                 )
+
+
+def sync_name(params: dict[str, Any]) -> str | None:
+    """The sync a job's params name (LDAP sync mode), whose state its run starts from."""
+    name = params.get("sync") if params.get("mode") == "sync" else None
+    return name if isinstance(name, str) else None
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:

@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
@@ -25,23 +26,28 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 import controlplane
 from agent.protocol import (
     SUBPROTOCOL,
+    Certificate,
     Challenge,
     Error,
     Hello,
     ProtocolError,
+    Renew,
     ServerMessage,
     ServerSession,
     Welcome,
     pack,
 )
-from agent.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_UNSUPPORTED_VERSION
+from agent.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_VERSION
+from agent.protocol.signing import hello_bytes
 from controlplane.dispatcher import AgentLink
+from controlplane.pki import AgentCert, PkiError, agent_identity
 
 if TYPE_CHECKING:
     from controlplane.app import ControlPlane
 
 log = logging.getLogger("bridgehead.control.gateway")
-HANDSHAKE_TIMEOUT_S = 15.0
+CLOSE_TRY_AGAIN_LATER = 1013
+TRANSPORT_EXTENSION = "bridgehead.transport"  # set by controlplane.tls.PeerCertWebSocketProtocol
 
 
 class AuthFailed(ProtocolError):
@@ -58,6 +64,10 @@ async def _receive(ws: WebSocket) -> bytes | str:
     return data
 
 
+class Backlogged(ProtocolError):
+    close_code = CLOSE_POLICY_VIOLATION
+
+
 async def agent_endpoint(ws: WebSocket) -> None:
     control: ControlPlane = ws.app.state.control
     offered = ws.scope.get("subprotocols") or []
@@ -68,34 +78,70 @@ async def agent_endpoint(ws: WebSocket) -> None:
             f"unsupported protocol {','.join(offered) or 'none'}; this control plane speaks {SUBPROTOCOL}"[:123],
         )
         return
+    server = control.config.server
+    if control.unauthenticated >= server.max_unauthenticated:
+        # Refused before any work: a flood of half-open sessions costs this, nothing more.
+        control.metrics.protocol_errors.labels("too_many_handshakes").inc()
+        await ws.close(CLOSE_TRY_AGAIN_LATER, "too many agent handshakes in progress; try again")
+        return
+    control.unauthenticated += 1
+    authenticated = False
     await ws.accept(subprotocol=SUBPROTOCOL)
     peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
-    session = ServerSession(control.config.server.max_message_bytes)
+    session = ServerSession(server.max_message_bytes)
     outbox: deque[bytes | tuple[int, str]] = deque()  # encoded messages, or a close (code, reason)
+    backlog = 0  # bytes queued in the outbox, not yet taken by the writer
+    dropped = False
     wake = asyncio.Event()
     link: AgentLink | None = None
 
-    def send(message: ServerMessage) -> None:
-        outbox.append(session.send(message))
+    def queue(encoded: bytes) -> None:
+        nonlocal backlog
+        if dropped:
+            return
+        backlog += len(encoded)
+        if backlog > server.max_agent_backlog_bytes:
+            drop()
+            return
+        outbox.append(encoded)
         wake.set()
+
+    def drop() -> None:
+        """The agent does not read what it is sent: cut it off at once, without flushing
+        (a polite close would wait on the very socket buffer it leaves full)."""
+        nonlocal dropped
+        dropped = True
+        outbox.clear()
+        control.metrics.protocol_errors.labels("backlogged").inc()
+        log.warning(
+            "agent %s (%s) does not read its answers (%d bytes unread): dropping the connection",
+            link.name if link else "unauthenticated",
+            peer,
+            backlog,
+        )
+        session.fail()
+        transport = (ws.scope.get("extensions") or {}).get(TRANSPORT_EXTENSION)
+        if transport is not None:
+            transport.abort()
+        writer_task.cancel()
+
+    def send(message: ServerMessage) -> None:
+        queue(session.send(message))
 
     def encode(message: ServerMessage) -> bytes:
         encoded = session.send(message)
-        limit = control.config.server.max_message_bytes
+        limit = server.max_message_bytes
         if len(encoded) > limit:
             raise ValueError(f"{len(encoded)} bytes, over the {limit}-byte frame limit")
         return encoded
-
-    def send_encoded(encoded: bytes) -> None:
-        outbox.append(encoded)
-        wake.set()
 
     def close(code: int, reason: str) -> None:
         outbox.append((code, reason[:123]))
         wake.set()
 
     async def writer() -> None:
-        limit = control.config.server.max_message_bytes
+        nonlocal backlog
+        limit = server.max_message_bytes
         while True:
             await wake.wait()
             wake.clear()
@@ -106,7 +152,10 @@ async def agent_endpoint(ws: WebSocket) -> None:
                 if isinstance(item, tuple):
                     close_with = item
                     break
+                backlog -= len(item)
                 parts.append(item)
+            if link is not None:
+                link.heartbeat_pending = False
             # Everything queued since the last pass goes out in as few frames as fit.
             for frame in pack(parts, limit):
                 await ws.send_bytes(frame)
@@ -118,23 +167,25 @@ async def agent_endpoint(ws: WebSocket) -> None:
     writer_task = asyncio.create_task(writer(), name=f"gateway writer {peer}")
     try:
         send(Challenge(nonce=secrets.token_urlsafe(32), server_version=controlplane.__version__))
-        [hello] = session.receive(await asyncio.wait_for(_receive(ws), HANDSHAKE_TIMEOUT_S))
+        [hello] = session.receive(await asyncio.wait_for(_receive(ws), server.handshake_timeout_s))
         if not isinstance(hello, Hello) or session.challenge is None:  # the session allows nothing else
             raise ProtocolError("unexpected_message", "expected hello")
-        await _authenticate(control, hello, session.challenge.nonce)
+        await _authenticate(control, ws, hello, session.challenge.nonce)
+        authenticated = True
+        control.unauthenticated -= 1
         link = AgentLink(
             name=hello.agent,
             cluster=hello.cluster,
             session_id=secrets.token_hex(8),
             plugins={p.name for p in hello.plugins},
-            credit=hello.capacity,
+            credit=min(hello.capacity, server.max_agent_credit),
             send=send,
             close=close,
             encode=encode,
-            send_encoded=send_encoded,
+            send_encoded=queue,
             version=hello.version,
         )
-        control.agent_schemas[hello.agent] = {p.name: p.params_schema for p in hello.plugins}
+        control.schemas.publish(hello.agent, hello.plugins)
         await control.store.agent_seen(
             hello.agent,
             time.time(),
@@ -146,10 +197,11 @@ async def agent_endpoint(ws: WebSocket) -> None:
         send(
             Welcome(
                 session_id=link.session_id,
-                heartbeat_s=control.config.server.heartbeat_s,
+                heartbeat_s=server.heartbeat_s,
                 lease_s=control.dispatcher.lease_s,
-                max_message_bytes=control.config.server.max_message_bytes,
+                max_message_bytes=server.max_message_bytes,
                 resume=verdicts,
+                signing_keys=control.signing_keys.published,
             )
         )
         log.info(
@@ -164,7 +216,10 @@ async def agent_endpoint(ws: WebSocket) -> None:
         while not writer_task.done():
             frame = await _receive(ws)
             for message in session.receive(frame):
-                control.dispatcher.handle(link, message)
+                if isinstance(message, Renew):
+                    await _renew(control, link, message, send)
+                else:
+                    control.dispatcher.handle(link, message)
     except ProtocolError as exc:
         control.metrics.protocol_errors.labels(exc.code).inc()
         log.warning("closing agent connection %s (%s): %s", peer, link.name if link else "unauthenticated", exc)
@@ -184,6 +239,8 @@ async def agent_endpoint(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer_task, 5)
     finally:
+        if not authenticated:
+            control.unauthenticated -= 1
         if link is not None:
             control.dispatcher.detach(link)
         writer_task.cancel()
@@ -191,16 +248,65 @@ async def agent_endpoint(ws: WebSocket) -> None:
             await writer_task
 
 
-async def _authenticate(control: ControlPlane, hello: Hello, nonce: str) -> None:
+async def _authenticate(control: ControlPlane, ws: WebSocket, hello: Hello, nonce: str) -> None:
+    """Who the agent is: over TLS its certificate says (verified against our CA by the TLS
+    layer), and the hello must agree; in every mode the hello is signed by the enrolled key
+    over the nonce, the names and the server certificate the agent saw."""
+    binding = ""
+    cert: AgentCert | None = None
+    if control.tls is not None:
+        der = (ws.scope.get("extensions") or {}).get("tls", {}).get("client_cert_der")
+        if not der:
+            raise AuthFailed(
+                "auth_failed",
+                "no client certificate: an agent connects with the certificate enrolment gave it "
+                "(an agent enrolled before TLS must enrol again)",
+            )
+        try:
+            cert = agent_identity(der)
+        except (PkiError, ValueError) as exc:
+            raise AuthFailed("auth_failed", str(exc)) from None
+        if (cert.agent, cert.cluster) != (hello.agent, hello.cluster):
+            raise AuthFailed(
+                "auth_failed",
+                f"the hello says {hello.agent!r}/{hello.cluster!r} but the certificate names "
+                f"{cert.agent!r}/{cert.cluster!r}",
+            )
+        binding = control.tls.server_cert_sha256
     agent = await control.store.get_agent(hello.agent)
     if agent is None:
         raise AuthFailed("auth_failed", f"agent {hello.agent!r} is not enrolled")
+    if agent.revoked_at is not None:
+        raise AuthFailed("auth_failed", f"agent {hello.agent!r} was revoked; an admin must enrol it again")
     if agent.cluster != hello.cluster:
         raise AuthFailed("auth_failed", f"agent {hello.agent!r} is enrolled in cluster {agent.cluster!r}")
+    if cert is not None and cert.public_key != agent.public_key:
+        raise AuthFailed("auth_failed", f"agent {hello.agent!r}: this certificate is for a key that was replaced")
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(agent.public_key))
-        key.verify(base64.b64decode(hello.signature, validate=True), nonce.encode())
+        key.verify(
+            base64.b64decode(hello.signature, validate=True), hello_bytes(nonce, hello.agent, hello.cluster, binding)
+        )
     except (InvalidSignature, ValueError, binascii.Error):
         raise AuthFailed(
-            "auth_failed", f"agent {hello.agent!r}: the signature does not match its enrolled key"
+            "auth_failed",
+            f"agent {hello.agent!r}: the hello's signature does not match its enrolled key and this connection",
         ) from None
+
+
+async def _renew(control: ControlPlane, link: AgentLink, message: Renew, send: Callable[[ServerMessage], None]) -> None:
+    """A new certificate for the session's agent and its enrolled key (names from the session)."""
+    agent = await control.store.get_agent(link.name)
+    try:
+        certificate, issued = control.authority.issue_agent(
+            message.csr.encode(), link.name, link.cluster, control.config.server.agent_cert_ttl_s
+        )
+    except PkiError as exc:
+        raise ProtocolError("bad_csr", str(exc)) from None
+    if agent is None or issued.public_key != agent.public_key:
+        raise AuthFailed("auth_failed", "a renewal must be for the agent's enrolled key")
+    await control.store.set_agent_certificate(link.name, issued.not_after)
+    log.info(
+        "agent %s: certificate renewed until %s", link.name, time.strftime("%Y-%m-%d", time.gmtime(issued.not_after))
+    )
+    send(Certificate(certificate=certificate.decode()))

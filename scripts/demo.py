@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -39,11 +40,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Trusts the demo's control plane: its CA, as `bridgehead-control ca-cert` prints it.
+TLS: dict[str, ssl.SSLContext] = {}
+
+
 def wait_for(url: str, what: str, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=1, context=TLS.get("control")):  # noqa: S310 - loopback only
                 return
         except OSError:
             time.sleep(0.1)
@@ -56,7 +61,7 @@ def call(method: str, url: str, token: str, body: Any = None) -> Any:
         url, data=data, method=method, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60, context=TLS.get("control")) as response:  # noqa: S310
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         sys.exit(f"demo: {method} {url} answered {exc.code}: {exc.read().decode()}")
@@ -199,7 +204,7 @@ def call_basic(method: str, url: str) -> Any:
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bridgehead-demo-"))
     api_port, cp_port = free_port(), free_port()
-    control_url = f"http://127.0.0.1:{cp_port}"
+    control_url = f"https://127.0.0.1:{cp_port}"
     procs: list[subprocess.Popen[bytes]] = []
     stop_directory: Any = lambda: None  # noqa: E731 - replaced once the directory runs
     logs = open(work / "demo.log", "ab")  # noqa: SIM115 - closed at the end
@@ -250,12 +255,14 @@ def main() -> None:
                 env={**os.environ, "BH_DEMO_SN_SECRET": "bridgehead"},
             )
         )
+        ca = cli("controlplane.cli", "ca-cert", "--data-dir", str(work / "control"))
+        TLS["control"] = ssl.create_default_context(cadata=ca)
         wait_for(control_url + "/healthz", "the control plane")
         token = cli("controlplane.cli", "api-token", "create", "--data-dir", str(work / "control"), "--role", "admin")
         enrollment = cli(
             "controlplane.cli", "enrollment-token", "create", "--data-dir", str(work / "control"), "--ttl", "600"
         )
-        print(f"• control plane on {control_url} (embedded SQLite store in {work / 'control'})")
+        print(f"• control plane on {control_url} (embedded SQLite store in {work / 'control'}; its own CA)")
 
         hr_db = make_hr_database(work / "hr.db")
         print(f"• HR database (SQLite, {HR_ROWS:,} staff) in {hr_db}, read through ODBC")
@@ -278,6 +285,7 @@ def main() -> None:
             f'[credentials.ldap_reader]\nusername = "{directory.reader_dn}"\npassword = "{directory.reader_password}"\n'
         )
         print("• " + cli("agent.cli", "enroll", "--config", str(config), "--token", enrollment))
+        print("  (the token pinned the control plane's CA; the agent holds a client certificate for mutual TLS)")
         procs.append(
             subprocess.Popen([PY, "-m", "agent.cli", "run", "--config", str(config)], stdout=logs, stderr=logs)
         )
@@ -286,7 +294,7 @@ def main() -> None:
             if time.monotonic() > deadline:
                 sys.exit("demo: the agent did not connect; see " + str(work / "demo.log"))
             time.sleep(0.1)
-        print("• agent demo-agent connected over one outbound websocket")
+        print("• agent demo-agent connected over one outbound websocket (mutual TLS; job offers signed)")
 
         jobs = [
             (

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -53,12 +54,29 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+# base URL -> the TLS context that trusts that control plane (registered when it starts), so
+# that any ``Api(control.url, ...)`` verifies the server as a real client would.
+TLS_CONTEXTS: dict[str, ssl.SSLContext] = {}
+
+
+def tls_context(ca_pem: bytes) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=ca_pem.decode())
+
+
+def urlopen(url: str | urllib.request.Request, data: Any = None, timeout: float = 10) -> Any:
+    """``urllib.request.urlopen`` that trusts the test control plane the URL belongs to."""
+    full = url if isinstance(url, str) else url.full_url
+    context = TLS_CONTEXTS.get("/".join(full.split("/", 3)[:3]))
+    return urllib.request.urlopen(url, data, timeout=timeout, context=context)  # noqa: S310
+
+
 class Api:
     """A small JSON client for the job API (stdlib only, so it tests nothing of ours)."""
 
-    def __init__(self, base: str, token: str | None) -> None:
+    def __init__(self, base: str, token: str | None, context: ssl.SSLContext | None = None) -> None:
         self.base = base
         self.token = token
+        self.context = context or TLS_CONTEXTS.get(base)
 
     def request(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -68,7 +86,7 @@ class Api:
             headers["Authorization"] = f"Bearer {tok}"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(req, timeout=scaled(120)) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=scaled(120), context=self.context) as resp:  # noqa: S310
                 raw = resp.read()
                 return resp.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
@@ -116,13 +134,22 @@ class Api:
 
 class ControlPlane:
     def __init__(
-        self, workdir: Path, port: int | None = None, heartbeat_s: float = 5.0, extra_config: str = "", **server: Any
+        self,
+        workdir: Path,
+        port: int | None = None,
+        heartbeat_s: float = 5.0,
+        extra_config: str = "",
+        tls: bool = True,
+        **server: Any,
     ) -> None:
         """``server``: keys of the config's [server] table; ``extra_config``: more TOML after it
-        (say a [servicenow.NAME] table)."""
+        (say a [servicenow.NAME] table). ``tls=False`` serves plain HTTP (``--insecure-http``),
+        only for tests about that mode."""
         self.data_dir = workdir / "control"
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.context: ssl.SSLContext | None = None
         self.config = workdir / "control.toml"
         lines = ["[server]", f"heartbeat_s = {heartbeat_s}"] + [f"{k} = {json.dumps(v)}" for k, v in server.items()]
         self.config.write_text("\n".join(lines) + "\n" + extra_config)
@@ -144,10 +171,17 @@ class ControlPlane:
                     f"127.0.0.1:{self.port}",
                     "--config",
                     str(self.config),
+                    *([] if self.tls else ["--insecure-http"]),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        if self.tls:
+            # The CA is made by the first command that needs it (the server, or a token made before).
+            run_cli("controlplane.cli", "ca-cert", "--data-dir", str(self.data_dir))
+            wait_until(lambda: (self.data_dir / "tls" / "anchor.pem").exists(), 20, "the server's certificate")
+            self.context = tls_context((self.data_dir / "tls" / "anchor.pem").read_bytes())
+            TLS_CONTEXTS[self.url] = self.context
         wait_until(self._healthy, 20, f"control plane on {self.url} (log {self.log})")
         if not self.admin_token:
             self.admin_token = self.token("admin")
@@ -157,7 +191,7 @@ class ControlPlane:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"control plane exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:  # noqa: S310
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1, context=self.context) as resp:  # noqa: S310
                 return bool(resp.status == 200)
         except OSError:
             return False
@@ -167,7 +201,7 @@ class ControlPlane:
             "controlplane.cli", "api-token", "create", "--data-dir", str(self.data_dir), "--role", role
         ).stdout.strip()
 
-    def enrollment_token(self, cluster: str = "default", ttl: float = 600) -> str:
+    def enrollment_token(self, cluster: str = "default", ttl: float = 600, *extra: str) -> str:
         return run_cli(
             "controlplane.cli",
             "enrollment-token",
@@ -178,10 +212,14 @@ class ControlPlane:
             cluster,
             "--ttl",
             str(ttl),
+            *extra,
         ).stdout.strip()
 
+    def ca_pem(self) -> bytes:
+        return run_cli("controlplane.cli", "ca-cert", "--data-dir", str(self.data_dir)).stdout.encode()
+
     def api(self, token: str | None = None) -> Api:
-        return Api(self.url, token if token is not None else self.admin_token)
+        return Api(self.url, token if token is not None else self.admin_token, self.context)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -232,14 +270,19 @@ class Agent:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def enroll(self, token: str) -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "agent.cli", "enroll", "--config", str(self.config), "--token", token],
+        result = self.try_enroll(token)
+        assert result.returncode == 0, result.stderr
+
+    def try_enroll(self, token: str) -> subprocess.CompletedProcess[str]:
+        """Enrol with the token on standard input (``--token -``), as an admin should."""
+        return subprocess.run(
+            [sys.executable, "-m", "agent.cli", "enroll", "--config", str(self.config), "--token", "-"],
+            input=token + "\n",
             capture_output=True,
             text=True,
             timeout=scaled(30),
             env=self.env,
         )
-        assert result.returncode == 0, result.stderr
 
     def start(self) -> Agent:
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
@@ -283,14 +326,14 @@ class CuttableProxy:
     """A TCP proxy on loopback whose link can be cut: open connections are dropped and new
     ones refused until ``restore()``; that is what a network outage looks like to both ends."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, scheme: str = "http") -> None:
         self.target = ("127.0.0.1", target_port)
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(64)
         self.port = int(self.server.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"  # TLS passes through: it is a TCP proxy
         self.up = True
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()

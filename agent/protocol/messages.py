@@ -87,24 +87,47 @@ class Challenge(msgspec.Struct, tag="challenge", frozen=True):
     server_version: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
+class SigningKey(msgspec.Struct, frozen=True):
+    """A job-signing public key, endorsed by the key it succeeds (``agent.protocol.signing``):
+    an agent pins a new key only when a key it already trusts vouches for it."""
+
+    key_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    public_key: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    endorsed_by: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    endorsement: Annotated[str, msgspec.Meta(max_length=256)] = ""
+
+
 class Welcome(msgspec.Struct, tag="welcome", frozen=True):
-    """The agent is authenticated; the session's timing and the verdicts on its held jobs."""
+    """The agent is authenticated; the session's timing and the verdicts on its held jobs.
+    ``signing_keys``: the control plane's job-signing keys, so that a rotation reaches agents
+    before the first offer signed with the new key."""
 
     session_id: Name
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0, le=3600)]
     lease_s: Annotated[float, msgspec.Meta(gt=0, le=86400)]
     max_message_bytes: Annotated[int, msgspec.Meta(ge=4096)]
     resume: Annotated[list[ResumeJob], msgspec.Meta(max_length=MAX_LISTED)] = []
+    signing_keys: Annotated[list[SigningKey], msgspec.Meta(max_length=16)] = []
 
 
 class Offer(msgspec.Struct, tag="offer", frozen=True):
-    """A job attempt for the agent to run, sent only while the agent has credit."""
+    """A job attempt for the agent to run, sent only while the agent has credit.
+
+    Signed by the control plane (Ed25519, ``agent.protocol.signing``) over every field but
+    the signature: the agent runs it only if the signature verifies with a key it pinned, the
+    offer names this agent, it has not expired, and its job id and attempt are new to it.
+    """
 
     job_id: JobId
     attempt: Attempt
     plugin: Name
     params: dict[str, object]
     timeout_s: Annotated[float, msgspec.Meta(gt=0)]
+    agent: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    issued_at: Annotated[int, msgspec.Meta(ge=0)] = 0  # unix seconds
+    expires_at: Annotated[int, msgspec.Meta(ge=0)] = 0  # unix seconds
+    key_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    signature: Annotated[str, msgspec.Meta(max_length=256)] = ""
 
 
 class Ack(msgspec.Struct, tag="ack", frozen=True):
@@ -145,6 +168,12 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     running: Annotated[list[JobRef], msgspec.Meta(max_length=MAX_LISTED)] = []
 
 
+class Certificate(msgspec.Struct, tag="certificate", frozen=True):
+    """A renewed client certificate (PEM) for the agent's existing key, answering ``renew``."""
+
+    certificate: Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
+
+
 class Error(msgspec.Struct, tag="error", frozen=True):
     """The sender is about to close the connection, and says why."""
 
@@ -156,7 +185,12 @@ class Error(msgspec.Struct, tag="error", frozen=True):
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
-    """The agent's answer to the challenge: who it is, proof of its key, what it can run."""
+    """The agent's answer to the challenge: who it is, proof of its key, what it can run.
+
+    ``signature`` covers the nonce, the agent's name and cluster and the SHA-256 of the server
+    certificate the agent saw (``agent.protocol.signing.hello_bytes``): a relay that forwards
+    the challenge holds another certificate, so the signature it passes on does not verify.
+    """
 
     agent: Name
     cluster: Name
@@ -166,6 +200,13 @@ class Hello(msgspec.Struct, tag="hello", frozen=True):
     plugins: Annotated[list[PluginInfo], msgspec.Meta(max_length=1000)] = []
     connections: Annotated[list[Name], msgspec.Meta(max_length=10_000)] = []
     jobs: Annotated[list[HeldJob], msgspec.Meta(max_length=MAX_LISTED)] = []
+
+
+class Renew(msgspec.Struct, tag="renew", frozen=True):
+    """The agent's certificate nears its end: a CSR (PEM) for the same key, answered by
+    ``certificate``. Over the authenticated session, so no token is needed."""
+
+    csr: Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
 
 
 class Credit(msgspec.Struct, tag="credit", frozen=True):
@@ -243,5 +284,5 @@ class Complete(msgspec.Struct, tag="complete", frozen=True):
     sync_state: SyncState | None = None
 
 
-ServerMessage = Challenge | Welcome | Offer | Ack | CompleteAck | Cancel | Abandon | Heartbeat | Error
-AgentMessage = Hello | Credit | Drain | Accept | Reject | Records | Progress | Complete | Heartbeat | Error
+ServerMessage = Challenge | Welcome | Offer | Ack | CompleteAck | Cancel | Abandon | Heartbeat | Certificate | Error
+AgentMessage = Hello | Credit | Drain | Accept | Reject | Records | Progress | Complete | Heartbeat | Renew | Error

@@ -76,6 +76,25 @@ class AgentRow:
     version: str = ""
     plugins: list[dict[str, Any]] = field(default_factory=list)
     connections: list[str] = field(default_factory=list)
+    cert_expires_at: float | None = None  # the newest certificate issued to it
+    revoked_at: float | None = None  # set: refused at the gateway until enrolled again
+
+
+@dataclass(frozen=True)
+class EnrollmentGrant:
+    """What an enrolment token allows (``Store.enroll_agent`` checks it in the same
+    transaction that registers the agent)."""
+
+    token_hash: str
+    agent: AgentRow
+    replace_allowed: bool = False  # refused unless the token was made with --replace NAME
+
+
+@dataclass(frozen=True)
+class EnrollmentRefused:
+    status: int  # the HTTP status to answer with
+    code: str
+    message: str
 
 
 @dataclass
@@ -170,7 +189,21 @@ class Store(abc.ABC):
 
     # --- agents and credentials -----------------------------------------------------------
     @abc.abstractmethod
-    def register_agent(self, agent: AgentRow) -> Awaitable[object]: ...
+    async def enroll_agent(self, grant: EnrollmentGrant, now: float) -> AgentRow | EnrollmentRefused:
+        """In one transaction: check the token (known, unexpired, uses left, its cluster, the
+        name free or the token made to replace it), spend one use, register the agent and
+        audit it. A refusal spends nothing."""
+
+    @abc.abstractmethod
+    def set_agent_certificate(self, name: str, expires_at: float) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    async def revoke_agent(self, name: str, actor: str, now: float) -> bool:
+        """Refuse the agent from now on (its name may then be enrolled again); False if unknown."""
+
+    @abc.abstractmethod
+    async def revoked_agents(self, since: float) -> list[str]:
+        """Names revoked at or after ``since`` (a running server polls what the CLI wrote)."""
 
     @abc.abstractmethod
     async def get_agent(self, name: str) -> AgentRow | None: ...
@@ -191,12 +224,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def add_enrollment_token(
-        self, token_hash: str, cluster: str, expires_at: float, now: float
+        self, token_hash: str, cluster: str, expires_at: float, now: float, uses: int = 1, replace: str | None = None
     ) -> Awaitable[object]: ...
-
-    @abc.abstractmethod
-    async def consume_enrollment_token(self, token_hash: str, agent: str, now: float) -> tuple[str | None, str]:
-        """Mark the token used by ``agent`` and return (its cluster, ""); or (None, why not)."""
 
     # --- schedules ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.protocol import SyncState
-from controlplane.store.base import AgentRow, JobRow, Store, SyncSummary
+from controlplane.store.base import AgentRow, EnrollmentGrant, EnrollmentRefused, JobRow, Store, SyncSummary
 from controlplane.store.schedules import SCHEDULE_SCHEMA, ScheduleTables
 from controlplane.store.sinks import SINK_SCHEMA, SinkTables
 
@@ -90,7 +90,9 @@ CREATE TABLE IF NOT EXISTS agents (
     last_seen REAL,
     version TEXT NOT NULL DEFAULT '',
     plugins TEXT NOT NULL DEFAULT '[]',
-    connections TEXT NOT NULL DEFAULT '[]'
+    connections TEXT NOT NULL DEFAULT '[]',
+    cert_expires_at REAL,
+    revoked_at REAL
 );
 CREATE TABLE IF NOT EXISTS api_tokens (
     token_hash TEXT PRIMARY KEY,
@@ -104,7 +106,9 @@ CREATE TABLE IF NOT EXISTS enrollment_tokens (
     expires_at REAL NOT NULL,
     created_at REAL NOT NULL,
     used_at REAL,
-    used_by TEXT
+    used_by TEXT,
+    uses_left INTEGER NOT NULL DEFAULT 1,
+    replace_name TEXT
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -160,7 +164,18 @@ def _agent(row: tuple[Any, ...]) -> AgentRow:
         version=row[6],
         plugins=json.loads(row[7]),
         connections=json.loads(row[8]),
+        cert_expires_at=row[9],
+        revoked_at=row[10],
     )
+
+
+# Columns added after 0.1; a data dir made by 0.1 gets them on open.
+_ADDED_COLUMNS = (
+    ("agents", "cert_expires_at", "REAL"),
+    ("agents", "revoked_at", "REAL"),
+    ("enrollment_tokens", "uses_left", "INTEGER NOT NULL DEFAULT 1"),
+    ("enrollment_tokens", "replace_name", "TEXT"),
+)
 
 
 def pack_sizes(sizes: Sequence[int]) -> bytes:
@@ -192,6 +207,9 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
         self.db.executescript(SINK_SCHEMA)
         self.db.executescript(SCHEDULE_SCHEMA)
         self._migrate_record_rows()
+        for table, column, kind in _ADDED_COLUMNS:
+            if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = []
         self._flush_scheduled = False
         # Queue positions are handed out here, not by AUTOINCREMENT, so a job has its place
@@ -476,15 +494,74 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
 
     # --- agents and credentials -----------------------------------------------------------
 
-    def register_agent(self, agent: AgentRow) -> Awaitable[Any]:
-        return self._write(
-            lambda: self.db.execute(
-                "INSERT INTO agents (name, cluster, agent_id, public_key, enrolled_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET cluster=excluded.cluster, agent_id=excluded.agent_id, "
-                "public_key=excluded.public_key, enrolled_at=excluded.enrolled_at",
-                (agent.name, agent.cluster, agent.agent_id, agent.public_key, agent.enrolled_at),
+    async def enroll_agent(self, grant: EnrollmentGrant, now: float) -> AgentRow | EnrollmentRefused:
+        agent = grant.agent
+
+        def op() -> AgentRow | EnrollmentRefused:
+            row = self.db.execute(
+                "SELECT cluster, expires_at, uses_left, replace_name FROM enrollment_tokens WHERE token_hash=?",
+                (grant.token_hash,),
+            ).fetchone()
+            if row is None:
+                return EnrollmentRefused(401, "invalid_token", "unknown enrolment token")
+            cluster, expires_at, uses_left, replace_name = row
+            if uses_left <= 0:
+                return EnrollmentRefused(401, "invalid_token", "enrolment token used up; create a new one")
+            if expires_at <= now:
+                return EnrollmentRefused(401, "invalid_token", "enrolment token expired; create a new one")
+            if cluster != agent.cluster:
+                return EnrollmentRefused(
+                    403, "wrong_cluster", f"this token enrols into cluster {cluster!r}, not {agent.cluster!r}"
+                )
+            existing = self.db.execute("SELECT cluster, revoked_at FROM agents WHERE name=?", (agent.name,)).fetchone()
+            if existing is not None and existing[1] is None and replace_name != agent.name:
+                return EnrollmentRefused(
+                    409,
+                    "agent_exists",
+                    f"agent {agent.name!r} is enrolled already (cluster {existing[0]!r}): choose another name, or "
+                    f"have an admin revoke it ('bridgehead-control agent revoke {agent.name}') or make a token "
+                    f"with '--replace {agent.name}'",
+                )
+            self.db.execute(
+                "UPDATE enrollment_tokens SET uses_left=uses_left-1, used_at=?, used_by=? WHERE token_hash=?",
+                (now, agent.name, grant.token_hash),
             )
+            self.db.execute(
+                "INSERT INTO agents (name, cluster, agent_id, public_key, enrolled_at, cert_expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET cluster=excluded.cluster, "
+                "agent_id=excluded.agent_id, public_key=excluded.public_key, enrolled_at=excluded.enrolled_at, "
+                "cert_expires_at=excluded.cert_expires_at, revoked_at=NULL",
+                (agent.name, agent.cluster, agent.agent_id, agent.public_key, now, agent.cert_expires_at),
+            )
+            action = "agent.replace" if existing is not None else "agent.enroll"
+            self.db.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                (now, "enrollment-token", action, json.dumps({"agent": agent.name, "cluster": agent.cluster})),
+            )
+            return agent
+
+        return await self._write(op, isolated=True)
+
+    def set_agent_certificate(self, name: str, expires_at: float) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute("UPDATE agents SET cert_expires_at=? WHERE name=?", (expires_at, name))
         )
+
+    async def revoke_agent(self, name: str, actor: str, now: float) -> bool:
+        def op() -> bool:
+            cursor = self.db.execute("UPDATE agents SET revoked_at=? WHERE name=? AND revoked_at IS NULL", (now, name))
+            if cursor.rowcount:
+                self.db.execute(
+                    "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                    (now, actor, "agent.revoke", json.dumps({"agent": name})),
+                )
+            return cursor.rowcount == 1
+
+        return await self._write(op)
+
+    async def revoked_agents(self, since: float) -> list[str]:
+        rows = self.db.execute("SELECT name FROM agents WHERE revoked_at >= ?", (since,)).fetchall()
+        return [str(r[0]) for r in rows]
 
     async def get_agent(self, name: str) -> AgentRow | None:
         row = self.db.execute("SELECT * FROM agents WHERE name=?", (name,)).fetchone()
@@ -515,33 +592,16 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
         row = self.db.execute("SELECT role FROM api_tokens WHERE token_hash=?", (token_hash,)).fetchone()
         return str(row[0]) if row else None
 
-    def add_enrollment_token(self, token_hash: str, cluster: str, expires_at: float, now: float) -> Awaitable[Any]:
+    def add_enrollment_token(
+        self, token_hash: str, cluster: str, expires_at: float, now: float, uses: int = 1, replace: str | None = None
+    ) -> Awaitable[Any]:
         return self._write(
             lambda: self.db.execute(
-                "INSERT INTO enrollment_tokens (token_hash, cluster, expires_at, created_at) VALUES (?, ?, ?, ?)",
-                (token_hash, cluster, expires_at, now),
+                "INSERT INTO enrollment_tokens (token_hash, cluster, expires_at, created_at, uses_left, replace_name) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token_hash, cluster, expires_at, now, uses, replace),
             )
         )
-
-    async def consume_enrollment_token(self, token_hash: str, agent: str, now: float) -> tuple[str | None, str]:
-        def op() -> tuple[str | None, str]:
-            row = self.db.execute(
-                "SELECT cluster, expires_at, used_at, used_by FROM enrollment_tokens WHERE token_hash=?",
-                (token_hash,),
-            ).fetchone()
-            if row is None:
-                return None, "unknown enrolment token"
-            cluster, expires_at, used_at, used_by = row
-            if used_at is not None:
-                return None, f"enrolment token already used (by agent {used_by!r}); create a new one"
-            if expires_at <= now:
-                return None, "enrolment token expired; create a new one"
-            self.db.execute(
-                "UPDATE enrollment_tokens SET used_at=?, used_by=? WHERE token_hash=?", (now, agent, token_hash)
-            )
-            return str(cluster), ""
-
-        return await self._write(op, isolated=True)
 
     def audit(self, actor: str, action: str, detail: dict[str, Any], now: float) -> Awaitable[Any]:
         return self._write(

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import Agent, Api, ControlPlane, free_port, run_cli, scaled, wait_connected, wait_until
+from scripted_agent import ScriptedIdentity, hello_bytes
+from scripted_agent import enroll as scripted_enroll
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -179,9 +181,11 @@ def test_malformed_submission_is_a_422_naming_the_fault(shared: Shared, body: An
     assert_serving(shared.control)
 
 
-def _raw_post(port: int, token: str, head_extra: str, body_chunks: list[bytes]) -> tuple[int, Any]:
-    """POST /api/v1/jobs over a bare socket; send what is given, then read the whole answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as sock:
+def _raw_post(control: ControlPlane, token: str, head_extra: str, body_chunks: list[bytes]) -> tuple[int, Any]:
+    """POST /api/v1/jobs over a bare TLS socket; send what is given, then read the whole answer."""
+    assert control.context is not None
+    raw = socket.create_connection(("127.0.0.1", control.port), timeout=scaled(10))
+    with control.context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
         head = (
             f"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Type: application/json\r\n{head_extra}\r\n"
@@ -210,7 +214,7 @@ def _length(answer: bytes) -> int:
 
 def test_body_over_limit_announced_by_content_length_is_413(shared: Shared) -> None:
     """A Content-Length over 1 MiB is answered 413 'too_large' before any of the body is read."""
-    status, body = _raw_post(shared.control.port, shared.control.admin_token, f"Content-Length: {2 * MiB}\r\n", [])
+    status, body = _raw_post(shared.control, shared.control.admin_token, f"Content-Length: {2 * MiB}\r\n", [])
     assert (413, "too_large") == error_of(status, body)[:2]
     assert_serving(shared.control)
 
@@ -219,7 +223,7 @@ def test_chunked_body_over_limit_is_413(shared: Shared) -> None:
     """A chunked body that grows past 1 MiB is answered 413 'too_large' as soon as it does."""
     chunk = b"x" * 65536
     chunks = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"] * 17  # 1 MiB + 64 KiB, never terminated
-    status, body = _raw_post(shared.control.port, shared.control.admin_token, "Transfer-Encoding: chunked\r\n", chunks)
+    status, body = _raw_post(shared.control, shared.control.admin_token, "Transfer-Encoding: chunked\r\n", chunks)
     assert (413, "too_large") == error_of(status, body)[:2]
     assert_serving(shared.control)
 
@@ -437,8 +441,8 @@ def test_deeply_nested_params_are_refused_or_run_never_a_500(
         outcome = _settle(api, accepted, timeout=20)
         assert {} == {d: o for d, o in outcome.items() if o not in FINE}
         assert 200 == api.request("GET", "/api/v1/jobs?limit=1000")[0]
-    wait_until(lambda: "connected to ws://" in agent.log_text(), 10, "the agent to log its connection")
-    assert 1 == agent.log_text().count("connected to ws://")
+    wait_until(lambda: "connected to wss://" in agent.log_text(), 10, "the agent to log its connection")
+    assert 1 == agent.log_text().count("connected to wss://")
     assert "succeeded" == api.wait_done(api.submit("echo", {"count": 1})["id"], timeout=20)["state"]
 
 
@@ -457,8 +461,8 @@ def test_deeply_nested_params_queued_before_the_agent_do_not_break_its_session(
         assert {} == {d: o for d, o in outcome.items() if o not in FINE}
     # The control plane counts the agent connected at its hello; the agent logs it after the
     # welcome. With nothing accepted, nothing above waited for that: wait for the line.
-    wait_until(lambda: "connected to ws://" in agent.log_text(), 10, "the agent to log its connection")
-    assert 1 == agent.log_text().count("connected to ws://")
+    wait_until(lambda: "connected to wss://" in agent.log_text(), 10, "the agent to log its connection")
+    assert 1 == agent.log_text().count("connected to wss://")
     assert [] == [line for line in control.log_text().splitlines() if "failed" in line and "gateway" in line]
 
 
@@ -473,16 +477,20 @@ class Channel:
 
 
 async def _agent_channel(
-    port: int,
+    control: ControlPlane,
     then: Callable[[dict[str, Any]], list[bytes | str]] | None,
     subprotocols: list[str] | None = None,
+    identity: ScriptedIdentity | None = None,
 ) -> Channel:
-    """Open the agent channel; after the challenge send ``then(challenge)``; read until it closes."""
+    """Open the agent channel (with ``identity``'s client certificate, or none); after the
+    challenge send ``then(challenge)``; read until it closes."""
     offered = None if subprotocols is None else [Subprotocol(p) for p in subprotocols]
     frames: list[dict[str, Any]] = []
+    context = identity.context() if identity is not None else control.context
     async with asyncio.timeout(scaled(20)):
         async with connect(
-            f"ws://127.0.0.1:{port}/api/v1/agent/connect",
+            f"wss://127.0.0.1:{control.port}/api/v1/agent/connect",
+            ssl=context,
             subprotocols=offered,
             max_size=None,
             open_timeout=scaled(10),
@@ -500,9 +508,10 @@ async def _agent_channel(
                 return Channel(frames, closed.code if closed else None, closed.reason if closed else "")
 
 
-def _hello(agent: str, challenge: dict[str, Any], key: Ed25519PrivateKey) -> str:
+def _hello(agent: str, challenge: dict[str, Any], key: Ed25519PrivateKey, binding: str = "") -> str:
     """A well-formed hello for ``agent`` in cluster default, the challenge signed with ``key``."""
-    signature = base64.b64encode(key.sign(challenge["nonce"].encode())).decode()
+    signed = hello_bytes(challenge["nonce"], agent, "default", binding)
+    signature = base64.b64encode(key.sign(signed)).decode()
     return json.dumps(
         {
             "type": "hello",
@@ -518,7 +527,7 @@ def _hello(agent: str, challenge: dict[str, Any], key: Ed25519PrivateKey) -> str
 @pytest.mark.parametrize("subprotocols", [None, ["bridgehead.v999"]], ids=["none", "v999"])
 async def test_channel_without_our_subprotocol_is_closed_4001(shared: Shared, subprotocols: list[str] | None) -> None:
     """No subprotocol, or an unknown version, is closed with 4001 and a reason naming bridgehead.v1."""
-    channel = await _agent_channel(shared.control.port, None, subprotocols)
+    channel = await _agent_channel(shared.control, None, subprotocols)
     assert 4001 == channel.code
     assert SUBPROTOCOL in channel.reason, channel.reason
     assert_serving(shared.control)
@@ -542,7 +551,7 @@ async def test_channel_protocol_violations_are_closed_1002(
     shared: Shared, frames: list[bytes | str], code: int, error: str
 ) -> None:
     """After the challenge, garbage or an out-of-order message gets an error frame and close 1002."""
-    channel = await _agent_channel(shared.control.port, lambda _challenge: frames, [SUBPROTOCOL])
+    channel = await _agent_channel(shared.control, lambda _challenge: frames, [SUBPROTOCOL])
     assert "challenge" == channel.frames[0]["type"]
     assert (code, [error]) == (channel.code, [f["code"] for f in channel.frames[1:] if f["type"] == "error"])
     assert error in channel.reason, channel.reason
@@ -552,19 +561,33 @@ async def test_channel_protocol_violations_are_closed_1002(
 @pytest.mark.parametrize("size", [4 * MiB + 1, 8 * MiB], ids=["4MiB+1", "8MiB"])
 async def test_channel_frame_over_4_mib_is_closed_1009(shared: Shared, size: int) -> None:
     """A frame over the 4 MiB message limit closes the connection with 1009."""
-    channel = await _agent_channel(shared.control.port, lambda _challenge: [b"x" * size], [SUBPROTOCOL])
+    channel = await _agent_channel(shared.control, lambda _challenge: [b"x" * size], [SUBPROTOCOL])
     assert 1009 == channel.code, channel
     assert_serving(shared.control)
 
 
-async def test_hello_for_an_agent_that_is_not_enrolled_is_closed_4003(shared: Shared) -> None:
-    """A well-formed, signed hello from a name that was never enrolled is closed with 4003."""
+async def test_hello_without_a_client_certificate_is_closed_4003(shared: Shared) -> None:
+    """A well-formed, signed hello over TLS without a client certificate is closed with 4003."""
     key = Ed25519PrivateKey.generate()
     channel = await _agent_channel(
-        shared.control.port, lambda challenge: [_hello("ghost-agent", challenge, key)], [SUBPROTOCOL]
+        shared.control, lambda challenge: [_hello("ghost-agent", challenge, key)], [SUBPROTOCOL]
     )
     assert 4003 == channel.code
-    assert (True, True) == ("ghost-agent" in channel.reason, "not enrolled" in channel.reason), channel.reason
+    assert "no client certificate" in channel.reason, channel.reason
+    assert_serving(shared.control)
+
+
+async def test_hello_naming_another_agent_than_the_certificate_is_closed_4003(shared: Shared) -> None:
+    """An enrolled agent's certificate with a hello (correctly signed) naming another agent: 4003."""
+    identity = scripted_enroll(shared.control, "ws-honest")
+    channel = await _agent_channel(
+        shared.control,
+        lambda challenge: [_hello(SHARED_AGENT, challenge, identity.key)],
+        [SUBPROTOCOL],
+        identity=identity,
+    )
+    assert 4003 == channel.code
+    assert "certificate names" in channel.reason, channel.reason
     assert_serving(shared.control)
 
 
@@ -572,16 +595,17 @@ async def test_hello_for_an_agent_that_is_not_enrolled_is_closed_4003(shared: Sh
 async def test_hello_with_a_wrong_signature_is_closed_4003(
     shared: Shared, agent_factory: AgentFactory, signature: str
 ) -> None:
-    """A hello for an enrolled agent signed with another key, or not a signature at all, is closed 4003."""
-    agent_factory(shared.control, name="ws-enrolled", start=False)
+    """A hello with the enrolled agent's certificate but signed with another key, or not a
+    signature at all, is closed 4003."""
+    identity = scripted_enroll(shared.control, f"ws-enrolled-{signature}")
 
     def frames(challenge: dict[str, Any]) -> list[bytes | str]:
-        hello = json.loads(_hello("ws-enrolled", challenge, Ed25519PrivateKey.generate()))
+        hello = json.loads(_hello(identity.name, challenge, Ed25519PrivateKey.generate()))
         if signature == "not-base64":
             hello["signature"] = "!!! not base64 !!!"
         return [json.dumps(hello)]
 
-    channel = await _agent_channel(shared.control.port, frames, [SUBPROTOCOL])
+    channel = await _agent_channel(shared.control, frames, [SUBPROTOCOL], identity=identity)
     assert 4003 == channel.code
     assert "signature" in channel.reason, channel.reason
     assert_serving(shared.control)
@@ -590,7 +614,7 @@ async def test_hello_with_a_wrong_signature_is_closed_4003(
 async def test_hello_impersonating_a_connected_agent_does_not_disturb_it(shared: Shared) -> None:
     """A wrongly signed hello naming the connected agent is closed 4003; the real agent keeps its session."""
     channel = await _agent_channel(
-        shared.control.port,
+        shared.control,
         lambda challenge: [_hello(SHARED_AGENT, challenge, Ed25519PrivateKey.generate())],
         [SUBPROTOCOL],
     )
@@ -623,7 +647,8 @@ def enroll(config: Path, token: str) -> Any:
 def test_enroll_with_a_wrong_token_exits_3(shared: Shared, tmp_path: Path) -> None:
     """A token the control plane never issued: exit 3, one line naming the token problem, no identity."""
     config = agent_toml(tmp_path, shared.control.url)
-    result = enroll(config, "bhe_this-token-was-never-issued")
+    pin = shared.control.enrollment_token().split(".")[1]  # the right pin: only the secret is wrong
+    result = enroll(config, f"bhe_this-token-was-never-issued.{pin}")
     assert 3 == result.returncode, result.stderr
     assert "token" in one_line(result)
     assert False is (tmp_path / "data" / "identity.json").exists()
@@ -655,7 +680,7 @@ def test_enroll_with_no_control_plane_listening_fails_clearly(tmp_path: Path) ->
     """With nothing listening, enrol exits non-zero with one line saying it could not reach the URL."""
     port = free_port()
     config = agent_toml(tmp_path, f"http://127.0.0.1:{port}")
-    result = enroll(config, "bhe_whatever")
+    result = enroll(config, "bhe_whatever-but-well-formed." + "0" * 64)
     line = one_line(result)
     assert (True, True) == (result.returncode != 0, f"127.0.0.1:{port}" in line), result.stderr
     assert "reach" in line, line
@@ -799,7 +824,7 @@ def test_after_all_the_bad_input_the_control_plane_still_serves(shared: Shared, 
     done = api.wait_done(job["id"], timeout=20)
     assert ("succeeded", SHARED_AGENT) == (done["state"], done["agent"])
     assert [{"n": 0}, {"n": 1}, {"n": 2}] == api.records(job["id"])
-    assert 1 == shared.agent.log_text().count("connected to ws://")
+    assert 1 == shared.agent.log_text().count("connected to wss://")
     agent_factory(shared.control, name="late-agent", cluster="late")
     wait_connected(api, ["late-agent"])
     late = api.wait_done(api.submit("echo", {"count": 1}, cluster="late")["id"], timeout=20)

@@ -11,7 +11,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import ROOT, Agent, ControlPlane, CuttableProxy, free_port, scaled, stopped, wait_connected, wait_until
+from harness import (
+    ROOT,
+    Agent,
+    ControlPlane,
+    CuttableProxy,
+    free_port,
+    scaled,
+    stopped,
+    urlopen,
+    wait_connected,
+    wait_until,
+)
 
 AgentFactory = Callable[..., Agent]
 
@@ -124,7 +135,7 @@ def test_two_agents_share_the_work_and_one_survives_the_other(
 @pytest.mark.slow
 def test_network_cut_of_30_s_while_records_stream(control: ControlPlane, agent_factory: AgentFactory) -> None:
     """Dropping the agent's connection for 30 s mid-stream loses and duplicates no record."""
-    proxy = CuttableProxy(control.port)
+    proxy = CuttableProxy(control.port, scheme="https")
     try:
         agent_factory(control, urls=[proxy.url])
         api = control.api()
@@ -284,8 +295,6 @@ def test_agent_list_and_metrics(control: ControlPlane, agent_factory: AgentFacto
     [agent] = agents
     assert (True, "default") == (agent["connected"], agent["cluster"])
     assert {"echo", "rest"} <= set(agent["plugins"])
-    import urllib.request
-
-    with urllib.request.urlopen(control.url + "/metrics") as resp:  # noqa: S310
+    with urlopen(control.url + "/metrics") as resp:
         text = resp.read().decode()
     assert 'bridgehead_jobs_finished_total{state="succeeded"} 1.0' in text

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from harness import Agent, Api, ControlPlane, scaled, urlopen, wait_connected, wait_until
 from sandbox_server import SandboxServer
 
 PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
@@ -221,9 +221,7 @@ def assert_landed_once(sandbox: SandboxServer, count: int) -> None:
 
 
 def metric_values(control: ControlPlane) -> dict[str, float]:
-    import urllib.request  # noqa: PLC0415
-
-    with urllib.request.urlopen(control.url + "/metrics") as response:  # noqa: S310 - loopback
+    with urlopen(control.url + "/metrics") as response:
         text = response.read().decode()
     return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
