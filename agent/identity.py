@@ -23,10 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.x509.oid import NameOID
 
 from agent.errors import BridgeheadError
 from agent.protocol import SigningKey
@@ -59,8 +57,14 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+# ``cryptography.x509`` is imported where it is used: it costs an idle agent 1 MB of RSS
+# (bench/idle_rss.py), and a running agent needs it only to renew its certificate.
+
+
 def pem_sha256(pem: bytes) -> str:
     """SHA-256 (hex) of the DER of the first certificate in ``pem``: what a token pins."""
+    from cryptography import x509
+
     cert = x509.load_pem_x509_certificate(pem)
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
@@ -75,6 +79,7 @@ class Identity:
     certificate: bytes = b""  # PEM; empty for an identity enrolled before TLS
     server_ca: bytes = b""  # PEM
     signing_keys: list[SigningKey] = field(default_factory=list)
+    _window: tuple[float, float] | None = field(default=None, repr=False)
 
     def sign(self, nonce: str) -> str:
         """The bare nonce signed (plain-HTTP sessions of agents enrolled before 0.2)."""
@@ -103,8 +108,12 @@ class Identity:
 
     def cert_window(self) -> tuple[float, float]:
         """(not before, not after) of the client certificate, in unix seconds."""
-        cert = x509.load_pem_x509_certificate(self.certificate)
-        return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+        if self._window is None:
+            from cryptography import x509
+
+            cert = x509.load_pem_x509_certificate(self.certificate)
+            self._window = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+        return self._window
 
     def trusted_signing_keys(self) -> dict[str, Ed25519PublicKey]:
         keys: dict[str, Ed25519PublicKey] = {}
@@ -118,6 +127,8 @@ class Identity:
     def save_certificate(self, pem: bytes) -> None:
         write_private(self._dir() / CERT_FILE, pem)
         self.certificate = pem
+        self._window = None
+        _write_doc(self._dir(), self.agent, self.cluster, self.agent_id, self.cert_window())
 
     def save_signing_keys(self, keys: list[SigningKey]) -> None:
         write_private(self._dir() / SIGNING_KEYS_FILE, msgspec.json.encode(keys))
@@ -135,6 +146,9 @@ def new_key() -> Ed25519PrivateKey:
 
 def make_csr(key: Ed25519PrivateKey, agent: str) -> bytes:
     """A certificate request for ``key``; the control plane names the certificate itself."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, agent[:64])])
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, None)
     return csr.public_bytes(serialization.Encoding.PEM)
@@ -142,6 +156,8 @@ def make_csr(key: Ed25519PrivateKey, agent: str) -> bytes:
 
 def cert_public_key(pem: bytes) -> str:
     """The raw Ed25519 public key (base64) a certificate is for; ValueError otherwise."""
+    from cryptography import x509
+
     key = x509.load_pem_x509_certificate(pem).public_key()
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 certificate")
@@ -149,6 +165,8 @@ def cert_public_key(pem: bytes) -> str:
 
 
 def cert_expiry(pem: bytes) -> datetime.datetime:
+    from cryptography import x509
+
     return x509.load_pem_x509_certificate(pem).not_valid_after_utc
 
 
@@ -169,7 +187,21 @@ def save_identity(
     write_private(data_dir / SERVER_CA_FILE, server_ca)
     write_private(data_dir / SIGNING_KEYS_FILE, msgspec.json.encode(signing_keys or []))
     # Last: an identity.json names a complete identity (a crash before it leaves none).
-    doc = {"agent": agent, "cluster": cluster, "agent_id": agent_id}
+    window = None
+    if certificate:
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(certificate)
+        window = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+    _write_doc(data_dir, agent, cluster, agent_id, window)
+
+
+def _write_doc(data_dir: Path, agent: str, cluster: str, agent_id: str, window: tuple[float, float] | None) -> None:
+    # The certificate's window is kept here too, so that the renewal check of a running agent
+    # need not parse the certificate (and load cryptography.x509) until it renews.
+    doc: dict[str, object] = {"agent": agent, "cluster": cluster, "agent_id": agent_id}
+    if window is not None:
+        doc["certificate_window"] = list(window)
     write_private(data_dir / IDENTITY_FILE, json.dumps(doc, indent=2).encode())
 
 
@@ -202,4 +234,5 @@ def load_identity(data_dir: Path) -> Identity:
         certificate=_read(data_dir / CERT_FILE),
         server_ca=_read(data_dir / SERVER_CA_FILE),
         signing_keys=signing_keys,
+        _window=tuple(doc["certificate_window"]) if "certificate_window" in doc else None,
     )

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -26,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 import agent
 from agent.backoff import backoff
 from agent.config import AgentConfig
+from agent.errors import ConfigError
 from agent.identity import Identity, cert_expiry, cert_public_key, ensure_private_dir, make_csr
 from agent.journal import Journal
 from agent.plugin_loader import AnyPlugin, params_schema
@@ -207,11 +209,14 @@ class AgentService:
         while True:
             url = websocket_url(next(urls))
             started = time.monotonic()
+            via = ""
             try:
+                proxy = proxy_for(self.config, url)  # credentials re-read each time: rotation works
+                via = f" via proxy {urlsplit(proxy).hostname}:{urlsplit(proxy).port}" if proxy else ""
                 async with connect(
                     url,
                     ssl=self._tls_context() if url.startswith("wss:") else None,
-                    proxy=proxy_for(self.config, url),
+                    proxy=proxy,
                     subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
                     max_size=self.limits.max_message_bytes,
                     open_timeout=control.connect_timeout_s,
@@ -225,8 +230,10 @@ class AgentService:
                 raise
             except SessionEnded as exc:
                 log.error("control plane %s ended the session: %s", url, exc)
+            except ConfigError as exc:
+                log.error("cannot connect to %s: %s", url, exc)
             except (OSError, TimeoutError, websockets.WebSocketException, ProtocolError) as exc:
-                log.warning("connection to %s failed: %s", url, _describe(exc))
+                log.warning("connection to %s%s failed: %s", url, via, _describe(exc))
             except Exception:  # noqa: BLE001 - a bug costs one session, never the agent
                 log.exception("connection to %s failed unexpectedly", url)
             finally:
@@ -284,6 +291,7 @@ class AgentService:
         )
         if self.draining:
             self._control.append(Drain(reason="agent stopping"))
+        self._renewing = False  # a request lost with an earlier session is asked again
         self._renew_if_due()
         tasks = [
             asyncio.create_task(self._reader(ws, session, welcome.heartbeat_s * 2), name="reader"),
@@ -502,4 +510,8 @@ def _describe(exc: BaseException) -> str:
         return f"closed by the control plane ({code}): {reason}"
     if isinstance(exc, websockets.InvalidStatus):
         return f"handshake refused with HTTP {exc.response.status_code}"
+    if isinstance(exc, websockets.InvalidProxyStatus):
+        status, phrase = exc.response.status_code, exc.response.reason_phrase
+        hint = ": check the proxy user and password (control.proxy_credential)" if status in (401, 407) else ""
+        return f"the proxy refused the tunnel with HTTP {status} {phrase}{hint}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

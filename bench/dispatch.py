@@ -7,7 +7,10 @@ little of this 2-core machine's CPU from the system under test); beside it, in t
 and with the same client and connections, the raw cost of an HTTP call to the same server
 (``GET /healthz``). Afterwards every job is checked: all succeeded, each with one record.
 
-    .venv/bin/python bench/dispatch.py [--seconds 10] [--connections 32]
+It measures the default, mutual TLS between agent and control plane and HTTPS for the API,
+then the same over plain HTTP (``--insecure-http``), and prints the ratios.
+
+    .venv/bin/python bench/dispatch.py [--seconds 10] [--connections 32] [--tls-only]
 """
 
 from __future__ import annotations
@@ -55,30 +58,29 @@ def wrk(url: str, seconds: float, connections: int, script: Path | None) -> tupl
     )  # type: ignore[union-attr]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--connections", type=int, default=32)
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (apt-get install wrk; scripts/test installs it)")
-    with tempfile.TemporaryDirectory() as tmp, cluster(max_concurrent_jobs=args.connections) as (control, _agent):
+def measure(args: argparse.Namespace, tls: bool) -> dict[str, tuple[float, float, float, str]]:
+    """One control plane and agent (over mutual TLS, or plain HTTP on loopback), measured."""
+    with tempfile.TemporaryDirectory() as tmp, cluster(max_concurrent_jobs=args.connections, tls=tls) as (control, _):
         token = control.token("operator")
         script = Path(tmp) / "post.lua"
         script.write_text(POST_LUA % token)
         url = control.url + "/api/v1/jobs?wait=10"
         wrk(url, 2, args.connections, script)  # warm-up
-        raw = wrk(control.url + "/healthz", args.seconds, args.connections, None)
-        jobs = wrk(url, args.seconds, args.connections, script)
-        serial = wrk(url, min(args.seconds, 5), 1, script)
-        serial_raw = wrk(control.url + "/healthz", min(args.seconds, 5), 1, None)
+        figures = {
+            "raw": wrk(control.url + "/healthz", args.seconds, args.connections, None),
+            "jobs": wrk(url, args.seconds, args.connections, script),
+            "serial": wrk(url, min(args.seconds, 5), 1, script),
+            "serial_raw": wrk(control.url + "/healthz", min(args.seconds, 5), 1, None),
+        }
         api = control.api()
         states: dict[str, int] = {}
         for state in ("queued", "running", "succeeded", "failed", "cancelled"):
             status, body = api.request("GET", f"/api/v1/jobs?state={state}&limit=1000")
             states[state] = len(body["jobs"])
         bad = {k: v for k, v in states.items() if k != "succeeded" and v}
-    print(f"dispatch bench: no-op echo jobs through one agent, wrk with {args.connections} connections")
+    label = "mutual TLS (the default)" if tls else "plain HTTP (--insecure-http)"
+    raw, jobs, serial, serial_raw = (figures[k] for k in ("raw", "jobs", "serial", "serial_raw"))
+    print(f"{label}: no-op echo jobs through one agent, wrk with {args.connections} connections")
     print(f"  raw HTTP (GET /healthz)   {raw[0]:8.0f} req/s   p50 {raw[1]:6.2f} ms  p99 {raw[2]:6.2f} ms")
     print(f"  jobs, submit to done      {jobs[0]:8.0f} jobs/s  p50 {jobs[1]:6.2f} ms  p99 {jobs[2]:6.2f} ms")
     print(
@@ -87,7 +89,23 @@ def main() -> None:
     )
     print(f"  jobs/s against raw HTTP req/s: {jobs[0] / raw[0]:.2f}x;  goal >= 2,000 jobs/s and p50 <= 5 ms")
     print(f"  check: jobs not succeeded among the newest 1000 of each state: {bad or 'none'}")
+    return figures
 
 
-if __name__ == "__main__":
-    main()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--tls-only", action="store_true", help="measure the default (TLS) mode only")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk; scripts/test installs it)")
+    tls = measure(args, tls=True)
+    if args.tls_only:
+        return
+    plain = measure(args, tls=False)
+    # Ratios of TLS to plain, each a higher-is-better figure (p50 as plain / TLS).
+    print("TLS against plain HTTP, same run (goal >= 0.8x):")
+    print(f"  jobs/s               {tls['jobs'][0] / plain['jobs'][0]:.2f}x")
+    print(f"  p50 at {args.connections} connections   {plain['jobs'][1] / tls['jobs'][1]:.2f}x")
+    print(f"  one at a time, p50   {plain['serial'][1] / tls['serial'][1]:.2f}x")

@@ -42,8 +42,8 @@ def main() -> None:
     print("idle RSS bench (Linux VmRSS)")
     print(f"  bare python interpreter        {bare_mb:6.1f} MB")
     print(
-        f"  agent, connected, idle         {idle:6.1f} MB   goal <= 45 MB  ({idle / bare_mb:.1f}x a bare interpreter;"
-        f" MID Server default heap 1024 MB)"
+        f"  agent, connected (mutual TLS), idle {idle:6.1f} MB   goal <= 45 MB"
+        f"  ({idle / bare_mb:.1f}x a bare interpreter; MID Server default heap 1024 MB)"
     )
     print(f"  agent after 2 jobs             {after:6.1f} MB")
     print(f"  control plane (for reference)  {control_mb:6.1f} MB")

@@ -82,6 +82,8 @@ async def agent_endpoint(ws: WebSocket) -> None:
     if control.unauthenticated >= server.max_unauthenticated:
         # Refused before any work: a flood of half-open sessions costs this, nothing more.
         control.metrics.protocol_errors.labels("too_many_handshakes").inc()
+        # Accepted first: a close before accept is an HTTP 403 to the client, not this code.
+        await ws.accept(subprotocol=SUBPROTOCOL)
         await ws.close(CLOSE_TRY_AGAIN_LATER, "too many agent handshakes in progress; try again")
         return
     control.unauthenticated += 1

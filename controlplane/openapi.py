@@ -63,6 +63,8 @@ class Agent(msgspec.Struct):
     connections: list[str]
     enrolled_at: float
     last_seen: float | None
+    certificate_expires_at: float | None
+    revoked: bool
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -189,6 +191,25 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "Enrolled agents",
                 "responses": {"200": _json({"type": "array", "items": _ref("Agent")}, "Agents"), **_ERRORS},
+            }
+        },
+        "/api/v1/agents/{name}": {
+            "delete": {
+                "summary": "Revoke an agent (admin): disconnected at once and refused from then on",
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object"}, "Revoked"), **_ERRORS},
+            }
+        },
+        "/api/v1/ca": {
+            "get": {
+                "summary": "The certificate agents and API clients trust this server with (PEM; what tokens pin)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "PEM",
+                        "content": {"application/x-pem-file": {"schema": {"type": "string"}}},
+                    }
+                },
             }
         },
         "/api/v1/syncs": {

@@ -213,13 +213,16 @@ class Authority:
     ) -> x509.Certificate:
         now = _now()
         not_after = min(now + datetime.timedelta(seconds=life), self.ca.not_valid_after_utc)
+        # Backdated for clock skew, by at most a tenth of the life: agents renew when a third of
+        # [not before, not after] is left, which 5 minutes back on a short life would make "always".
+        backdate = min(datetime.timedelta(minutes=5), datetime.timedelta(seconds=life) / 10)
         return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject[:64])]))
             .issuer_name(self.ca.subject)
             .public_key(public_key)  # type: ignore[arg-type]  # checked by the callers
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_before(now - backdate)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)

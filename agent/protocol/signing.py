@@ -110,7 +110,14 @@ class OfferSigner:
 
     def sign(self, offer: Offer, now: float) -> Offer:
         issued = int(now)
-        stamped = msgspec.structs.replace(offer, issued_at=issued, expires_at=issued + self.ttl_s, key_id=self.key_id)
+        # ``timeout_s`` as the float the agent decodes it to: an int would sign as ``30`` and verify as ``30.0``.
+        stamped = msgspec.structs.replace(
+            offer,
+            timeout_s=float(offer.timeout_s),
+            issued_at=issued,
+            expires_at=issued + self.ttl_s,
+            key_id=self.key_id,
+        )
         return msgspec.structs.replace(stamped, signature=b64(self.key.sign(offer_bytes(stamped))))
 
 
