@@ -61,6 +61,7 @@ from agent.protocol import (
     ServerMessage,
     SyncState,
 )
+from agent.protocol.errors import CLOSE_POLICY_VIOLATION
 from agent.protocol.signing import OfferSigner
 from controlplane.metrics import Metrics
 from controlplane.store.base import JobRow, Store
@@ -71,6 +72,12 @@ log = logging.getLogger("bridgehead.control.dispatcher")
 # has not reported this long after it, so a slow plugin cleanup is not cut short.
 TIMEOUT_GRACE_S = 30.0
 RETRY_DELAY_MAX_S = 30.0
+# An agent sends one heartbeat an interval; more than this many in one is a flood (dropped).
+MAX_BEATS_PER_INTERVAL = 50
+
+
+class Flooding(ProtocolError):
+    close_code = CLOSE_POLICY_VIOLATION
 
 
 @dataclass
@@ -114,6 +121,8 @@ class AgentLink:
     version: str = ""
     running: set[str] = field(default_factory=set)
     heartbeat_pending: bool = False  # an answer to a heartbeat is queued, not yet written
+    beats: int = 0  # heartbeats received since ``beats_since`` (monotonic)
+    beats_since: float = 0.0
 
 
 class Dispatcher:
@@ -477,7 +486,13 @@ class Dispatcher:
             link.draining = True
             log.info("agent %s is draining: %s", link.name, message.reason)
         elif isinstance(message, Heartbeat):
-            # One answer waiting is enough: an agent that floods heartbeats without reading
+            # An agent beats once an interval; dozens in one interval is a flood, not liveness.
+            if link.last_seen - link.beats_since > self.heartbeat_s:
+                link.beats_since, link.beats = link.last_seen, 0
+            link.beats += 1
+            if link.beats > MAX_BEATS_PER_INTERVAL:
+                raise Flooding("heartbeat_flood", f"over {MAX_BEATS_PER_INTERVAL} heartbeats in {self.heartbeat_s:g} s")
+            # One answer waiting is enough: an agent that sends heartbeats without reading
             # the answers must not grow its outbox (the gateway bounds it too).
             if not link.heartbeat_pending:
                 link.heartbeat_pending = True

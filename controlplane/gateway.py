@@ -39,7 +39,7 @@ from agent.protocol import (
 )
 from agent.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_VERSION
 from agent.protocol.signing import hello_bytes
-from controlplane.dispatcher import AgentLink
+from controlplane.dispatcher import AgentLink, Flooding
 from controlplane.pki import AgentCert, PkiError, agent_identity
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bridgehead.control.gateway")
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_GRACE_S = 1.0  # after a close for a protocol error, how long the agent has to answer it
 TRANSPORT_EXTENSION = "bridgehead.transport"  # set by controlplane.tls.PeerCertWebSocketProtocol
 
 
@@ -94,6 +95,7 @@ async def agent_endpoint(ws: WebSocket) -> None:
     outbox: deque[bytes | tuple[int, str]] = deque()  # encoded messages, or a close (code, reason)
     backlog = 0  # bytes queued in the outbox, not yet taken by the writer
     dropped = False
+    stalled_since: float | None = None  # when the frame being written started to wait
     wake = asyncio.Event()
     link: AgentLink | None = None
 
@@ -103,28 +105,21 @@ async def agent_endpoint(ws: WebSocket) -> None:
             return
         backlog += len(encoded)
         if backlog > server.max_agent_backlog_bytes:
-            drop()
+            drop(f"does not read its answers ({backlog} bytes unread)")
             return
         outbox.append(encoded)
         wake.set()
 
-    def drop() -> None:
+    def drop(why: str) -> None:
         """The agent does not read what it is sent: cut it off at once, without flushing
         (a polite close would wait on the very socket buffer it leaves full)."""
         nonlocal dropped
         dropped = True
         outbox.clear()
         control.metrics.protocol_errors.labels("backlogged").inc()
-        log.warning(
-            "agent %s (%s) does not read its answers (%d bytes unread): dropping the connection",
-            link.name if link else "unauthenticated",
-            peer,
-            backlog,
-        )
+        log.warning("agent %s (%s) %s: dropping the connection", link.name if link else "unauthenticated", peer, why)
         session.fail()
-        transport = (ws.scope.get("extensions") or {}).get(TRANSPORT_EXTENSION)
-        if transport is not None:
-            transport.abort()
+        _abort(ws)
         writer_task.cancel()
 
     def send(message: ServerMessage) -> None:
@@ -142,7 +137,7 @@ async def agent_endpoint(ws: WebSocket) -> None:
         wake.set()
 
     async def writer() -> None:
-        nonlocal backlog
+        nonlocal backlog, stalled_since
         limit = server.max_message_bytes
         while True:
             await wake.wait()
@@ -160,7 +155,9 @@ async def agent_endpoint(ws: WebSocket) -> None:
                 link.heartbeat_pending = False
             # Everything queued since the last pass goes out in as few frames as fit.
             for frame in pack(parts, limit):
+                stalled_since = time.monotonic()
                 await ws.send_bytes(frame)
+                stalled_since = None
             if close_with is not None:
                 session.fail()
                 await ws.close(*close_with)
@@ -215,13 +212,26 @@ async def agent_endpoint(ws: WebSocket) -> None:
             len(hello.jobs),
         )
         control.dispatcher.activate(link)
+        stall_limit = control.dispatcher.lease_s
         while not writer_task.done():
             frame = await _receive(ws)
+            if stalled_since is not None and time.monotonic() - stalled_since > stall_limit:
+                # It talks but does not read (its own frames keep its lease alive): what it
+                # is sent waits in a full socket buffer. Cut it off, as a silent agent is.
+                drop(f"has read nothing for {stall_limit:g} s while it kept sending")
+                break
             for message in session.receive(frame):
                 if isinstance(message, Renew):
                     await _renew(control, link, message, send)
                 else:
                     control.dispatcher.handle(link, message)
+    except Flooding as exc:
+        # Hostile, not buggy: no courtesy close (uvicorn would read and discard the flood
+        # meanwhile, at full speed, on the loop every other agent shares).
+        control.metrics.protocol_errors.labels(exc.code).inc()
+        log.warning("dropping agent connection %s (%s): %s", peer, link.name if link else "unauthenticated", exc)
+        session.fail()
+        _abort(ws)
     except ProtocolError as exc:
         control.metrics.protocol_errors.labels(exc.code).inc()
         log.warning("closing agent connection %s (%s): %s", peer, link.name if link else "unauthenticated", exc)
@@ -229,8 +239,16 @@ async def agent_endpoint(ws: WebSocket) -> None:
             with contextlib.suppress(Exception):
                 outbox.append(session.send(Error(code=exc.code, message=exc.message[:8000])))
             close(exc.close_code, exc.close_reason)
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(writer_task, 5)
+            except TimeoutError:  # it does not read, so the close cannot be written: cut it off
+                _abort(ws)
+            except Exception:  # noqa: BLE001, S110 - the connection is going away either way
+                pass
+            else:
+                # The close is written; a peer that goes on sending instead of answering it is
+                # cut off soon rather than after uvicorn's 10 s close timeout.
+                asyncio.get_running_loop().call_later(CLOSE_GRACE_S, _abort, ws)
     except (WebSocketDisconnect, TimeoutError) as exc:
         log.info(
             "agent connection %s (%s) ended: %s", peer, link.name if link else "unauthenticated", type(exc).__name__
@@ -248,6 +266,13 @@ async def agent_endpoint(ws: WebSocket) -> None:
         writer_task.cancel()
         with contextlib.suppress(BaseException):
             await writer_task
+
+
+def _abort(ws: WebSocket) -> None:
+    """Drop the connection without flushing what is queued for it."""
+    transport = (ws.scope.get("extensions") or {}).get(TRANSPORT_EXTENSION)
+    if transport is not None:
+        transport.abort()
 
 
 async def _authenticate(control: ControlPlane, ws: WebSocket, hello: Hello, nonce: str) -> None:

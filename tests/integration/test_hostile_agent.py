@@ -18,7 +18,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psutil
@@ -167,7 +167,7 @@ class Inbox:
 
 
 @contextlib.asynccontextmanager
-async def keepalive(ch: Channel, interval: float = 0.3) -> Any:
+async def keepalive(ch: Channel, interval: float = 0.3) -> AsyncIterator[None]:
     """Send heartbeats on ``ch`` in the background, as a live agent does."""
 
     async def beat() -> None:
@@ -368,7 +368,7 @@ def flood_setup(
 def run_flood(control: ControlPlane, channel: RawChannel, blob: bytes, seconds: float) -> dict[str, Any]:
     """Flood for ``seconds`` while echo jobs run on the healthy agent; the largest RSS growth seen."""
     before = rss(control)
-    flood = Flood(channel, blob, scaled(seconds))
+    flood = Flood(channel, blob, seconds)
     jobs = EchoLoop(control.api())
     probe = HealthProbe(control)
     jobs.start()
@@ -390,20 +390,28 @@ def run_flood(control: ControlPlane, channel: RawChannel, blob: bytes, seconds: 
 def test_heartbeat_flood_without_reading_keeps_memory_bounded(
     control_factory: ControlFactory, agent_factory: AgentFactory
 ) -> None:
-    """An agent writing heartbeats as fast as it can for 8 s and never reading the answers does
-    not grow the control plane's memory, and the API and another agent's jobs keep working."""
+    """An agent writing heartbeats as fast as it can and never reading the answers does not grow
+    the control plane's memory, is dropped once it has read nothing for a lease, and the API and
+    another agent's jobs keep working."""
     control, channel = flood_setup(control_factory, agent_factory)
     try:
         result = run_flood(control, channel, channel.encoded({"type": "heartbeat"}, 2000), seconds=8)
     finally:
         channel.close()
-    # Premise: a real flood, taken by the control plane (each heartbeat is a 25-byte frame:
-    # this is over 150,000 of them, more than the socket buffers between the two ends hold).
-    assert result["sent"] > 4 * MiB, result["sent"]
+    # Premise: a real flood (each heartbeat is a 25-byte frame: this is over 40,000 of them,
+    # where an agent sends one a second), before it was cut off.
+    assert result["sent"] > 1 * MiB, result["sent"]
     assert result["growth"] < 64 * MiB, result["growth"]
-    states = [(j["state"], j["agent"], j["record_count"]) for j in result["jobs"]]
+    # Dropped: its writes fail within seconds (it sends thousands of beats an interval), and why is logged.
+    assert result["broken_after"] is not None and result["broken_after"] < scaled(8), result["broken_after"]
+    assert "dropping agent connection" in control.log_text()
+    assert "(flooder): heartbeat_flood: over 50 heartbeats in 1 s" in control.log_text()
+    assert 1 == protocol_errors(control, "heartbeat_flood")
+    api = control.api()
+    after = api.wait_done(api.submit("echo", {"count": 20})["id"])  # and after it, as before
+    states = [(j["state"], j["agent"], j["record_count"]) for j in [*result["jobs"], after]]
     assert [("succeeded", "healthy", 20)] * len(states) == states
-    assert len(states) >= 3, states
+    assert len(states) >= 2, states
     assert max(result["latencies"]) < scaled(2), result["latencies"]
 
 
@@ -415,7 +423,7 @@ def test_agent_that_does_not_read_its_answers_is_dropped(
     control, channel = flood_setup(control_factory, agent_factory, max_agent_backlog_bytes=MiB)
     stale = {"type": "records", "job_id": "not-its-job", "attempt": 1, "seq": 1, "records": [{"n": 0}]}
     try:
-        result = run_flood(control, channel, channel.encoded(stale, 2000), seconds=20)
+        result = run_flood(control, channel, channel.encoded(stale, 2000), seconds=scaled(15))
     finally:
         channel.close()
     # Premise: more stale frames than a 1 MiB backlog of answers can hold were written.
@@ -553,10 +561,11 @@ async def open_unauthenticated(control: ControlPlane) -> Any:
 
 
 async def closed_after(ws: Any, started: float) -> tuple[float, int | None]:
-    """Wait until the server closes ``ws``: (seconds since ``started``, its close code or None)."""
+    """Wait (10 s at most) until the server closes ``ws``: (seconds since ``started``, its close code)."""
     with contextlib.suppress(ConnectionClosed):
-        while True:
-            await ws.recv()
+        async with asyncio.timeout(scaled(10)):
+            while True:
+                await ws.recv()
     return time.monotonic() - started, ws.close_code
 
 
@@ -567,28 +576,28 @@ async def test_handshakes_are_bounded_in_number_and_time(
     the four that never say hello are closed after handshake_timeout_s=2; then an agent connects."""
     control = control_factory(max_unauthenticated=4, handshake_timeout_s=2)
     started = time.monotonic()
-    idle = [await open_unauthenticated(control) for _ in range(4)]
+    opened = [await open_unauthenticated(control) for _ in range(4)]
+    idle = list(opened)
     try:
         # Premise: all four are past the websocket handshake and were challenged.
         challenges = [json.loads(await asyncio.wait_for(ws.recv(), scaled(5))) for ws in idle]
         assert ["challenge"] * 4 == [c["type"] for c in challenges]
         refused_at = time.monotonic()
         try:
-            fifth = await open_unauthenticated(control)
+            opened.append(await open_unauthenticated(control))
         except InvalidStatus as exc:  # refused at the HTTP upgrade rather than closed
             refused: Any = f"HTTP {exc.response.status_code}"
         else:
-            refused = (await closed_after(fifth, refused_at))[1]
+            refused = (await closed_after(opened[-1], refused_at))[1]
         refused_in = time.monotonic() - refused_at
         closes = await asyncio.gather(*(closed_after(ws, started) for ws in idle))
     finally:
-        for ws in idle:
+        for ws in opened:
             await ws.close()
-    assert 1013 == refused
+    assert (1013, 1) == (refused, protocol_errors(control, "too_many_handshakes"))
     assert refused_in < scaled(1), refused_in
-    assert 1 == protocol_errors(control, "too_many_handshakes")
-    elapsed = [t for t, _code in closes]
-    assert all(1.5 <= t < scaled(2 + 3) for t in elapsed), closes
+    assert 4 == control.log_text().count("(unauthenticated) ended: TimeoutError")
+    assert all(1.5 <= t < scaled(2 + 3) for t, _code in closes), closes
     agent_factory(control, "late")
     await blocking(wait_connected, control.api(), ["late"])
     job = await blocking(control.api().submit, "echo", {"count": 3})
@@ -602,8 +611,8 @@ async def test_handshakes_are_bounded_in_number_and_time(
 async def test_frames_for_another_agents_attempt_change_nothing(
     control_factory: ControlFactory, agent_factory: AgentFactory
 ) -> None:
-    """Records and completions for another agent's running attempt, or a made-up attempt, are
-    each answered with abandon; the job's records, state and agent stay the real agent's."""
+    """Accept, progress, reject, records and complete frames for another agent's running attempt
+    (or a made-up one) change nothing: the job's records, state and agent stay the real agent's."""
     control = control_factory(heartbeat_s=1.0)
     api = control.api()
     agent_factory(control, "worker")
@@ -621,6 +630,11 @@ async def test_frames_for_another_agents_attempt_change_nothing(
                 "the job to run on the worker",
             )
             attempt = running["attempt"]
+            silent = [  # answered with nothing; the abandons for the frames after them show they were read
+                {"type": "accept", "attempt": attempt, "safe_to_repeat": True},
+                {"type": "progress", "attempt": attempt, "done": 1, "total": 1, "message": "forged"},
+                {"type": "reject", "attempt": attempt, "error": {"code": "forged", "retryable": False}},
+            ]
             frames = [
                 {"type": "records", "attempt": attempt, "seq": 1, "records": [{"n": 0, "forged": True}]},
                 {"type": "records", "attempt": attempt, "seq": 2, "records": [{"n": 1, "forged": True}] * 100},
@@ -629,7 +643,7 @@ async def test_frames_for_another_agents_attempt_change_nothing(
                 {"type": "complete", "attempt": attempt, "status": "failed", "error": {"code": "forged"}},
                 {"type": "complete", "attempt": 7, "status": "succeeded", "record_count": 1},
             ]
-            await ch.send(*({**f, "job_id": job["id"]} for f in frames))
+            await ch.send(*({**f, "job_id": job["id"]} for f in silent + frames))
             inbox = Inbox(ch)
             answers = [await inbox.next("abandon") for _ in frames]
             during = await blocking(api.job, job["id"])
