@@ -87,9 +87,8 @@ async def agent_endpoint(ws: WebSocket) -> None:
         await ws.accept(subprotocol=SUBPROTOCOL)
         await ws.close(CLOSE_TRY_AGAIN_LATER, "too many agent handshakes in progress; try again")
         return
-    control.unauthenticated += 1
-    authenticated = False
     await ws.accept(subprotocol=SUBPROTOCOL)
+    authenticated = False
     peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
     session = ServerSession(server.max_message_bytes)
     outbox: deque[bytes | tuple[int, str]] = deque()  # encoded messages, or a close (code, reason)
@@ -164,6 +163,7 @@ async def agent_endpoint(ws: WebSocket) -> None:
                 return
 
     writer_task = asyncio.create_task(writer(), name=f"gateway writer {peer}")
+    control.unauthenticated += 1  # counted down in ``finally`` (or once authenticated), nothing between
     try:
         send(Challenge(nonce=secrets.token_urlsafe(32), server_version=controlplane.__version__))
         [hello] = session.receive(await asyncio.wait_for(_receive(ws), server.handshake_timeout_s))

@@ -8,6 +8,7 @@ stops. Without tinyproxy installed these tests fail; they never skip.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,13 @@ def echo_records(api: Api) -> list[dict[str, Any]]:
     return api.records(job["id"])
 
 
-def failures_since(agent: Agent, offset: int, control: ControlPlane) -> list[str]:
-    """The agent's "connection to ... failed" log lines after byte ``offset`` of its log."""
-    marker = f"connection to wss://127.0.0.1:{control.port}/api/v1/agent/connect failed: "
-    return [line.split(marker, 1)[1] for line in agent.log_text()[offset:].splitlines() if marker in line]
+def failures_since(agent: Agent, offset: int, control: ControlPlane, via: str = "") -> list[str]:
+    """The agent's "connection to ... failed" log lines after byte ``offset`` of its log (those
+    that name the proxy ``via``, as HOST:PORT, if given)."""
+    url = re.escape(f"connection to wss://127.0.0.1:{control.port}/api/v1/agent/connect")
+    proxy = f" via proxy {re.escape(via)}" if via else r"(?: via proxy \S+)?"
+    marker = re.compile(f"{url}{proxy} failed: (.*)")
+    return [m.group(1) for m in map(marker.search, agent.log_text()[offset:].splitlines()) if m]
 
 
 def test_agent_enrols_and_runs_jobs_only_through_the_configured_proxy(
@@ -104,8 +108,9 @@ def test_agent_enrols_and_runs_jobs_only_through_the_configured_proxy(
     proxy.stop()
     wait_until(lambda: not is_connected(api, "agent-1"), 10, "the agent to drop with the proxy stopped")
     wait_until(lambda: len(failures_since(agent, offset, control)) >= 4, 15, "the drop and three reconnections")
-    # After the session's end, refused while the control plane listens: what refuses is the stopped proxy.
-    reconnections = failures_since(agent, offset, control)[1:]
+    # After the session's end, refused while the control plane listens: what refuses is the
+    # stopped proxy, which the log names.
+    reconnections = failures_since(agent, offset, control, via=f"127.0.0.1:{port}")[1:]
     assert {"ConnectionRefusedError: [Errno 111] Connection refused"} == set(reconnections), reconnections
     assert 200 == api.request("GET", "/healthz")[0]
     assert not is_connected(api, "agent-1")
