@@ -109,3 +109,7 @@ def main() -> None:
     print(f"  jobs/s               {tls['jobs'][0] / plain['jobs'][0]:.2f}x")
     print(f"  p50 at {args.connections} connections   {plain['jobs'][1] / tls['jobs'][1]:.2f}x")
     print(f"  one at a time, p50   {plain['serial'][1] / tls['serial'][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
