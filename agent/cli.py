@@ -3,6 +3,9 @@
     bridgehead-agent enroll --config agent.toml --token TOKEN
     bridgehead-agent run --config agent.toml
     bridgehead-agent check --config agent.toml     # validate config and plugins, then exit
+    bridgehead-agent secret set NAME --config agent.toml  < value   # the local vault
+    bridgehead-agent secret list --config agent.toml
+    bridgehead-agent secret delete NAME --config agent.toml
 
 Every failure is one line on stderr and a non-zero exit code (2: configuration, 3: enrolment).
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import signal
 import sys
@@ -19,10 +23,11 @@ from pathlib import Path
 
 from agent import __version__
 from agent.commands import run_command
-from agent.config import AgentConfig, check_profiles, load_config
+from agent.config import AgentConfig, check_profiles, check_vault_secrets, load_agent_section, load_config
 from agent.errors import ConfigError
 from agent.logs import configure_logging
 from agent.plugin_loader import AnyPlugin, load_plugins
+from agent.redact import MIN_SECRET_LENGTH
 from agent.sdk import Profile
 
 log = logging.getLogger("bridgehead.agent")
@@ -36,6 +41,7 @@ def _load(path: str) -> tuple[AgentConfig, dict[str, AnyPlugin], dict[str, Profi
         raise ConfigError(path, "agent.plugins_dir", f"{plugins_dir} is not a directory")
     plugins = load_plugins(plugins_dir, config.agent.disabled_plugins)
     profiles = check_profiles(config, {name: p.profile_type for name, p in plugins.items()})
+    check_vault_secrets(config)
     return config, plugins, profiles
 
 
@@ -78,6 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.identity import load_identity
     from agent.service import AgentService
 
+    # First: a local job's child process (same user) must not read this process's memory or
+    # environment, which hold resolved secrets.
+    make_non_dumpable()
     config, plugins, profiles = _load(args.config)
     identity = load_identity(Path(config.agent.data_dir))
     if (identity.agent, identity.cluster) != (config.agent.name, config.agent.cluster):
@@ -102,6 +111,70 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(main())
+    return 0
+
+
+PR_SET_DUMPABLE = 4
+
+
+def make_non_dumpable() -> bool:
+    """On Linux, ``prctl(PR_SET_DUMPABLE, 0)``: no core dump, and processes of the same user
+    (a local job's child included) can no longer ptrace this one or read its ``/proc/PID/
+    environ``, ``mem`` or ``fd`` (they become root's). True if it took effect; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols, libc's among them
+        ok = bool(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        ok = False
+    if not ok:
+        log.warning("could not make the agent process non-dumpable; local jobs could read its memory")
+    return ok
+
+
+def cmd_secret_set(args: argparse.Namespace) -> int:
+    """The value comes from standard input (a prompt on a terminal), never from the command line."""
+    from agent.vault import Vault, VaultError
+
+    data_dir = Path(load_agent_section(args.config).data_dir)
+    if sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass(f"value of secret {args.name}: ")
+    else:
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value
+        value = value[:-1] if value.endswith("\r") else value
+    if not value:
+        raise VaultError(f"secret {args.name!r}: the value on standard input is empty; nothing was stored")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise VaultError(
+            f"secret {args.name!r}: shorter than {MIN_SECRET_LENGTH} characters (it could not be masked in logs)"
+        )
+    vault = Vault(data_dir)
+    vault.set(args.name, value)
+    print(f"secret {args.name} stored in {vault.path}")
+    return 0
+
+
+def cmd_secret_list(args: argparse.Namespace) -> int:
+    import datetime
+
+    from agent.vault import Vault
+
+    for name, set_at in Vault(Path(load_agent_section(args.config).data_dir)).entries().items():
+        when = datetime.datetime.fromtimestamp(set_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{name}\tset {when}")
+    return 0
+
+
+def cmd_secret_delete(args: argparse.Namespace) -> int:
+    from agent.vault import Vault
+
+    vault = Vault(Path(load_agent_section(args.config).data_dir))
+    vault.delete(args.name)
+    print(f"secret {args.name} deleted from {vault.path}")
     return 0
 
 
@@ -134,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate the configuration and plugins, then exit")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("secret", help="manage the local encrypted vault of secrets credentials refer to")
+    secret = p.add_subparsers(dest="secret_command", required=True)
+    p = secret.add_parser("set", help="store a secret, its value read from standard input")
+    p.add_argument("name")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_secret_set)
+    p = secret.add_parser("list", help="list the secrets' names and when each was set (never values)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_secret_list)
+    p = secret.add_parser("delete", help="remove a secret")
+    p.add_argument("name")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_secret_delete)
     return parser
 
 

@@ -3,7 +3,9 @@
 Every key is documented in ``config.sample.toml``. Loading is two steps: ``load_config``
 checks the structure of the file; ``check_profiles`` (once plugins are loaded) checks each
 ``[connections.NAME]`` table against its plugin's ``profile_type``. Either raises
-``ConfigError`` naming the file, the key and what is wrong.
+``ConfigError`` naming the file, the key and what is wrong. ``check_vault_secrets`` (``check``
+and ``run``) then looks up the vault entries credentials name (agent/vault.py); loading alone
+does not, so that ``secret set`` can add an entry the config already names.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import msgspec
 from agent.errors import ConfigError
 from agent.redact import MIN_SECRET_LENGTH, REDACTOR
 from agent.sdk import Credential, Profile
+from agent.vault import NAME_PATTERN as VAULT_NAME
+from agent.vault import Vault, VaultError
 
 MiB = 1024 * 1024
 T = TypeVar("T")
@@ -76,12 +80,15 @@ class CredentialSection(_Section):
     password: str | None = None
     password_env: str | None = None
     password_file: str | None = None
+    password_secret: str | None = None
     token: str | None = None
     token_env: str | None = None
     token_file: str | None = None
+    token_secret: str | None = None
     private_key_file: str | None = None
     passphrase_env: str | None = None
     passphrase_file: str | None = None
+    passphrase_secret: str | None = None
 
 
 class AgentConfig(_Section):
@@ -165,6 +172,10 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
 
 
+# The data_dir of the config loaded last: where resolve_credential reads vault entries.
+_vault_dir: Path | None = None
+
+
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     """Read and check the structure of an agent config file."""
     p = str(path)
@@ -181,6 +192,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
             _convert(table, kind, p, f"{section}.{name}")
     config = _convert(raw, AgentConfig, p, "")
     config.path = p
+    global _vault_dir  # noqa: PLW0603 - see resolve_credential
+    _vault_dir = config.data_dir
     urls = config.control.all_urls
     if not urls:
         raise ConfigError(p, "control.url", "set control.url or control.urls")
@@ -212,19 +225,47 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     return config
 
 
+def load_agent_section(path: str | os.PathLike[str]) -> AgentSection:
+    """Only the ``[agent]`` table (for ``data_dir``): what ``secret set|list|delete`` need. They
+    must work where the credentials' variables are not set (systemd's EnvironmentFile sets
+    them for the service only)."""
+    p = str(path)
+    return _convert(read_toml(p).get("agent"), AgentSection, p, "agent")
+
+
 def _check_credential(path: str, name: str, cred: CredentialSection) -> None:
     for secret in ("password", "token", "passphrase"):
-        sources = [k for k in (secret, f"{secret}_env", f"{secret}_file") if getattr(cred, k, None) is not None]
+        keys = (secret, f"{secret}_env", f"{secret}_file", f"{secret}_secret")
+        sources = [k for k in keys if getattr(cred, k, None) is not None]
         if len(sources) > 1:
             raise ConfigError(path, f"credentials.{name}", f"set only one of {', '.join(sources)}")
+        vault_name = getattr(cred, f"{secret}_secret")
+        if vault_name is not None and not VAULT_NAME.fullmatch(vault_name):
+            raise ConfigError(
+                path, f"credentials.{name}.{secret}_secret", "a vault secret's name: use letters, digits, '_', '.', '-'"
+            )
     try:
-        resolve_credential(cred, name)
+        # Vault entries are looked up by check_vault_secrets (check and run), not here: the
+        # config must load for `secret set` to add the very entry it names.
+        _resolve(cred, name, None)
     except ConfigError as exc:
         raise ConfigError(path, exc.key, exc.problem) from None
 
 
-def _read_secret(name: str, key: str, env: str | None, file: str | None, inline: str | None) -> str | None:
+def check_vault_secrets(config: AgentConfig) -> None:
+    """Every vault entry a credential names exists and opens (``check`` and ``run`` call it)."""
+    for name, cred in config.credentials.items():
+        try:
+            _resolve(cred, name, config.data_dir)
+        except ConfigError as exc:
+            raise ConfigError(config.path, exc.key, exc.problem) from None
+
+
+def _read_secret(
+    name: str, key: str, env: str | None, file: str | None, inline: str | None, vault: tuple[Path | None, str | None]
+) -> str | None:
     value: str | None = inline
+    vault_dir, entry = vault
     if env is not None:
         value = os.environ.get(env)
         if value is None:
@@ -234,21 +275,42 @@ def _read_secret(name: str, key: str, env: str | None, file: str | None, inline:
             value = Path(file).read_text().rstrip("\r\n")
         except OSError as exc:
             raise ConfigError("", f"credentials.{name}.{key}_file", f"cannot read {file}: {exc.strerror}") from None
+    elif entry is not None:
+        if vault_dir is None:
+            return None
+        try:
+            value = Vault(vault_dir).get(entry)
+        except VaultError as exc:
+            raise ConfigError("", f"credentials.{name}.{key}_secret", str(exc)) from None
     if value is not None and len(value) < MIN_SECRET_LENGTH:
         raise ConfigError("", f"credentials.{name}.{key}", f"shorter than {MIN_SECRET_LENGTH} characters")
     REDACTOR.add(value)
     return value
 
 
-def resolve_credential(cred: CredentialSection, name: str) -> Credential:
-    """Read the credential's secrets now (so rotated files and variables are picked up)."""
-    return Credential(
+def resolve_credential(cred: CredentialSection, name: str, data_dir: Path | None = None) -> Credential:
+    """Read the credential's secrets now (so rotated files, variables and vault entries are
+    picked up). Vault entries are read from ``data_dir``, by default that of the config this
+    process loaded last (an agent process runs one config)."""
+    return _resolve(cred, name, data_dir if data_dir is not None else _vault_dir)
+
+
+def _resolve(cred: CredentialSection, name: str, vault_dir: Path | None) -> Credential:
+    """``vault_dir`` None: vault entries are not read (their secrets stay None)."""
+    credential = Credential(
         username=cred.username,
-        password=_read_secret(name, "password", cred.password_env, cred.password_file, cred.password),
-        token=_read_secret(name, "token", cred.token_env, cred.token_file, cred.token),
+        password=_read_secret(
+            name, "password", cred.password_env, cred.password_file, cred.password, (vault_dir, cred.password_secret)
+        ),
+        token=_read_secret(name, "token", cred.token_env, cred.token_file, cred.token, (vault_dir, cred.token_secret)),
         private_key_file=cred.private_key_file,
-        passphrase=_read_secret(name, "passphrase", cred.passphrase_env, cred.passphrase_file, None),
+        passphrase=_read_secret(
+            name, "passphrase", cred.passphrase_env, cred.passphrase_file, None, (vault_dir, cred.passphrase_secret)
+        ),
     )
+    if credential.username is not None and credential.password is not None:
+        REDACTOR.add_basic_auth(credential.username, credential.password)
+    return credential
 
 
 def check_profiles(config: AgentConfig, profile_types: dict[str, type[Profile]]) -> dict[str, Profile]:

@@ -46,6 +46,22 @@ def ensure_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def make_private_tree(path: Path) -> None:
+    """The directory and everything in it 0700 (directories) / 0600 (files), whatever mode
+    they were found with: a data dir holds keys, tokens and records. Symbolic links are left
+    alone (chmod would follow them out of the tree)."""
+    ensure_private_dir(path)
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            entry = os.path.join(root, name)
+            if not os.path.islink(entry):
+                os.chmod(entry, 0o700)
+        for name in files:
+            entry = os.path.join(root, name)
+            if not os.path.islink(entry):
+                os.chmod(entry, 0o600)
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Atomically and durably, mode 0600 (a crash leaves the old file or the new one)."""
     tmp = path.with_suffix(path.suffix + ".tmp")

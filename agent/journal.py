@@ -14,7 +14,9 @@ nothing is acknowledged before it is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +71,12 @@ class JournaledJob:
 
 class Journal:
     def __init__(self, path: Path) -> None:
+        # SQLite makes -wal and -shm with the database file's mode: set it first (0600).
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{path}{suffix}", 0o600)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         # isolation_level=None: transactions are explicit, so one ``with`` is one commit.
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -28,7 +28,7 @@ import agent
 from agent.backoff import backoff
 from agent.config import AgentConfig
 from agent.errors import ConfigError
-from agent.identity import Identity, cert_expiry, cert_public_key, ensure_private_dir, make_csr
+from agent.identity import Identity, cert_expiry, cert_public_key, make_csr, make_private_tree
 from agent.journal import Journal
 from agent.plugin_loader import AnyPlugin, params_schema
 from agent.protocol import (
@@ -95,7 +95,7 @@ class AgentService:
         self.identity = identity
         self.plugins = plugins
         self.limits = config.limits
-        ensure_private_dir(Path(config.agent.data_dir))
+        make_private_tree(Path(config.agent.data_dir))
         self.journal = Journal(Path(config.agent.data_dir) / "journal.db")
         self.budget = SpoolBudget(self.limits.spool_max_bytes, self.journal.spool_bytes())
         self.runner = Runner(config, plugins, profiles, self.journal, self.budget, self._wake, self._slot_freed)

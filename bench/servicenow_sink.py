@@ -138,6 +138,7 @@ def main() -> None:
         instance = (
             "\n[servicenow.bench]\n"
             f'url = "{sandbox.url}"\nclient_id = "bridgehead"\nclient_secret_env = "BH_BENCH_SN_SECRET"\n'
+            f"tables = {json.dumps([f'u_bench_sink_{run}' for run in range(args.runs)])}\n"
             f"batch_size = {BATCH}\nmax_in_flight = {IN_FLIGHT}\nmax_requests_per_s = 10000\n"
         )
         try:

@@ -17,16 +17,27 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from controlplane.auth import (
+    API_TOKEN_PREFIX,
     ENROLLMENT_TOKEN_PREFIX,
     ROLES,
     new_enrollment_token,
+    new_token,
     role_allows,
     token_hash,
 )
 from controlplane.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from controlplane.pki import PkiError, fingerprint
 from controlplane.sinks.spec import parse_sink
-from controlplane.store.base import TERMINAL_STATES, AgentRow, EnrollmentGrant, EnrollmentRefused, JobRow
+from controlplane.store.base import (
+    TERMINAL_STATES,
+    Actor,
+    AgentRow,
+    ApiTokenRow,
+    EnrollmentGrant,
+    EnrollmentRefused,
+    JobRow,
+    json_size,
+)
 
 if TYPE_CHECKING:
     from controlplane.app import ControlPlane
@@ -56,6 +67,14 @@ class EnrollRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     csr: Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
 
 
+class ApiTokenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /api/v1/tokens``: the token is in the answer, once."""
+
+    role: Annotated[str, msgspec.Meta(pattern="^(viewer|operator|admin)$")]
+    name: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 86_400)] | None = None
+
+
 class EnrollmentTokenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cluster: Name = "default"
     ttl_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)] = 86_400.0
@@ -64,6 +83,30 @@ class EnrollmentTokenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only
 
 
 _encoder = msgspec.json.Encoder()
+# How long a token's role is remembered without asking the store; a revocation through the API
+# clears the memory, one through the CLI (another process) is noticed by the store's
+# ``external_changes`` on the next request, and an expiry by the ``expires_at`` kept here.
+TOKEN_CACHE_S = 5.0
+# A token's ``last_used_at`` is written at most this often (not a write per request).
+LAST_USED_EVERY_S = 60.0
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def token_view(token: ApiTokenRow) -> dict[str, Any]:
+    return dataclasses.asdict(token)
+
+
+@dataclasses.dataclass
+class _CachedToken:
+    actor: Actor
+    expires_at: float | None  # the token's own expiry (epoch seconds)
+    fresh_until: float  # monotonic
+    changes: int  # the store's external_changes() when it was read
+
+
 # An over-long body is read to the end (and dropped) up to this much, so the client gets
 # its 413 instead of a connection reset; beyond it the connection is simply closed.
 DISCARD_LIMIT = 16 * 1024 * 1024
@@ -156,34 +199,53 @@ class Api:
         self.control = control
         self.store = control.store
         self.dispatcher = control.dispatcher
-        self._role_cache: dict[str, tuple[str, float]] = {}
+        self._token_cache: dict[str, _CachedToken] = {}
+        self._last_used: dict[str, float] = {}  # token id -> monotonic time last_used_at was written
         self._plugins_by_cluster: dict[str, tuple[int, dict[str, str]]] = {}
 
     # --- helpers -------------------------------------------------------------------------
 
-    async def _authorize(self, request: Request, needed: str) -> str:
+    async def _authorize(self, request: Request, needed: str) -> Actor:
+        """The token's holder (for the audit log), if its role allows ``needed``: 401 for no
+        token, an unknown, revoked or expired one; 403 for too low a role."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send 'Authorization: Bearer <api token>' (bridgehead-control api-token create)")
         token = token.strip()
         now = time.monotonic()
-        # A short cache keeps the hot path off the database and the hash; revocation takes
-        # effect within it. Keyed by the token itself: it lives in this process's memory only.
-        cached = self._role_cache.get(token)
-        if cached is not None and cached[1] > now:
-            role = cached[0]
-        else:
-            found = await self.store.api_token_role(token_hash(token))
-            if found is None:
+        wall = time.time()
+        # A short cache keeps the hot path off the hash and the token table. Keyed by the token
+        # itself: it lives in this process's memory only.
+        changes = self.store.external_changes()
+        cached = self._token_cache.get(token)
+        if (
+            cached is None
+            or cached.fresh_until <= now
+            or cached.changes != changes
+            or (cached.expires_at is not None and cached.expires_at <= wall)
+        ):
+            row = await self.store.api_token(token_hash(token))
+            if row is None:
                 raise Unauthorized("unknown API token")
-            role = found
-            if len(self._role_cache) > 10_000:
-                self._role_cache.clear()
-            self._role_cache[token] = (role, now + 5.0)
-        if not role_allows(role, needed):
-            raise Forbidden(f"this token's role is {role!r}; this call needs {needed!r} or higher")
-        return role
+            if row.revoked_at is not None:
+                raise Unauthorized(f"API token {row.id} was revoked", code="token_revoked")
+            if row.expires_at is not None and row.expires_at <= wall:
+                raise Unauthorized(f"API token {row.id} has expired", code="token_expired")
+            if len(self._token_cache) > 10_000:
+                self._token_cache.clear()
+            actor = Actor(row.id, row.name, row.role)
+            cached = _CachedToken(actor, row.expires_at, now + TOKEN_CACHE_S, changes)
+            self._token_cache[token] = cached
+        actor = cached.actor
+        if self._last_used.get(actor.id, -LAST_USED_EVERY_S) + LAST_USED_EVERY_S <= now:
+            if len(self._last_used) > 10_000:
+                self._last_used.clear()
+            self._last_used[actor.id] = now
+            self.store.api_token_used(actor.id, wall)  # joins this turn's commit; nothing waits
+        if not role_allows(actor.role, needed):
+            raise Forbidden(f"this token's role is {actor.role!r}; this call needs {needed!r} or higher")
+        return dataclasses.replace(actor, address=client_address(request))
 
     async def _body(self, request: Request, kind: type[Any]) -> Any:
         limit = self.control.config.server.max_request_bytes
@@ -334,10 +396,16 @@ class Api:
                 f"([servicenow.NAME] tables; configured: {known})",
                 code="invalid_sink",
             )
+        from controlplane.sinks.allowlist import refusal  # the instance's tables and allow_delete
 
-    async def create_job(self, submit: JobSubmit) -> tuple[JobRow, bool]:
+        problem = refusal(spec.servicenow, instances[spec.servicenow], spec)
+        if problem is not None:
+            raise BadRequest(f"sink: {problem}", code="invalid_sink")
+
+    async def create_job(self, submit: JobSubmit, actor: Actor | None = None) -> tuple[JobRow, bool]:
         """Validate and store a job (the API's POST /jobs, and each run of a schedule);
-        ``(job, created)``: an idempotency key already used gives the first job back."""
+        ``(job, created)``: an idempotency key already used gives the first job back. With
+        ``actor``, the submission is audited (in the job's own commit when it can be)."""
         self.validate_submit(submit)
         jobs = self.control.config.jobs
         job = JobRow(
@@ -351,7 +419,16 @@ class Api:
             sink=submit.sink,
             created_at=time.time(),
         )
+        audited = None
+        detail = {"job": job.id, "plugin": job.plugin, "cluster": job.cluster}
+        if actor is not None and job.idempotency_key is None:
+            # Issued before the insert, in the same loop turn: one commit holds both.
+            audited = self.store.audit(actor, "job.submit", detail, job.created_at)
         stored, created = await self.dispatcher.submit(job)
+        if audited is not None:
+            await audited
+        elif actor is not None and created:
+            await self.store.audit(actor, "job.submit", detail, job.created_at)
         if not created:
             same = (stored.plugin, stored.params, stored.cluster) == (job.plugin, job.params, job.cluster)
             if not same:
@@ -362,9 +439,9 @@ class Api:
         return stored, created
 
     async def submit_job(self, request: Request) -> Response:
-        await self._authorize(request, "operator")
+        actor = await self._authorize(request, "operator")
         submit: JobSubmit = await self._body(request, JobSubmit)
-        stored, created = await self.create_job(submit)
+        stored, created = await self.create_job(submit, actor)
         view = await self._wait_view(request, stored)
         return json_response(view, 201 if created else 200)
 
@@ -374,10 +451,15 @@ class Api:
         if state is not None and state not in ("queued", "running", "succeeded", "failed", "cancelled"):
             raise BadRequest(f"state={state!r} is not a job state")
         limit = int(self._number(request, "limit", 100, 1, 1000))
+        max_bytes = self.control.config.server.max_page_bytes
         jobs = await self.store.list_jobs(
-            state, request.query_params.get("cluster"), limit, request.query_params.get("before")
+            state, request.query_params.get("cluster"), limit, request.query_params.get("before"), max_bytes
         )
-        return json_response({"jobs": [job_view(j) for j in jobs]})
+        # ``next``: pass it as ``before`` for the following page (None: this was the last).
+        # Sized as the store sizes them (their stored JSON text), so both agree where a page ends.
+        size = sum(json_size(j.params) + json_size(j.sink) for j in jobs)
+        cut = len(jobs) == limit or size >= max_bytes
+        return json_response({"jobs": [job_view(j) for j in jobs], "next": jobs[-1].id if jobs and cut else None})
 
     async def get_job(self, request: Request) -> Response:
         await self._authorize(request, "viewer")
@@ -394,7 +476,7 @@ class Api:
                 "decides which); wait with GET /api/v1/jobs/{id}?wait=S",
                 code="job_not_finished",
             )
-        rows = await self.store.records(job.id, job.attempt, after, limit)
+        rows = await self.store.records(job.id, job.attempt, after, limit, self.control.config.server.max_page_bytes)
         last = rows[-1][0] if rows else after
         more = bool(rows) and last < job.record_count
         body = b'{"records":[' + b",".join(data for _seq, data in rows) + b'],"next":'
@@ -403,12 +485,12 @@ class Api:
         return Response(body, media_type="application/json")
 
     async def cancel_job(self, request: Request) -> Response:
-        role = await self._authorize(request, "operator")
+        actor = await self._authorize(request, "operator")
         job = await self._job(request)
         if job.terminal:
             raise Conflict(f"job {job.id} has ended ({job.state})", code="job_finished")
         job = await self.dispatcher.cancel(job)
-        await self.store.audit(role, "job.cancel", {"job": job.id}, time.time())
+        await self.store.audit(actor, "job.cancel", {"job": job.id}, time.time())
         return json_response(job_view(job))
 
     async def sync_errors(self, request: Request) -> Response:
@@ -426,7 +508,7 @@ class Api:
     async def retry_sync(self, request: Request) -> Response:
         """Resume a failed delivery (after fixing a secret, or once the instance is back):
         from its cursor, so nothing delivered is sent again."""
-        role = await self._authorize(request, "operator")
+        actor = await self._authorize(request, "operator")
         job = await self._job(request)
         delivery = await self.store.delivery(job.id)
         if delivery is None or delivery.state != "failed":
@@ -436,29 +518,33 @@ class Api:
                 code="sync_not_failed",
             )
         await self.store.retry_delivery(job.id, time.time())
-        await self.store.audit(role, "sync.retry", {"job": job.id}, time.time())
+        await self.store.audit(actor, "sync.retry", {"job": job.id}, time.time())
         self.control.sinks.job_finished(job.id, "succeeded")
         return json_response(await self._wait_view(request, job), 202)
 
     async def list_syncs(self, request: Request) -> Response:
         """The kept state of every named sync: where its next run starts from."""
         await self._authorize(request, "viewer")
-        return json_response([dataclasses.asdict(s) for s in await self.store.sync_states()])
+        limit = int(self._number(request, "limit", 1000, 1, 1000))
+        syncs = await self.store.sync_states(request.query_params.get("after", ""), limit)
+        return json_response([dataclasses.asdict(s) for s in syncs])
 
     async def delete_sync(self, request: Request) -> Response:
         """Forget a sync's state: its next run returns every entry again, and reports no
         deletions (there is nothing to compare with)."""
-        role = await self._authorize(request, "admin")
+        actor = await self._authorize(request, "admin")
         name = request.path_params["name"]
         if self.store.sync_state(name) is None:
             raise NotFound(f"no sync named {name!r} has a kept state", code="sync_not_found")
         await self.store.delete_sync_state(name)
-        await self.store.audit(role, "sync.reset", {"sync": name}, time.time())
+        await self.store.audit(actor, "sync.reset", {"sync": name}, time.time())
         return json_response({"name": name, "deleted": True})
 
     async def list_agents(self, request: Request) -> Response:
         await self._authorize(request, "viewer")
-        agents = await self.store.list_agents()
+        # A full page (``limit`` agents, by name) may have more: ask again with after=<last name>.
+        limit = int(self._number(request, "limit", 1000, 1, 1000))
+        agents = await self.store.list_agents(request.query_params.get("after", ""), limit)
         return json_response([self._agent_view(a) for a in agents])
 
     def _agent_view(self, agent: AgentRow) -> dict[str, Any]:
@@ -480,9 +566,9 @@ class Api:
 
     async def revoke_agent(self, request: Request) -> Response:
         """Refuse an agent from now on and end its session at once (it may be enrolled again)."""
-        role = await self._authorize(request, "admin")
+        actor = await self._authorize(request, "admin")
         name = request.path_params["name"]
-        if not await self.store.revoke_agent(name, role, time.time()):
+        if not await self.store.revoke_agent(name, actor, time.time()):
             raise NotFound(f"no enrolled, unrevoked agent {name!r}", code="agent_not_found")
         self.dispatcher.disconnect(name, "the agent's identity was revoked")
         return json_response({"name": name, "revoked": True})
@@ -513,7 +599,8 @@ class Api:
             enrolled_at=time.time(),
             cert_expires_at=issued.not_after,
         )
-        outcome = await self.store.enroll_agent(EnrollmentGrant(token_hash(secret), agent), time.time())
+        grant = EnrollmentGrant(token_hash(secret), agent, address=client_address(request))
+        outcome = await self.store.enroll_agent(grant, time.time())
         if isinstance(outcome, EnrollmentRefused):
             raise ApiError(outcome.message, code=outcome.code, status=outcome.status)
         # A replaced identity's session (if any) must not outlive its key.
@@ -533,7 +620,7 @@ class Api:
         )
 
     async def create_enrollment_token(self, request: Request) -> Response:
-        role = await self._authorize(request, "admin")
+        actor = await self._authorize(request, "admin")
         body: EnrollmentTokenRequest = await self._body(request, EnrollmentTokenRequest)
         anchor = self.control.trust_anchor_pem
         token, secret = new_enrollment_token(fingerprint(anchor))
@@ -542,12 +629,63 @@ class Api:
             token_hash(secret), body.cluster, now + body.ttl_s, now, body.uses, body.replace
         )
         detail = {"cluster": body.cluster, "ttl_s": body.ttl_s, "uses": body.uses, "replace": body.replace}
-        await self.store.audit(role, "enrollment_token.create", detail, now)
+        await self.store.audit(actor, "enrollment_token.create", detail, now)
         return json_response({"token": token, "cluster": body.cluster, "expires_at": now + body.ttl_s}, 201)
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok", "agents_connected": len(self.dispatcher.links)})
 
     async def roles(self, request: Request) -> Response:
-        role = await self._authorize(request, "viewer")
-        return json_response({"role": role, "roles": list(ROLES)})
+        actor = await self._authorize(request, "viewer")
+        return json_response({"role": actor.role, "token": actor.id, "name": actor.name, "roles": list(ROLES)})
+
+    # --- tokens and the audit log (admins) --------------------------------------------------
+
+    async def list_tokens(self, request: Request) -> Response:
+        await self._authorize(request, "admin")
+        return json_response({"tokens": [token_view(t) for t in await self.store.api_tokens()]})
+
+    async def create_token(self, request: Request) -> Response:
+        actor = await self._authorize(request, "admin")
+        body: ApiTokenRequest = await self._body(request, ApiTokenRequest)
+        secret = new_token(API_TOKEN_PREFIX)
+        now = time.time()
+        expires_at = now + body.ttl_s if body.ttl_s is not None else None
+        hashed = token_hash(secret)
+        await self.store.add_api_token(hashed, body.role, body.name, now, expires_at)
+        token = await self.store.api_token(hashed)
+        assert token is not None  # noqa: S101 - just written in this process
+        await self.store.audit(
+            actor,
+            "api_token.create",
+            {"token": token.id, "role": body.role, "name": body.name, "ttl_s": body.ttl_s},
+            now,
+        )
+        return json_response({**token_view(token), "token": secret}, 201)
+
+    async def revoke_token(self, request: Request) -> Response:
+        actor = await self._authorize(request, "admin")
+        token_id = request.path_params["token_id"]
+        now = time.time()
+        token = await self.store.revoke_api_token(token_id, now)
+        if token is None:
+            raise NotFound(f"no unrevoked API token {token_id!r}", code="token_not_found")
+        self._token_cache.clear()  # refused from the next request on, in this process too
+        await self.store.audit(actor, "api_token.revoke", {"token": token.id, "name": token.name}, now)
+        return json_response(token_view(token))
+
+    async def audit_log(self, request: Request) -> Response:
+        """The audit log, oldest first: page with ``after`` (the ``next`` of the last page)."""
+        await self._authorize(request, "admin")
+        after = int(self._number(request, "after", 0, 0, 2**62))
+        limit = int(self._number(request, "limit", 100, 1, 1000))
+        query = request.query_params
+        since = self._number(request, "since", 0, 0, 1e11) if "since" in query else None
+        until = self._number(request, "until", 0, 0, 1e11) if "until" in query else None
+        max_bytes = self.control.config.server.max_page_bytes
+        rows = await self.store.audit_log(
+            after, limit, query.get("actor"), query.get("action"), since, until, max_bytes
+        )
+        entries = [dataclasses.asdict(r) for r in rows]
+        more = len(rows) == limit or sum(json_size(r.detail) for r in rows) >= max_bytes
+        return json_response({"entries": entries, "next": rows[-1].id if rows and more else None})

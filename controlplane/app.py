@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
+from agent.identity import make_private_tree
 from agent.protocol.signing import OfferSigner
 from controlplane.api import Api, error_response, json_response
 from controlplane.config import ControlConfig
@@ -40,7 +41,10 @@ DB_FILE = "control.db"
 
 
 def open_store(data_dir: Path, config: ControlConfig) -> SqliteStore:
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # 0700/0600 whatever they were found with: the database holds records and OAuth refresh
+    # tokens, tls/ and signing/ hold keys (before the database opens: its -wal and -shm take
+    # its mode).
+    make_private_tree(data_dir)
     return SqliteStore(data_dir / DB_FILE, synchronous=config.store.synchronous.upper())
 
 
@@ -108,6 +112,8 @@ def build_app(control: ControlPlane) -> Starlette:
     schedules = ScheduleApi(api, scheduler)
 
     async def metrics(request: Request) -> Response:
+        if not control.config.server.metrics_public:
+            await api._authorize(request, "viewer")
         return Response(generate_latest(control.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(request: Request) -> Response:
@@ -169,6 +175,10 @@ def build_app(control: ControlPlane) -> Starlette:
         Route("/api/v1/schedules/{name}", schedules.delete, methods=["DELETE"]),
         Route("/api/v1/schedules/{name}/run", schedules.run, methods=["POST"]),
         Route("/api/v1/whoami", api.roles, methods=["GET"]),
+        Route("/api/v1/tokens", api.list_tokens, methods=["GET"]),
+        Route("/api/v1/tokens", api.create_token, methods=["POST"]),
+        Route("/api/v1/tokens/{token_id}", api.revoke_token, methods=["DELETE"]),
+        Route("/api/v1/audit", api.audit_log, methods=["GET"]),
         WebSocketRoute("/api/v1/agent/connect", agent_endpoint),
     ]
     app = Starlette(

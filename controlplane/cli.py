@@ -2,7 +2,9 @@
 
     bridgehead-control serve --data-dir DIR [--listen HOST:PORT] [--config control.toml] [--insecure-http]
     bridgehead-control ca-cert --data-dir DIR
-    bridgehead-control api-token create --data-dir DIR --role admin|operator|viewer [--name NAME]
+    bridgehead-control api-token create --data-dir DIR --role admin|operator|viewer [--name NAME] [--ttl S]
+    bridgehead-control api-token list --data-dir DIR
+    bridgehead-control api-token revoke ID --data-dir DIR
     bridgehead-control enrollment-token create --data-dir DIR [--cluster NAME] [--ttl S] [--uses N] [--replace NAME]
     bridgehead-control agent revoke NAME --data-dir DIR
     bridgehead-control signing-key rotate|list --data-dir DIR
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +30,8 @@ from controlplane import __version__
 from controlplane.auth import API_TOKEN_PREFIX, ROLES, new_enrollment_token, new_token, token_hash
 from controlplane.config import ControlConfig, load_control_config, parse_listen
 from controlplane.listening import bind
+from controlplane.store.base import CLI, ApiTokenRow
+from controlplane.store.sqlite import SqliteStore
 
 log = logging.getLogger("bridgehead.control")
 
@@ -37,6 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from controlplane.pki import Authority, write_private
     from controlplane.tls import PeerCertWebSocketProtocol, is_loopback, prepare_tls
 
+    # A belt to the data dir's chmod: whatever this process creates is its own alone.
+    os.umask(0o077)
     config: ControlConfig = load_control_config(args.config)
     listen = args.listen or config.server.listen
     try:
@@ -98,7 +106,7 @@ def cmd_agent_revoke(args: argparse.Namespace) -> int:
     async def revoke() -> bool:
         store = _store(args.data_dir)
         try:
-            return bool(await store.revoke_agent(args.name, "cli", time.time()))
+            return bool(await store.revoke_agent(args.name, CLI, time.time()))
         finally:
             await store.close()
 
@@ -132,17 +140,72 @@ def _store(data_dir: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_api_token(args: argparse.Namespace) -> int:
+    if args.ttl is not None and args.ttl <= 0:
+        raise ConfigError("--ttl", "", "must be a positive number of seconds")
     token = new_token(API_TOKEN_PREFIX)
 
     async def create() -> None:
         store = _store(args.data_dir)
         now = time.time()
-        await store.add_api_token(token_hash(token), args.role, args.name, now)
-        await store.audit("cli", "api_token.create", {"role": args.role, "name": args.name}, now)
+        expires_at = now + args.ttl if args.ttl is not None else None
+        await store.add_api_token(token_hash(token), args.role, args.name, now, expires_at)
+        detail = {"token": token_hash(token)[:12], "role": args.role, "name": args.name, "ttl_s": args.ttl}
+        await store.audit(CLI, "api_token.create", detail, now)
         await store.close()
 
     asyncio.run(create())
     print(token)
+    return 0
+
+
+def _when(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cmd_api_token_list(args: argparse.Namespace) -> int:
+    async def read() -> list[ApiTokenRow]:
+        store: SqliteStore = _store(args.data_dir)
+        try:
+            return await store.api_tokens()
+        finally:
+            await store.close()
+
+    rows = [("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "LAST USED", "REVOKED")]
+    for t in asyncio.run(read()):
+        rows.append(
+            (
+                t.id,
+                t.name or "-",
+                t.role,
+                _when(t.created_at),
+                _when(t.expires_at),
+                _when(t.last_used_at),
+                _when(t.revoked_at),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_api_token_revoke(args: argparse.Namespace) -> int:
+    async def revoke() -> bool:
+        store = _store(args.data_dir)
+        try:
+            now = time.time()
+            token = await store.revoke_api_token(args.token_id, now)
+            if token is not None:
+                await store.audit(CLI, "api_token.revoke", {"token": token.id, "name": token.name}, now)
+            return token is not None
+        finally:
+            await store.close()
+
+    if not asyncio.run(revoke()):
+        raise ConfigError("api-token revoke", args.token_id, "no unrevoked API token with that id (api-token list)")
+    print(f"revoked {args.token_id}: a running control plane refuses it from its next request")
     return 0
 
 
@@ -160,7 +223,7 @@ def cmd_enrollment_token(args: argparse.Namespace) -> int:
         now = time.time()
         await store.add_enrollment_token(token_hash(secret), args.cluster, now + args.ttl, now, args.uses, args.replace)
         detail = {"cluster": args.cluster, "ttl_s": args.ttl, "uses": args.uses, "replace": args.replace}
-        await store.audit("cli", "enrollment_token.create", detail, now)
+        await store.audit(CLI, "enrollment_token.create", detail, now)
         await store.close()
 
     asyncio.run(create())
@@ -205,7 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", required=True)
     c.add_argument("--role", required=True, choices=ROLES)
     c.add_argument("--name", default="")
+    c.add_argument("--ttl", type=float, help="seconds until it expires (default: never)")
     c.set_defaults(func=cmd_api_token)
+    c = tsub.add_parser("list", help="list tokens: id, name, role, created, expires, last used, revoked")
+    c.add_argument("--data-dir", required=True)
+    c.set_defaults(func=cmd_api_token_list)
+    c = tsub.add_parser("revoke", help="refuse a token from now on (by the id that list shows)")
+    c.add_argument("token_id", metavar="ID")
+    c.add_argument("--data-dir", required=True)
+    c.set_defaults(func=cmd_api_token_revoke)
     p = sub.add_parser("enrollment-token", help="manage agent enrolment tokens")
     tsub = p.add_subparsers(dest="action", required=True)
     c = tsub.add_parser("create", help="create a one-time token and print it")

@@ -49,6 +49,12 @@ class ServerSection(_Section):
     # Parameter schemas published by agents: the largest one compiled, and how many kept.
     max_schema_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * MiB)] = 256 * 1024
     max_schemas: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    # The most bytes of records (and of job params, in job lists) in one API answer; a page
+    # holds fewer items rather than more bytes, except a single record larger than this.
+    max_page_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=256 * MiB)] = 4 * MiB
+    # /metrics without a token (a scraper on a trusted network that sends none); by default it
+    # needs a viewer token, which Prometheus sends with ``authorization: {credentials: ...}``.
+    metrics_public: bool = False
 
 
 class JobsSection(_Section):
@@ -81,6 +87,15 @@ def load_control_config(path: str | None) -> ControlConfig:
     if path is None:
         return ControlConfig()
     raw = read_toml(path)
+    instances = raw.get("servicenow")
+    for name, table in instances.items() if isinstance(instances, dict) else ():
+        if isinstance(table, dict) and "tables" not in table:  # msgspec would not name the instance
+            raise ConfigError(
+                path,
+                f"servicenow.{name}.tables",
+                'required: the tables and import sets sinks may write there, e.g. tables = ["u_user_import"] '
+                "(docs/sinks.md)",
+            )
     try:
         config = msgspec.convert(raw, ControlConfig, strict=True)
     except msgspec.ValidationError as exc:

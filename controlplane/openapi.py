@@ -12,7 +12,7 @@ from typing import Any, Literal
 import msgspec
 
 import controlplane
-from controlplane.api import EnrollmentTokenRequest, EnrollRequest, JobSubmit
+from controlplane.api import ApiTokenRequest, EnrollmentTokenRequest, EnrollRequest, JobSubmit
 from controlplane.schedules.api import Schedule, ScheduleCreate, SchedulePatch
 
 
@@ -67,6 +67,35 @@ class Agent(msgspec.Struct):
     revoked: bool
 
 
+class ApiToken(msgspec.Struct):
+    id: str  # public: the start of the token's hash
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+    revoked_at: float | None
+
+
+class NewApiToken(ApiToken):
+    token: str  # the secret, shown only in this answer
+
+
+class AuditEntry(msgspec.Struct):
+    id: int
+    at: float
+    actor: str  # an API token's id, or "cli", "enrollment-token"
+    actor_name: str  # the token's label
+    address: str  # the client's address, or "local" for the CLI
+    action: str
+    detail: dict[str, Any]
+
+
+class AuditPage(msgspec.Struct):
+    entries: list[AuditEntry]
+    next: int | None
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -89,6 +118,10 @@ _WAIT = {
     "description": "Hold the answer until the job ends or this many seconds pass",
 }
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_PAGE_BY_NAME = [
+    {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "the last name of the page before"},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+]
 _SCHEDULE_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -96,6 +129,7 @@ _SCHEDULE_NAME = {"name": "name", "in": "path", "required": True, "schema": {"ty
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [JobSubmit, EnrollRequest, EnrollmentTokenRequest, Job, RecordsPage, Agent, ErrorResponse]
+        + [ApiTokenRequest, ApiToken, NewApiToken, AuditPage]
         + [ScheduleCreate, SchedulePatch, Schedule],
         ref_template="#/components/schemas/{name}",
     )
@@ -122,7 +156,14 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(
-                        {"type": "object", "properties": {"jobs": {"type": "array", "items": _ref("Job")}}}, "Jobs"
+                        {
+                            "type": "object",
+                            "properties": {
+                                "jobs": {"type": "array", "items": _ref("Job")},
+                                "next": {"type": ["string", "null"], "description": "pass as before= for more"},
+                            },
+                        },
+                        "Jobs (at most limit, and at most server.max_page_bytes of params)",
                     ),
                     **_ERRORS,
                 },
@@ -189,7 +230,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/agents": {
             "get": {
-                "summary": "Enrolled agents",
+                "summary": "Enrolled agents, by name (a page of limit; more with after=<last name>)",
+                "parameters": _PAGE_BY_NAME,
                 "responses": {"200": _json({"type": "array", "items": _ref("Agent")}, "Agents"), **_ERRORS},
             }
         },
@@ -215,6 +257,7 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/syncs": {
             "get": {
                 "summary": "Named syncs and the state their next run starts from (watermark, identities kept)",
+                "parameters": _PAGE_BY_NAME,
                 "responses": {"200": _json({"type": "array", "items": {"type": "object"}}, "Sync states"), **_ERRORS},
             }
         },
@@ -251,10 +294,17 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
             "get": {
-                "summary": "List schedules, by name",
+                "summary": "List schedules, by name (at most limit, and server.max_page_bytes of job templates)",
+                "parameters": _PAGE_BY_NAME,
                 "responses": {
                     "200": _json(
-                        {"type": "object", "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}}},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "schedules": {"type": "array", "items": _ref("Schedule")},
+                                "next": {"type": ["string", "null"], "description": "pass as after= for more"},
+                            },
+                        },
                         "Schedules",
                     ),
                     **_ERRORS,
@@ -290,12 +340,58 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/tokens": {
+            "get": {
+                "summary": "List API tokens (admin): ids, labels, roles, expiry, last use, revocation",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"tokens": {"type": "array", "items": _ref("ApiToken")}}},
+                        "Tokens (never their secrets)",
+                    ),
+                    **_ERRORS,
+                },
+            },
+            "post": {
+                "summary": "Create an API token (admin); the secret is in this answer only",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ApiTokenRequest")}}},
+                "responses": {"201": _json(_ref("NewApiToken"), "The token, shown once"), **_ERRORS},
+            },
+        },
+        "/api/v1/tokens/{token_id}": {
+            "delete": {
+                "summary": "Revoke an API token (admin): refused from the next request on",
+                "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("ApiToken"), "Revoked"), **_ERRORS},
+            }
+        },
+        "/api/v1/audit": {
+            "get": {
+                "summary": "The audit log (admin), oldest first: who changed what, when, from where",
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "actor", "in": "query", "schema": {"type": "string"}},
+                    {"name": "action", "in": "query", "schema": {"type": "string"}},
+                    {"name": "since", "in": "query", "schema": {"type": "number"}},
+                    {"name": "until", "in": "query", "schema": {"type": "number"}},
+                ],
+                "responses": {
+                    "200": _json(_ref("AuditPage"), "Entries; next is the after= of the next page"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/whoami": {
+            "get": {
+                "summary": "The calling token's role, id and label",
+                "responses": {"200": _json({"type": "object"}, "Who you are"), **_ERRORS},
+            }
+        },
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
         "/metrics": {
             "get": {
-                "summary": "Prometheus metrics",
-                "security": [],
-                "responses": {"200": {"description": "text exposition format"}},
+                "summary": "Prometheus metrics (a viewer token, unless server.metrics_public)",
+                "responses": {"200": {"description": "text exposition format"}, "401": _ERRORS["401"]},
             }
         },
     }

@@ -225,6 +225,7 @@ def main() -> None:
         print(f"• ServiceNow sandbox (a stand-in for an instance) on {sandbox_url}, admin/admin")
         (work / "control.toml").write_text(
             f'[servicenow.sandbox]\nurl = "{sandbox_url}"\nauth = "oauth_client_credentials"\n'
+            'tables = ["u_staff_import", "sys_user"]\n'
             'client_id = "bridgehead"\nclient_secret_env = "BH_DEMO_SN_SECRET"\n'
         )
         procs.append(

@@ -215,6 +215,12 @@ class ControlPlane:
             *extra,
         ).stdout.strip()
 
+    def metrics(self) -> str:
+        """``GET /metrics`` with the admin token (it needs one unless metrics_public)."""
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        with urlopen(urllib.request.Request(self.url + "/metrics", headers=headers)) as resp:  # noqa: S310
+            return str(resp.read().decode())
+
     def ca_pem(self) -> bytes:
         return run_cli("controlplane.cli", "ca-cert", "--data-dir", str(self.data_dir)).stdout.encode()
 

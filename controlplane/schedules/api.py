@@ -20,7 +20,7 @@ from controlplane.api import Api, JobSubmit, job_view, json_response
 from controlplane.errors import ApiError, BadRequest, Conflict, NotFound
 from controlplane.schedules.scheduler import Scheduler, following
 from controlplane.schedules.times import ScheduleSpecError, check_cron, utc_iso, zone
-from controlplane.store.base import ScheduleRow
+from controlplane.store.base import ScheduleRow, json_size
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ScheduleName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
@@ -166,8 +166,16 @@ class ScheduleApi:
 
     async def list(self, request: Request) -> Response:
         await self.api._authorize(request, "viewer")
-        schedules = await self.store.list_schedules()
-        return json_response({"schedules": [await self._view(s) for s in schedules]})
+        limit = int(self.api._number(request, "limit", 1000, 1, 1000))
+        max_bytes = self.api.control.config.server.max_page_bytes
+        after = request.query_params.get("after", "")
+        schedules = await self.store.list_schedules(after, limit, max_bytes)
+        size = sum(json_size(s.job) for s in schedules)
+        more = bool(schedules) and (len(schedules) == limit or size >= max_bytes)
+        # ``next``: pass it as ``after`` for the following page (None: this was the last).
+        return json_response(
+            {"schedules": [await self._view(s) for s in schedules], "next": schedules[-1].name if more else None}
+        )
 
     async def get(self, request: Request) -> Response:
         await self.api._authorize(request, "viewer")

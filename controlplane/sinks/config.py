@@ -15,10 +15,18 @@ from agent.redact import REDACTOR
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A ServiceNow table or import set name; the instance reads names case-insensitively.
+TableName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,79}$")]
 
 
 class ServiceNowInstance(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str
+    # The tables and import sets sinks may write here (required, so that an instance is never
+    # open to every table by omission); a job naming another is refused at submit and, if it
+    # was stored before the list changed, at delivery.
+    tables: Annotated[list[TableName], msgspec.Meta(max_length=10_000)]
+    # Whether a table sink may have on_delete = "delete" (rows deleted, not deactivated).
+    allow_delete: bool = False
     auth: Literal["basic", "oauth_client_credentials", "oauth_refresh_token"] = "oauth_client_credentials"
     client_id: str | None = None
     client_secret_env: str | None = None
@@ -33,6 +41,9 @@ class ServiceNowInstance(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     refresh_token_file: str | None = None
     # The Import Set API's recommended most records per insertMultiple.
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+    # And at most this many bytes of records per request (a batch of large records is sent in
+    # several requests; a single larger record goes alone).
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
     # Requests per second to this instance, all jobs together (a token bucket).
     max_requests_per_s: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 20.0
     # Requests in flight to this instance at once, all jobs together.

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controlplane.sinks.client import InstanceClient
-from controlplane.sinks.presets import member_dns
+from controlplane.sinks.presets import MEMBERS_TABLE, member_dns
 from controlplane.sinks.targets import Outcome, plain, table_rows
 
-_MEMBERS_TABLE = "/api/now/table/sys_user_grmember"
+_MEMBERS_TABLE = f"/api/now/table/{MEMBERS_TABLE}"
 
 
 class Memberships:

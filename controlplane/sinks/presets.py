@@ -26,6 +26,7 @@ from controlplane.sinks.spec import as_text
 from controlplane.sinks.targets import Row
 
 ID_FIELD = "u_directory_id"
+MEMBERS_TABLE = "sys_user_grmember"  # the ldap_groups preset's membership rows
 
 
 @dataclass(frozen=True)

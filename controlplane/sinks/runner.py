@@ -26,6 +26,7 @@ import msgspec
 
 from controlplane.config import ControlConfig
 from controlplane.metrics import Metrics
+from controlplane.sinks.allowlist import refusal
 from controlplane.sinks.auth import AuthFailed
 from controlplane.sinks.client import InstanceClient, InstanceUnavailable
 from controlplane.sinks.memberships import Memberships
@@ -107,6 +108,10 @@ class SinkRunner:
             spec = parse_sink(job.sink)
             if spec.servicenow not in self.config.servicenow:
                 raise TargetRefused(f"no [servicenow.{spec.servicenow}] in the control plane's configuration")
+            # Checked at submit too; this catches a job stored before the configuration changed.
+            problem = refusal(spec.servicenow, self.config.servicenow[spec.servicenow], spec)
+            if problem is not None:
+                raise TargetRefused(problem)
         except (ValueError, TargetRefused) as exc:
             await self._fail(job, "invalid_sink", str(exc))
             return
@@ -181,19 +186,31 @@ class Delivery:
 
     async def _batch(self, first: int) -> None:
         job = self.job
-        rows = await self.store.records(job.id, job.attempt, first - 1, self.batch_size)
-        records = [(seq, _decode.decode(data)) for seq, data in rows]
-        if not records:
+        max_bytes = self.runner.config.servicenow[self.spec.servicenow].max_request_bytes
+        last = min(first + self.batch_size - 1, job.record_count)
+        done = first - 1
+        outcomes: list[Outcome] = []
+        rejected: list[Rejected] = []
+        # A batch is the unit kept as delivered; it goes out in requests of at most max_bytes.
+        while done < last:
+            rows = await self.store.records(job.id, job.attempt, done, last - done, max_bytes)
+            if not rows:
+                break
+            records = [(seq, _decode.decode(data)) for seq, data in rows]
+            del rows
+            sent = await self.target.send([self._row(record) for _seq, record in records])
+            if self.memberships is not None:
+                await self.memberships.sync([record for _seq, record in records], sent)
+            outcomes += sent
+            rejected += _rejected(records, sent)
+            done = records[-1][0]
+        if not outcomes:
             return
-        converted = [self._row(record) for _seq, record in records]
-        outcomes = await self.target.send(converted)
-        if self.memberships is not None:
-            await self.memberships.sync([record for _seq, record in records], outcomes)
         counts = _counts(outcomes)
         # The rejected records kept for GET .../sync/errors are bounded; the count never is.
-        rejected = _rejected(records, outcomes)[: max(0, self.room_for_rejected)]
+        rejected = rejected[: max(0, self.room_for_rejected)]
         self.room_for_rejected -= len(rejected)
-        await self.store.finish_batch(job.id, first, records[-1][0], counts, rejected, time.time())
+        await self.store.finish_batch(job.id, first, done, counts, rejected, time.time())
         for outcome, n in counts.items():
             if n:
                 self.runner.metrics.sink_records.labels(self.spec.servicenow, outcome).inc(n)

@@ -18,7 +18,18 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 from agent.protocol import SyncState
+
+_size_encoder = msgspec.json.Encoder()
+
+
+def json_size(value: Any) -> int:
+    """A value's size as JSON: the one measure the store's byte-capped lists and the API's
+    ``next`` both use, so they agree where a page ends."""
+    return 0 if value is None else len(_size_encoder.encode(value))
+
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -81,6 +92,44 @@ class AgentRow:
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who made a change, as the audit log names them: an API token (its public id and
+    label), or the CLI, an enrolment token, the scheduler; and from which address."""
+
+    id: str  # an API token's id, or "cli", "enrollment-token", "scheduler"
+    name: str = ""
+    role: str = ""
+    address: str = "local"
+
+
+CLI = Actor("cli", address="local")
+
+
+@dataclass
+class ApiTokenRow:
+    """An API token as listed: never its secret, only ``id`` (the start of its hash)."""
+
+    id: str
+    name: str
+    role: str
+    created_at: float
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass
+class AuditRow:
+    id: int
+    at: float
+    actor: str
+    actor_name: str
+    address: str
+    action: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class EnrollmentGrant:
     """What an enrolment token allows (``Store.enroll_agent`` checks it in the same
     transaction that registers the agent)."""
@@ -88,6 +137,7 @@ class EnrollmentGrant:
     token_hash: str
     agent: AgentRow
     replace_allowed: bool = False  # refused unless the token was made with --replace NAME
+    address: str = ""  # where the enrolment came from (for the audit log)
 
 
 @dataclass(frozen=True)
@@ -132,8 +182,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_jobs(
-        self, state: str | None, cluster: str | None, limit: int, before: str | None
-    ) -> list[JobRow]: ...
+        self, state: str | None, cluster: str | None, limit: int, before: str | None, max_bytes: int | None = None
+    ) -> list[JobRow]:
+        """Newest first; with ``max_bytes``, stop once the jobs' params and sinks reach it
+        (at least one job)."""
 
     @abc.abstractmethod
     async def jobs_in_state(self, state: str) -> list[JobRow]:
@@ -171,7 +223,8 @@ class Store(abc.ABC):
         """The kept state of sync ``name`` (None before its first successful run)."""
 
     @abc.abstractmethod
-    async def sync_states(self) -> list[SyncSummary]: ...
+    async def sync_states(self, after: str = "", limit: int = -1) -> list[SyncSummary]:
+        """By name, after ``after``; at most ``limit`` (-1: all)."""
 
     @abc.abstractmethod
     def delete_sync_state(self, name: str) -> Awaitable[object]:
@@ -185,7 +238,11 @@ class Store(abc.ABC):
     def request_cancel(self, job_id: str) -> Awaitable[object]: ...
 
     @abc.abstractmethod
-    async def records(self, job_id: str, attempt: int, after: int, limit: int) -> list[tuple[int, bytes]]: ...
+    async def records(
+        self, job_id: str, attempt: int, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Records after ``after``: at most ``limit``, and at most ``max_bytes`` of them in
+        total unless the first alone is larger (then it alone). Reads no more than that."""
 
     # --- agents and credentials -----------------------------------------------------------
     @abc.abstractmethod
@@ -198,7 +255,7 @@ class Store(abc.ABC):
     def set_agent_certificate(self, name: str, expires_at: float) -> Awaitable[object]: ...
 
     @abc.abstractmethod
-    async def revoke_agent(self, name: str, actor: str, now: float) -> bool:
+    async def revoke_agent(self, name: str, actor: Actor, now: float) -> bool:
         """Refuse the agent from now on (its name may then be enrolled again); False if unknown."""
 
     @abc.abstractmethod
@@ -209,7 +266,8 @@ class Store(abc.ABC):
     async def get_agent(self, name: str) -> AgentRow | None: ...
 
     @abc.abstractmethod
-    async def list_agents(self) -> list[AgentRow]: ...
+    async def list_agents(self, after: str = "", limit: int = -1) -> list[AgentRow]:
+        """By name, after ``after``; at most ``limit`` (-1: all)."""
 
     @abc.abstractmethod
     def agent_seen(
@@ -217,10 +275,28 @@ class Store(abc.ABC):
     ) -> Awaitable[object]: ...
 
     @abc.abstractmethod
-    def add_api_token(self, token_hash: str, role: str, name: str, now: float) -> Awaitable[object]: ...
+    def add_api_token(
+        self, token_hash: str, role: str, name: str, now: float, expires_at: float | None = None
+    ) -> Awaitable[object]: ...
 
     @abc.abstractmethod
-    async def api_token_role(self, token_hash: str) -> str | None: ...
+    async def api_token(self, token_hash: str) -> ApiTokenRow | None:
+        """The token with this hash, revoked and expired ones included."""
+
+    @abc.abstractmethod
+    async def api_tokens(self) -> list[ApiTokenRow]: ...
+
+    @abc.abstractmethod
+    async def revoke_api_token(self, token_id: str, now: float) -> ApiTokenRow | None:
+        """Revoke the unrevoked token with this id; None if there is none."""
+
+    @abc.abstractmethod
+    def api_token_used(self, token_id: str, now: float) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    def external_changes(self) -> int:
+        """A number that changes whenever another process (the CLI) commits to the store:
+        what a cache of tokens checks to notice a revocation at once."""
 
     @abc.abstractmethod
     def add_enrollment_token(
@@ -237,7 +313,9 @@ class Store(abc.ABC):
     async def get_schedule(self, name: str) -> ScheduleRow | None: ...
 
     @abc.abstractmethod
-    async def list_schedules(self) -> list[ScheduleRow]: ...
+    async def list_schedules(self, after: str = "", limit: int = -1, max_bytes: int | None = None) -> list[ScheduleRow]:
+        """By name, after ``after``; at most ``limit`` (-1: all), stopping once their job
+        templates reach ``max_bytes`` (at least one)."""
 
     @abc.abstractmethod
     async def due_schedules(self, now: float) -> list[ScheduleRow]:
@@ -270,7 +348,21 @@ class Store(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def audit(self, actor: str, action: str, detail: dict[str, Any], now: float) -> Awaitable[object]: ...
+    def audit(self, actor: Actor, action: str, detail: dict[str, Any], now: float) -> Awaitable[object]: ...
+
+    @abc.abstractmethod
+    async def audit_log(
+        self,
+        after: int,
+        limit: int,
+        actor: str | None = None,
+        action: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        max_bytes: int | None = None,
+    ) -> list[AuditRow]:
+        """Audit entries past id ``after``, oldest first; ``actor`` matches its id or name;
+        with ``max_bytes``, stop once their details reach it (at least one entry)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
-from controlplane.store.base import ScheduleRow
+from controlplane.store.base import ScheduleRow, json_size
 
 T = TypeVar("T")
 
@@ -103,9 +103,20 @@ class ScheduleTables:
         row = self.db.execute(f"SELECT {_COLUMNS} FROM schedules WHERE name=?", (name,)).fetchone()  # noqa: S608
         return _schedule(row) if row else None
 
-    async def list_schedules(self) -> list[ScheduleRow]:
-        rows = self.db.execute(f"SELECT {_COLUMNS} FROM schedules ORDER BY name").fetchall()  # noqa: S608
-        return [_schedule(r) for r in rows]
+    async def list_schedules(self, after: str = "", limit: int = -1, max_bytes: int | None = None) -> list[ScheduleRow]:
+        cursor = self.db.execute(
+            f"SELECT {_COLUMNS} FROM schedules WHERE name > ? ORDER BY name LIMIT ?",  # noqa: S608
+            (after, limit),
+        )
+        out: list[ScheduleRow] = []
+        size = 0
+        for row in cursor:  # each holds a job template (up to jobs.max_params_bytes): stop at max_bytes
+            out.append(_schedule(row))
+            size += json_size(out[-1].job)
+            if max_bytes is not None and size >= max_bytes:
+                cursor.close()
+                break
+        return out
 
     async def due_schedules(self, now: float) -> list[ScheduleRow]:
         rows = self.db.execute(

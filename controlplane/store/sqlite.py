@@ -15,17 +15,32 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from agent.protocol import SyncState
-from controlplane.store.base import AgentRow, EnrollmentGrant, EnrollmentRefused, JobRow, Store, SyncSummary
+from controlplane.store.base import (
+    Actor,
+    AgentRow,
+    ApiTokenRow,
+    AuditRow,
+    EnrollmentGrant,
+    EnrollmentRefused,
+    JobRow,
+    Store,
+    SyncSummary,
+    json_size,
+)
 from controlplane.store.schedules import SCHEDULE_SCHEMA, ScheduleTables
 from controlplane.store.sinks import SINK_SCHEMA, SinkTables
 
@@ -98,7 +113,10 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     token_hash TEXT PRIMARY KEY,
     role TEXT NOT NULL,
     name TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    last_used_at REAL,
+    revoked_at REAL
 );
 CREATE TABLE IF NOT EXISTS enrollment_tokens (
     token_hash TEXT PRIMARY KEY,
@@ -115,7 +133,9 @@ CREATE TABLE IF NOT EXISTS audit (
     at REAL NOT NULL,
     actor TEXT NOT NULL,
     action TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    actor_name TEXT NOT NULL DEFAULT '',
+    address TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -175,7 +195,28 @@ _ADDED_COLUMNS = (
     ("agents", "revoked_at", "REAL"),
     ("enrollment_tokens", "uses_left", "INTEGER NOT NULL DEFAULT 1"),
     ("enrollment_tokens", "replace_name", "TEXT"),
+    ("api_tokens", "expires_at", "REAL"),
+    ("api_tokens", "last_used_at", "REAL"),
+    ("api_tokens", "revoked_at", "REAL"),
+    ("audit", "actor_name", "TEXT NOT NULL DEFAULT ''"),
+    ("audit", "address", "TEXT NOT NULL DEFAULT ''"),
 )
+
+# A token's public id: the start of its hash (48 bits; the secret cannot be derived from it).
+TOKEN_ID_CHARS = 12
+_TOKEN_COLUMNS = "substr(token_hash, 1, 12), name, role, created_at, expires_at, last_used_at, revoked_at"  # noqa: S105 - column names
+_encode_json = msgspec.json.Encoder().encode
+_AUDIT_SQL = "INSERT INTO audit (at, actor, actor_name, address, action, detail) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def private_database(path: Path) -> None:
+    """The database and its -wal and -shm files 0600 whatever they were; SQLite makes the
+    latter two with the database's mode, so this runs before it is opened."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def pack_sizes(sizes: Sequence[int]) -> bytes:
@@ -196,6 +237,7 @@ def unpack_sizes(blob: bytes) -> array.array[int]:
 class SqliteStore(SinkTables, ScheduleTables, Store):
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = path
+        private_database(path)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL: every commit survives a crash of this process (kill -9); FULL also survives
@@ -339,7 +381,9 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
         row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()  # noqa: S608
         return _job(row) if row else None
 
-    async def list_jobs(self, state: str | None, cluster: str | None, limit: int, before: str | None) -> list[JobRow]:
+    async def list_jobs(
+        self, state: str | None, cluster: str | None, limit: int, before: str | None, max_bytes: int | None = None
+    ) -> list[JobRow]:
         where, args = [], []
         if state:
             where.append("state=?")
@@ -354,7 +398,17 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY queue_seq DESC LIMIT ?"
-        return [_job(r) for r in self.db.execute(sql, (*args, limit)).fetchall()]
+        out: list[JobRow] = []
+        size = 0
+        cursor = self.db.execute(sql, (*args, limit))
+        for row in cursor:  # row by row: a page of large params stops at max_bytes
+            job = _job(row)
+            out.append(job)
+            size += json_size(job.params) + json_size(job.sink)
+            if max_bytes is not None and size >= max_bytes:
+                cursor.close()
+                break
+        return out
 
     async def jobs_in_state(self, state: str) -> list[JobRow]:
         rows = self.db.execute(
@@ -454,9 +508,11 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
             return None
         return SyncState(name=name, version=row[0], watermark=row[1], ids=bytes(row[2]))
 
-    async def sync_states(self) -> list[SyncSummary]:
+    async def sync_states(self, after: str = "", limit: int = -1) -> list[SyncSummary]:
         rows = self.db.execute(
-            "SELECT name, version, watermark, length(ids), job_id, updated_at FROM sync_states ORDER BY name"
+            "SELECT name, version, watermark, length(ids), job_id, updated_at FROM sync_states WHERE name > ? "
+            "ORDER BY name LIMIT ?",
+            (after, limit),
         ).fetchall()
         return [SyncSummary(r[0], r[1], r[2], r[3] // 16, r[4], r[5]) for r in rows]
 
@@ -474,22 +530,47 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
     def request_cancel(self, job_id: str) -> Awaitable[Any]:
         return self._write(lambda: self.db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,)))
 
-    async def records(self, job_id: str, attempt: int, after: int, limit: int) -> list[tuple[int, bytes]]:
+    async def records(
+        self, job_id: str, attempt: int, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        cap = max_bytes if max_bytes is not None else sys.maxsize
         out: list[tuple[int, bytes]] = []
+        total = 0
+        # The sizes come first, without the data; then only the slice of each batch that the
+        # page takes is read (blob I/O), so a page never costs more memory than itself.
         cursor = self.db.execute(
-            "SELECT first_seq, sizes, data FROM record_batches WHERE job_id=? AND attempt=? AND last_seq>? "
+            "SELECT rowid, first_seq, sizes FROM record_batches WHERE job_id=? AND attempt=? AND last_seq>? "
             "ORDER BY last_seq",
             (job_id, attempt, after),
         )
-        for first_seq, sizes, data in cursor:
-            offset = 0
-            for seq, size in enumerate(unpack_sizes(sizes), first_seq):
-                if seq > after:
-                    out.append((seq, data[offset : offset + size]))
-                    if len(out) >= limit:
-                        cursor.close()
-                        return out
-                offset += size
+        try:
+            for rowid, first_seq, sizes in cursor:
+                offset = start = 0
+                taken: list[tuple[int, int]] = []
+                full = False
+                for seq, size in enumerate(unpack_sizes(sizes), first_seq):
+                    if seq <= after:
+                        offset += size
+                        start = offset
+                        continue
+                    if len(out) + len(taken) >= limit or (total + size > cap and (out or taken)):
+                        full = True
+                        break
+                    taken.append((seq, size))
+                    total += size
+                    offset += size
+                if taken:
+                    with self.db.blobopen("record_batches", "data", rowid, readonly=True) as blob:
+                        blob.seek(start)
+                        data = blob.read(offset - start)
+                    position = 0
+                    for seq, size in taken:
+                        out.append((seq, data[position : position + size]))
+                        position += size
+                if full or len(out) >= limit:
+                    break
+        finally:
+            cursor.close()
         return out
 
     # --- agents and credentials -----------------------------------------------------------
@@ -534,10 +615,8 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
                 (agent.name, agent.cluster, agent.agent_id, agent.public_key, now, agent.cert_expires_at),
             )
             action = "agent.replace" if existing is not None else "agent.enroll"
-            self.db.execute(
-                "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-                (now, "enrollment-token", action, json.dumps({"agent": agent.name, "cluster": agent.cluster})),
-            )
+            actor = Actor("enrollment-token", address=grant.address)
+            self._audit_now(actor, action, {"agent": agent.name, "cluster": agent.cluster}, now)
             return agent
 
         return await self._write(op, isolated=True)
@@ -547,14 +626,11 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
             lambda: self.db.execute("UPDATE agents SET cert_expires_at=? WHERE name=?", (expires_at, name))
         )
 
-    async def revoke_agent(self, name: str, actor: str, now: float) -> bool:
+    async def revoke_agent(self, name: str, actor: Actor, now: float) -> bool:
         def op() -> bool:
             cursor = self.db.execute("UPDATE agents SET revoked_at=? WHERE name=? AND revoked_at IS NULL", (now, name))
             if cursor.rowcount:
-                self.db.execute(
-                    "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-                    (now, actor, "agent.revoke", json.dumps({"agent": name})),
-                )
+                self._audit_now(actor, "agent.revoke", {"agent": name}, now)
             return cursor.rowcount == 1
 
         return await self._write(op)
@@ -567,8 +643,9 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
         row = self.db.execute("SELECT * FROM agents WHERE name=?", (name,)).fetchone()
         return _agent(row) if row else None
 
-    async def list_agents(self) -> list[AgentRow]:
-        return [_agent(r) for r in self.db.execute("SELECT * FROM agents ORDER BY name").fetchall()]
+    async def list_agents(self, after: str = "", limit: int = -1) -> list[AgentRow]:
+        rows = self.db.execute("SELECT * FROM agents WHERE name > ? ORDER BY name LIMIT ?", (after, limit))
+        return [_agent(r) for r in rows.fetchall()]
 
     def agent_seen(
         self, name: str, now: float, version: str, plugins: list[dict[str, Any]], connections: list[str]
@@ -580,17 +657,61 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
             )
         )
 
-    def add_api_token(self, token_hash: str, role: str, name: str, now: float) -> Awaitable[Any]:
+    def add_api_token(
+        self, token_hash: str, role: str, name: str, now: float, expires_at: float | None = None
+    ) -> Awaitable[Any]:
         return self._write(
             lambda: self.db.execute(
-                "INSERT INTO api_tokens (token_hash, role, name, created_at) VALUES (?, ?, ?, ?)",
-                (token_hash, role, name, now),
+                "INSERT INTO api_tokens (token_hash, role, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (token_hash, role, name, now, expires_at),
             )
         )
 
-    async def api_token_role(self, token_hash: str) -> str | None:
-        row = self.db.execute("SELECT role FROM api_tokens WHERE token_hash=?", (token_hash,)).fetchone()
-        return str(row[0]) if row else None
+    async def api_token(self, token_hash: str) -> ApiTokenRow | None:
+        row = self.db.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash=?",  # noqa: S608 - fixed column list
+            (token_hash,),
+        ).fetchone()
+        return ApiTokenRow(*row) if row else None
+
+    async def api_tokens(self) -> list[ApiTokenRow]:
+        rows = self.db.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at").fetchall()  # noqa: S608
+        return [ApiTokenRow(*row) for row in rows]
+
+    async def revoke_api_token(self, token_id: str, now: float) -> ApiTokenRow | None:
+        if len(token_id) != TOKEN_ID_CHARS:
+            return None
+
+        def op() -> ApiTokenRow | None:
+            # The id is a prefix of the hash: a range over the primary key finds it.
+            row = self.db.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash >= ? AND token_hash < ? "  # noqa: S608
+                "AND revoked_at IS NULL",
+                (token_id, token_id + "g"),
+            ).fetchone()
+            if row is None:
+                return None
+            self.db.execute(
+                "UPDATE api_tokens SET revoked_at=? WHERE token_hash >= ? AND token_hash < ? AND revoked_at IS NULL",
+                (now, token_id, token_id + "g"),
+            )
+            token = ApiTokenRow(*row)
+            token.revoked_at = now
+            return token
+
+        return await self._write(op)
+
+    def api_token_used(self, token_id: str, now: float) -> Awaitable[Any]:
+        return self._write(
+            lambda: self.db.execute(
+                "UPDATE api_tokens SET last_used_at=? WHERE token_hash >= ? AND token_hash < ?",
+                (now, token_id, token_id + "g"),
+            )
+        )
+
+    def external_changes(self) -> int:
+        # Changes when another connection (another process) commits; never for our own writes.
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     def add_enrollment_token(
         self, token_hash: str, cluster: str, expires_at: float, now: float, uses: int = 1, replace: str | None = None
@@ -603,10 +724,49 @@ class SqliteStore(SinkTables, ScheduleTables, Store):
             )
         )
 
-    def audit(self, actor: str, action: str, detail: dict[str, Any], now: float) -> Awaitable[Any]:
-        return self._write(
-            lambda: self.db.execute(
-                "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-                (now, actor, action, json.dumps(detail)),
-            )
+    def _audit_now(self, actor: Actor, action: str, detail: dict[str, Any], now: float) -> None:
+        text = _encode_json(detail).decode()  # msgspec: a job submit's entry costs a few microseconds
+        self.db.execute(_AUDIT_SQL, (now, actor.id, actor.name, actor.address, action, text))
+
+    def audit(self, actor: Actor, action: str, detail: dict[str, Any], now: float) -> Awaitable[Any]:
+        return self._write(lambda: self._audit_now(actor, action, detail, now))
+
+    async def audit_log(
+        self,
+        after: int,
+        limit: int,
+        actor: str | None = None,
+        action: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        max_bytes: int | None = None,
+    ) -> list[AuditRow]:
+        where: list[str] = ["id > ?"]
+        args: list[Any] = [after]
+        if actor is not None:
+            where.append("(actor = ? OR actor_name = ?)")
+            args += [actor, actor]
+        if action is not None:
+            where.append("action = ?")
+            args.append(action)
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("at < ?")
+            args.append(until)
+        cursor = self.db.execute(
+            "SELECT id, at, actor, actor_name, address, action, detail FROM audit WHERE "  # noqa: S608 - fixed fragments
+            + " AND ".join(where)
+            + " ORDER BY id LIMIT ?",
+            (*args, limit),
         )
+        out: list[AuditRow] = []
+        size = 0
+        for r in cursor:  # a schedule's entry holds its job template: stop at max_bytes
+            out.append(AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])))
+            size += json_size(out[-1].detail)
+            if max_bytes is not None and size >= max_bytes:
+                cursor.close()
+                break
+        return out

@@ -10,6 +10,10 @@ tests; docs/plugins/powershell.md says so.
           (no shell; the script never passes through one)
     environment: an allow-list (PATH, HOME, SystemRoot ...), not the agent's: the agent's
           environment holds the secrets its credentials name (password_env)
+    working directory: a new temporary directory of its own (also its TMPDIR / TEMP), never
+          the agent's cwd or data_dir; removed when the script has ended
+    run_as_user (POSIX, agent started as root): the script's uid, gid and no supplementary
+          groups, so it cannot read the agent's files or /proc/<agent pid>/environ
     stdout and stderr read concurrently, at most _AHEAD chunks ahead of the record stream;
           a full stream stops the reads and the script blocks on its pipe
     timeout or cancel: TERM to the process group (Windows: taskkill /T), KILL 2 s later
@@ -20,9 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 from agent.errors import SourceError
 from agent.sdk import JobContext
@@ -59,7 +68,7 @@ class LocalScripts:
         profile = ctx.profile
         slots = self._slots.setdefault(params.connection, asyncio.Semaphore(profile.max_sessions))
         argv = [profile.executable, "-NoProfile", "-NonInteractive", "-EncodedCommand"]
-        argv.append(encoded_command(params.script, params.output))
+        argv.append(encoded_command(params.script_text(), params.output))
         if sys.platform == "win32" and len(subprocess.list2cmdline(argv)) > _WINDOWS_MAX_COMMAND_LINE:
             raise SourceError(
                 f"the script is too long for a Windows command line once encoded "
@@ -67,8 +76,8 @@ class LocalScripts:
                 code="invalid_params",
             )
         limit = min(params.timeout_s or profile.timeout_s, profile.timeout_s)
-        async with slots:
-            process = await _spawn(argv, profile.executable)
+        async with slots, _workdir(profile.run_as_user) as (workdir, account):
+            process = await _spawn(argv, profile.executable, workdir, account)
             try:
                 async with asyncio.timeout(limit):
                     await _pump(process, output)
@@ -85,14 +94,66 @@ class LocalScripts:
         await output.finish(exit_code)
 
 
-async def _spawn(argv: list[str], executable: str) -> asyncio.subprocess.Process:
+@contextlib.asynccontextmanager
+async def _workdir(user: str | None) -> AsyncIterator[tuple[str, Account | None]]:
+    """The script's own working directory, new and empty (not the agent's cwd or data_dir,
+    whose journal and spool hold other jobs' data), removed with whatever the script left;
+    owned by ``user`` when the script runs as another account."""
+    account = _account(user) if user is not None else None
+    workdir = tempfile.mkdtemp(prefix="bridgehead-script-")
+    try:
+        if account is not None:
+            os.chown(workdir, account.uid, account.gid)
+        yield workdir, account
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def _account(name: str) -> Account:
+    if sys.platform == "win32":
+        raise SourceError(
+            "run_as_user is for POSIX agents (on Windows, run the service as that account)", code="invalid_profile"
+        )
+    import pwd  # noqa: PLC0415 - POSIX only
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise SourceError(f"run_as_user: no account {name!r} on this machine", code="invalid_profile") from None
+    if os.geteuid() != 0:
+        raise SourceError(
+            f"run_as_user = {name!r} needs the agent to start as root (it runs as uid {os.geteuid()})",
+            code="invalid_profile",
+        )
+    return Account(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid, home=entry.pw_dir)
+
+
+async def _spawn(argv: list[str], executable: str, workdir: str, account: Account | None) -> asyncio.subprocess.Process:
+    env = script_environment()
+    # Temporary files go to the script's own directory, removed after it.
+    env.update({"TMPDIR": workdir} if sys.platform != "win32" else {"TEMP": workdir, "TMP": workdir})
+    as_user: dict[str, Any] = {}
+    if account is not None:
+        env.update({"HOME": account.home, "USER": account.name, "LOGNAME": account.name})
+        # Its own uid and gid, and none of the agent's supplementary groups.
+        as_user = {"user": account.uid, "group": account.gid, "extra_groups": []}
     try:
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=script_environment(),
+            env=env,
+            cwd=workdir,
+            **as_user,
             # Its own process group (POSIX) / console group (Windows): a stop reaches the
             # script's children too, and the agent's own signals do not reach the script.
             start_new_session=sys.platform != "win32",

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from agent.sdk import Params
+from plugins.powershell.call import COMMAND_NAME, PARAMETER_NAME, call_allowed, call_script, check_call
+from plugins.powershell.call import parse_pattern as parse_call_pattern
 from plugins.ssh.params import MiB, SshProfile
 
 log = logging.getLogger("bridgehead.plugin.powershell")
@@ -19,18 +21,49 @@ _SSH_ONLY = ("known_hosts", "host_key", "trust_on_first_use", "jump", "sftp_path
 _SHELL_CHARACTERS = "'\"$`;&|<>\n"
 
 
+_Text = Annotated[str, msgspec.Meta(max_length=MiB)]
+_Scalar = _Text | int | float | bool
+
+
 class PowershellParams(Params):
-    """Params of one ``powershell`` job; see docs/plugins/powershell.md."""
+    """Params of one ``powershell`` job; see docs/plugins/powershell.md. Either a structured
+    call (``command`` and ``parameters``) or a free ``script`` (only where the profile says
+    allow_scripts)."""
 
     connection: str
-    script: Annotated[str, msgspec.Meta(min_length=1, max_length=MiB)]
+    command: Annotated[str, msgspec.Meta(pattern=COMMAND_NAME)] | None = None
+    parameters: Annotated[
+        dict[
+            Annotated[str, msgspec.Meta(pattern=PARAMETER_NAME)],
+            _Scalar | Annotated[list[_Scalar], msgspec.Meta(max_length=4096)],
+        ],
+        msgspec.Meta(max_length=64),
+    ] = {}
+    script: Annotated[str, msgspec.Meta(min_length=1, max_length=MiB)] | None = None
     host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
     output: Literal["text", "json"] = "text"
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] | None = None
 
     def __post_init__(self) -> None:
-        if "\x00" in self.script:
-            raise ValueError("script has a NUL character")
+        if (self.script is None) == (self.command is None):
+            raise ValueError('give either "command" (with "parameters") or "script"')
+        if self.script is not None:
+            if self.parameters:
+                raise ValueError('"parameters" go with "command", not with "script"')
+            if "\x00" in self.script:
+                raise ValueError("script has a NUL character")
+            return
+        assert self.command is not None  # noqa: S101 - checked above
+        check_call(self.command, self.parameters)
+        if len(call_script(self.command, self.parameters)) > 2 * MiB:
+            raise ValueError("the call's parameters are too large (over 2 MiB once encoded)")
+
+    def script_text(self) -> str:
+        """What runs: the free script, or the structured call as script text (call.py)."""
+        if self.script is not None:
+            return self.script
+        assert self.command is not None  # noqa: S101 - __post_init__ checked it
+        return call_script(self.command, self.parameters)
 
 
 class PowershellProfile(SshProfile):
@@ -43,6 +76,11 @@ class PowershellProfile(SshProfile):
     """
 
     transport: Literal["ssh", "psrp", "local"] = "ssh"
+    # Jobs may send a free script. Never with allowed_commands: a script runs any command.
+    allow_scripts: bool = False
+    # local only (POSIX, the agent running as root): the account the script runs as, so that
+    # it cannot read the agent's files, memory or environment.
+    run_as_user: Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")] | None = None
     # PowerShell on the host (ssh) or on the agent's machine (local): "pwsh" for PowerShell 7,
     # "powershell.exe" for Windows PowerShell 5.1.
     executable: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] = "pwsh"
@@ -64,9 +102,12 @@ class PowershellProfile(SshProfile):
     def __post_init__(self) -> None:
         if any(c in self.executable for c in _SHELL_CHARACTERS):
             raise ValueError("executable is a path, without quotes or shell characters")
+        if self.run_as_user is not None and self.transport != "local":
+            raise ValueError(f'run_as_user: only for transport = "local", not "{self.transport}"')
         if self.transport == "ssh":
-            super().__post_init__()
+            super().__post_init__()  # and check_commands
             return
+        self.check_commands()
         given = [k for k in _SSH_ONLY if getattr(self, k) not in (None, False)]
         if given:
             raise ValueError(f'{", ".join(given)}: only for transport = "ssh", not "{self.transport}"')
@@ -85,6 +126,24 @@ class PowershellProfile(SshProfile):
                 "powershell profile with verify = false: the WinRM server's certificate is NOT checked; "
                 "anyone on the path can take the credential"
             )
+
+    def check_commands(self) -> None:
+        """PowerShell's own command policy: structured calls matched by allowed_commands, or
+        free scripts with allow_scripts; never both."""
+        if self.allow_shell:
+            raise ValueError("allow_shell is the ssh plugin's key: a powershell profile takes allow_scripts")
+        if self.allowed_env is not None:
+            raise ValueError("allowed_env is the ssh plugin's key: powershell jobs set no environment")
+        if self.allow_scripts and self.allowed_commands is not None:
+            raise ValueError(
+                "allow_scripts = true cannot go with allowed_commands: a script runs any command, whatever "
+                "the list says (remove allow_scripts to enforce the list, or allowed_commands to allow scripts)"
+            )
+        for pattern in self.allowed_commands or ():
+            parse_call_pattern(pattern)
+
+    def allows_call(self, command: str, names: list[str]) -> bool:
+        return self.allowed_commands is None or call_allowed(command, names, self.allowed_commands)
 
     def target(self, requested: str | None) -> str:
         if self.transport == "local":

@@ -47,8 +47,17 @@ class PowershellPlugin(SshPlugin):
     def check_policy(self, profile: SshProfile, params: Any) -> None:
         if not isinstance(params, PowershellParams):
             raise InvalidParams("powershell params expected")
-        if not profile.allows(params.script):
-            raise PolicyDenied(f"the script is not among the profile's allowed_commands: {params.script[:200]!r}")
+        if not isinstance(profile, PowershellProfile):
+            raise InvalidParams("a powershell profile expected")
+        if params.script is not None:
+            if not profile.allow_scripts:
+                raise PolicyDenied(
+                    "this profile takes structured calls only "
+                    '({"command": "Get-Service", "parameters": {...}}): free scripts need allow_scripts = true'
+                )
+        elif params.command is not None and not profile.allows_call(params.command, list(params.parameters)):
+            shown = " ".join([params.command, *(f"-{name}" for name in params.parameters)])
+            raise PolicyDenied(f"the call is not among the profile's allowed_commands: {shown[:200]!r}")
         try:
             profile.target(params.host)
         except ValueError as exc:
@@ -61,8 +70,8 @@ class PowershellPlugin(SshPlugin):
         profile: PowershellProfile = ctx.profile
         output_type = JsonOutput if params.output == "json" else CommandOutput
         if profile.transport == "ssh":
-            command = f"{profile.executable} -NoProfile -NonInteractive -EncodedCommand "
-            command += encoded_command(params.script, params.output)
+            command = [profile.executable, "-NoProfile", "-NonInteractive", "-EncodedCommand"]
+            command.append(encoded_command(params.script_text(), params.output))
             ssh_params = SshParams(
                 connection=params.connection, command=command, host=params.host, timeout_s=params.timeout_s
             )

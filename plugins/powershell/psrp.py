@@ -12,8 +12,9 @@ The flow of a job::
     take an idle runspace pool for (connection, credential, host), or open one (WSMan over
     HTTPS by default; pypsrp's negotiate/ntlm/kerberos/credssp/basic), at most max_sessions
     pools per target, each running one pipeline at a time
-    add the script (text: piped to Out-String -Stream, so objects arrive as the lines
-    PowerShell would print; json: inside ConvertTo-Json), begin_invoke
+    add the structured call (add_cmdlet, add_parameter: no text parsed) or the free script
+    (text: piped to Out-String -Stream, so objects arrive as the lines PowerShell would print;
+    json: inside ConvertTo-Json, or a call piped to it), begin_invoke
     poll (each poll waits up to operation_timeout_s on the server); hand new output lines and
     error records to the record stream, waiting for it (backpressure: no poll until taken)
     exit_code: 1 if the pipeline failed or wrote error records, else 0
@@ -253,7 +254,16 @@ class PsrpSessions:
         """Runs in a worker thread: the whole life of one pipeline."""
         from_pypsrp = _pypsrp_errors()
         ps = self._new_pipeline(pool)
-        ps.add_script(wrapped_script(params.script, params.output))
+        if params.command is not None:
+            # A structured call goes as a command and its parameters, values as PSRP's typed
+            # objects: nothing of it is parsed as script text on the server.
+            ps.add_cmdlet(params.command)
+            for name, value in params.parameters.items():
+                ps.add_parameter(name, value)
+            if params.output == "json":
+                ps.add_cmdlet("ConvertTo-Json").add_parameter("Depth", 8).add_parameter("Compress")
+        else:
+            ps.add_script(wrapped_script(params.script_text(), params.output))
         if params.output == "text":
             # Objects as the lines PowerShell would print for them, one string each.
             ps.add_cmdlet("Out-String").add_parameter("Stream")

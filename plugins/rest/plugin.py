@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 
 import msgspec
 
 from agent.errors import PolicyDenied, SourceError
+from agent.redact import REDACTOR
 from agent.sdk import Credential, JobContext, JobError, Plugin
 from plugins.rest.client import Response, SessionPool, fetch
 from plugins.rest.params import SAFE_TO_REPEAT_METHODS, RestParams, RestProfile
@@ -59,6 +61,12 @@ class RestPlugin(Plugin[RestParams, RestProfile]):
             # The profile's credential wins over any Authorization a job or profile header gives.
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             headers["Authorization"] = authorization
+            # Already registered when the agent resolved the credential; not when a test or
+            # another host drives the plugin with a Credential of its own.
+            for secret in _secrets(ctx.credential, authorization):
+                REDACTOR.add(secret)
+            if ctx.credential is not None and ctx.credential.username and ctx.credential.password:
+                REDACTOR.add_basic_auth(ctx.credential.username, ctx.credential.password)
 
         safe = self.is_safe_to_repeat(params)
         response = await fetch(
@@ -71,6 +79,7 @@ class RestPlugin(Plugin[RestParams, RestProfile]):
             max_bytes=profile.max_response_bytes,
             retry_safe=safe,
         )
+        response = _redacted(response)
         ctx.log.debug("%s %s -> %d", params.method, target.display, response.status)
         ok = 200 <= response.status < 300
         if not ok and params.fail_on_status:
@@ -108,6 +117,19 @@ def _authorization(credential: Credential | None) -> str | None:
         pair = f"{credential.username}:{credential.password}".encode()
         return "Basic " + base64.b64encode(pair).decode("ascii")
     return None
+
+
+def _redacted(response: Response) -> Response:
+    """``response`` with every registered secret masked, in any of its forms: a target that
+    echoes the request (its Authorization header, a password in a form) must not put one of
+    the agent's secrets into a record. One regex pass over the body; no copy when none is in it."""
+    body = REDACTOR.redact_bytes(response.body)
+    return dataclasses.replace(
+        response,
+        reason=REDACTOR.redact(response.reason),
+        headers=[(name, REDACTOR.redact(value)) for name, value in response.headers],
+        body=response.body if body is response.body else bytearray(body),
+    )
 
 
 def _status_error(method: str, display: str, response: Response, retry_safe: bool, secrets: list[str]) -> SourceError:

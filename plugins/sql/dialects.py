@@ -1,10 +1,13 @@
 """What differs between databases behind ODBC: streaming options, session setup, read-only.
 
-``read_only = true`` is enforced by the database session, never by reading the SQL:
+``read_only = true`` is enforced by the database session and transaction, and the text of a
+read-only job must first be one statement that only reads (statements.py). A read-only job is
+never committed: its transaction is rolled back when it ends, whatever happened.
 
-    PostgreSQL       SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY (each job runs in a
-                     transaction that is rolled back at its end, so a job's own SET is undone)
-    MariaDB/MySQL    SET SESSION TRANSACTION READ ONLY (multi-statement text is off by default)
+    PostgreSQL       SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY, and SET TRANSACTION
+                     READ ONLY at the start of each job (a job's own SET is undone by the rollback)
+    MariaDB/MySQL    SET SESSION TRANSACTION READ ONLY, and START TRANSACTION READ ONLY at the
+                     start of each job (session variables are not transactional in MariaDB)
     SQLite           PRAGMA query_only = ON
     Oracle           SET TRANSACTION READ ONLY at the start of each job
     others           not enforceable: a read-only profile is refused with a clear error
@@ -43,6 +46,8 @@ class Dialect:
     read_only_check: str | None = None
     health_check: str = "SELECT 1"
     read_only_enforced: bool = False
+    # How the server lexes a text, for the one-statement check of a read-only job (statements.py).
+    syntax: str = "standard"
     # Column type names (lowercase) whose values are instants, given in the session's UTC.
     utc_type_names: frozenset[str] = field(default_factory=frozenset)
     # After a result is abandoned part-way, is the connection safe to reuse? With a
@@ -70,8 +75,10 @@ POSTGRESQL = Dialect(
     stream_options=_postgres_stream,
     session_setup=("SET TIME ZONE 'UTC'",),
     read_only_setup=("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",),
+    read_only_begin=("SET TRANSACTION READ ONLY",),
     read_only_check="SELECT current_setting('default_transaction_read_only') = 'on'",
     read_only_enforced=True,
+    syntax="postgresql",
     utc_type_names=frozenset({"timestamptz", "timestamp with time zone"}),
     uncursorable=("0A000", "DECLARE CURSOR must not contain data-modifying statements"),
     uncursored_prefix="/* bridgehead: data-modifying WITH, run without a cursor */\n",
@@ -82,8 +89,10 @@ MARIADB = Dialect(
     stream_options=lambda _fetch_size: [("NO_CACHE", "1")],
     session_setup=("SET time_zone = '+00:00'",),
     read_only_setup=("SET SESSION TRANSACTION READ ONLY",),
+    read_only_begin=("START TRANSACTION READ ONLY",),
     read_only_check="SELECT @@session.tx_read_only",
     read_only_enforced=True,
+    syntax="mariadb",
     utc_type_names=frozenset({"timestamp"}),
     reuse_after_partial_read=False,
 )

@@ -11,6 +11,9 @@ The flow of a job::
       the database cursor, so memory stays bounded however many rows there are
     roll back and return the session to the pool
 
+On a ``read_only`` profile the text is first checked to be one statement that only reads
+(statements.py), before it reaches the driver, and nothing is ever committed.
+
 Each blocking call is bounded by ``query_timeout_s`` and the job's own timeout. On either,
 or on a cancel, ``cursor.cancel()`` (SQLCancel) asks the server to stop the statement, and
 the connection is closed rather than pooled, so the server's session ends too.
@@ -91,6 +94,16 @@ class SqlPlugin(Plugin[SqlParams, SqlProfile]):
         pool = self._pool(params.connection, profile, ctx.credential)
         session = await pool.acquire(ctx.remaining_s)
         try:
+            if profile.read_only:
+                # Imported on first use, as the drivers are: an idle agent's memory is budgeted.
+                from plugins.sql.statements import check_read_only  # noqa: PLC0415
+
+                # The server's syntax is known once a connection told the driver's name.
+                check_read_only(params.query, session.dialect.syntax)
+        except BaseException:
+            pool.release(session)
+            raise
+        try:
             await _Query(ctx, params, session, self._executor, self._pyodbc).run()
         except BaseException:
             session.reusable = False
@@ -133,10 +146,12 @@ class _Query:
         try:
             await self._call(self._execute, doing="running the query")
             if self.cursor.description is None:
-                # A statement without a result set (allowed on a read-write profile).
+                # A statement without a result set. A read-only job is never committed: the
+                # pool rolls its transaction back (statements.py lets few such statements by).
                 rowcount = self.cursor.rowcount
                 await ctx.emit({"rows_affected": rowcount if rowcount >= 0 else None})
-                await self._call(self.session.connection.commit, doing="committing")
+                if not profile.read_only:
+                    await self._call(self.session.connection.commit, doing="committing")
                 return
             encoder = RowEncoder(await self._call(self._describe, doing="describing the result"))
             await self._stream(encoder, profile.fetch_size)

@@ -192,11 +192,15 @@ class Command(OnTransport):
         try:
             if params.env:
                 channel.update_environment(params.env)  # the server's AcceptEnv decides what it takes
-            command = params.command or ""
+            profile = self.ctx.profile
+            assert params.command is not None  # noqa: S101 - SshParams checks it for "exec"
+            command = profile.remote_command(params.command)
             if params.sudo:
                 # -S: the password from stdin (written first, never in argv); -p '': no prompt
-                # text in the output; sh -c keeps the command's quoting, pipes and redirections.
-                command = f"sudo -S -p '' -- sh -c {shlex.quote(command)}"
+                # text in the output. A shell line runs in sh -c (its pipes and redirections);
+                # an argv runs as it is, sudo's own argv after "--".
+                shell = profile.shell_line(params.command) is not None
+                command = f"sudo -S -p '' -- {f'sh -c {shlex.quote(command)}' if shell else command}"
             _exec_no_wait(channel, command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             with contextlib.suppress(Exception):

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from agent.sdk import Params, Profile
+from plugins.ssh import argv as argvs
 
 MiB = 1024 * 1024
 EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
@@ -21,7 +22,13 @@ class SshParams(Params):
     connection: str
     # "exec" runs ``command``; "get" reads the file at ``path``; "put" writes ``content`` there.
     op: Literal["exec", "get", "put"] = "exec"
-    command: Annotated[str, msgspec.Meta(min_length=1, max_length=MiB)] | None = None
+    # An argv (["df", "-h", "/var"]), or a string split into one as a POSIX shell would (shlex);
+    # with the profile's allow_shell, a string is a shell command line, sent as it is.
+    command: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=MiB)]
+        | Annotated[list[Annotated[str, msgspec.Meta(max_length=MiB)]], msgspec.Meta(min_length=1, max_length=4096)]
+        | None
+    ) = None
     path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
     # The file's bytes for "put" (base64 in JSON).
     content: Annotated[bytes, msgspec.Meta(max_length=16 * MiB)] | None = None
@@ -40,8 +47,11 @@ class SshParams(Params):
                 raise ValueError('op "exec" needs "command"')
             if self.path is not None or self.content is not None:
                 raise ValueError('"path" and "content" are for op "get" and "put"')
-            if "\x00" in self.command:
+            pieces = [self.command] if isinstance(self.command, str) else self.command
+            if any("\x00" in piece for piece in pieces):
                 raise ValueError("command has a NUL character")
+            if sum(len(piece) for piece in pieces) > MiB:
+                raise ValueError(f"command is longer than {MiB:,} characters")
             return
         if self.command is not None or self.stdin is not None or self.sudo or self.env:
             raise ValueError(f'op "{self.op}" takes path (and content), not command, stdin, env or sudo')
@@ -67,8 +77,15 @@ class SshProfile(Profile):
     # Another ssh profile (a bastion) to reach the host through: a direct-tcpip channel on
     # its warm transport carries this profile's own SSH connection, end to end.
     jump: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
-    # Patterns (fnmatch: * ? [..]) the whole command must match; none: any command.
+    # Patterns a command's argv must match, one glob per argument (plugins/ssh/argv.py,
+    # docs/plugins/ssh.md); none: any one program, its arguments never read by a shell.
     allowed_commands: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+    # Jobs may give a shell command line (pipes, &&, redirections), sent to the login shell as
+    # it is. Never with allowed_commands: a shell defeats any command list.
+    allow_shell: bool = False
+    # With allowed_commands: the names (fnmatch) of the environment variables a job may set;
+    # none by default, since a variable (LD_PRELOAD, BASH_ENV) can run code of its own.
+    allowed_env: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 15.0
     # Commands running at once on one host through this profile (channels on one transport).
@@ -103,6 +120,17 @@ class SshProfile(Profile):
             raise ValueError("trust_on_first_use records keys into known_hosts: give known_hosts")
         if self.host_key is not None and self.hosts is not None:
             raise ValueError("host_key pins one server's key: use it with host, or known_hosts with hosts")
+        self.check_commands()
+
+    def check_commands(self) -> None:
+        """The command policy holds together; its patterns parse."""
+        if self.allow_shell and self.allowed_commands is not None:
+            raise ValueError(
+                "allow_shell = true cannot go with allowed_commands: a shell runs any program, whatever "
+                "the list says (remove allow_shell to enforce the list, or allowed_commands to allow a shell)"
+            )
+        for pattern in self.allowed_commands or ():
+            argvs.parse_pattern(pattern)  # ValueError names the pattern
 
     def target(self, requested: str | None) -> str:
         """The host a job runs on; ``ValueError`` if the profile does not allow it."""
@@ -116,8 +144,30 @@ class SshProfile(Profile):
             raise ValueError(f"host {requested} is not among the profile's hosts")
         return requested
 
-    def allows(self, command: str) -> bool:
-        return self.allowed_commands is None or any(fnmatch.fnmatchcase(command, p) for p in self.allowed_commands)
+    def shell_line(self, command: str | list[str]) -> str | None:
+        """The command as a shell command line, sent as it is; None unless the profile allows
+        a shell and the job gave a string."""
+        return command if self.allow_shell and isinstance(command, str) else None
+
+    def argv(self, command: str | list[str]) -> list[str]:
+        """The job's command as argv (``ValueError`` if it is not one)."""
+        return argvs.to_argv(command)
+
+    def allows(self, argv: list[str]) -> bool:
+        return self.allowed_commands is None or argvs.allowed(argv, self.allowed_commands)
+
+    def allows_env(self, name: str) -> bool:
+        """Without allowed_commands any program may run, so any variable may be set; with it,
+        only those allowed_env names."""
+        if self.allowed_commands is None:
+            return True
+        return any(fnmatch.fnmatchcase(name, p) for p in self.allowed_env or ())
+
+    def remote_command(self, command: str | list[str]) -> str:
+        """The line the remote login shell runs: the job's shell line (allow_shell), else its
+        argv with every argument quoted, so the shell reads back exactly that argv."""
+        line = self.shell_line(command)
+        return line if line is not None else argvs.command_line(self.argv(command))
 
     def allows_path(self, path: str) -> bool:
         return self.sftp_paths is not None and any(fnmatch.fnmatchcase(path, p) for p in self.sftp_paths)

@@ -3,8 +3,9 @@ side is plugins/ssh/command.py; this module loads without paramiko).
 
 The flow of a job::
 
-    check the command against allowed_commands and the host against the profile (before any
-    connection: check_policy)
+    the command as argv (a list, or a string split as a POSIX shell would), checked against
+    allowed_commands, and the host against the profile (before any connection: check_policy);
+    a shell line only where the profile says allow_shell
     take a warm transport to the host, or open one (host key checked before authentication)
     take the pool's spare session channel, or open one (plugins/ssh/transports.py)
     environment; exec, its answer not awaited; stdin (sudo's password first) from a thread
@@ -49,8 +50,8 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         self._executor = concurrent.futures.ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="ssh")
 
     def check_policy(self, profile: SshProfile, params: SshParams) -> None:
-        if params.command is not None and not profile.allows(params.command):
-            raise PolicyDenied(f"the command is not among the profile's allowed_commands: {params.command[:200]!r}")
+        if params.command is not None:
+            check_command(profile, params)
         if params.path is not None and not profile.allows_path(params.path):
             raise PolicyDenied(
                 f"{params.path} is not under the profile's sftp_paths"
@@ -130,3 +131,24 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         for pool in pools:
             await pool.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+
+def check_command(profile: SshProfile, params: SshParams) -> None:
+    """The job's command is one the profile allows: a shell line only with allow_shell, else
+    an argv (``invalid_params`` if the string is not one) matching allowed_commands, and only
+    the environment variables allowed_env names."""
+    command = params.command
+    assert command is not None  # noqa: S101 - the caller checked
+    if profile.shell_line(command) is None:
+        try:
+            argv = profile.argv(command)
+        except ValueError as exc:
+            raise InvalidParams(str(exc)) from None
+        if not profile.allows(argv):
+            raise PolicyDenied(f"the command is not among the profile's allowed_commands: {argv!r:.200}")
+    refused = sorted(name for name in params.env if not profile.allows_env(name))
+    if refused:
+        raise PolicyDenied(
+            f"environment variables {', '.join(refused)} are not among the profile's allowed_env "
+            "(with allowed_commands, a job sets only the variables allowed_env names)"
+        )

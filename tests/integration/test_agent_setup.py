@@ -97,6 +97,10 @@ def test_openapi_describes_the_job_api(control: ControlPlane) -> None:
         ("/api/v1/agents", "get"),
         ("/healthz", "get"),
         ("/metrics", "get"),
+        ("/api/v1/tokens", "get"),
+        ("/api/v1/tokens", "post"),
+        ("/api/v1/tokens/{token_id}", "delete"),
+        ("/api/v1/audit", "get"),
     }
     assert set() == expected - {(path, method) for path, ops in doc["paths"].items() for method in ops}
     refs: list[str] = []

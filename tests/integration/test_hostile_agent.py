@@ -127,8 +127,7 @@ class EchoLoop(threading.Thread):
 
 def protocol_errors(control: ControlPlane, code: str) -> float:
     """``bridgehead_protocol_errors_total{code=...}`` as ``/metrics`` says now (0 if absent)."""
-    with urlopen(control.url + "/metrics") as resp:
-        text = resp.read().decode()
+    text = control.metrics()
     match = re.search(rf'^bridgehead_protocol_errors_total\{{code="{code}"\}} (\S+)$', text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 

@@ -33,7 +33,12 @@ def relay(
     monkeypatch.setenv(SECRET_ENV, "bridgehead")
     sandbox = SandboxServer(tmp_path / "sandbox").start()
     (tmp_path / "cp").mkdir()
-    table = {"url": sandbox.url, "client_id": "bridgehead", "client_secret_env": SECRET_ENV}
+    table = {
+        "url": sandbox.url,
+        "tables": ["sys_user", "sys_user_group", "sys_user_grmember"],
+        "client_id": "bridgehead",
+        "client_secret_env": SECRET_ENV,
+    }
     extra = "\n[servicenow.corp]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in table.items()) + "\n"
     control = ControlPlane(tmp_path / "cp", heartbeat_s=1.0, extra_config=extra).start()
     try:

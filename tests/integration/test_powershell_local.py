@@ -74,7 +74,7 @@ async def run(stand_in: Path | str, params: dict[str, Any], **profile: Any) -> l
         return await run_plugin(
             plugin,
             {"connection": "here", **params},
-            profile={"transport": "local", "executable": str(stand_in), **profile},
+            profile={"transport": "local", "executable": str(stand_in), "allow_scripts": True, **profile},
         )
     finally:
         await plugin.aclose()
@@ -137,7 +137,9 @@ async def test_output_streams_in_bounded_memory(stand_in: Path) -> None:
     ctx: JobContext[Any] = JobContext(
         job_id="j",
         attempt=1,
-        profile=plugin.profile_type(plugin="powershell", transport="local", executable=str(stand_in)),
+        profile=plugin.profile_type(
+            plugin="powershell", transport="local", executable=str(stand_in), allow_scripts=True
+        ),
         credential=None,
         sink=sink,
         deadline=time.monotonic() + scaled(120),

@@ -20,6 +20,7 @@ from agent.errors import JobError
 from agent.sdk import Credential
 from agent.testing import run_plugin
 from plugins.powershell import PowershellPlugin
+from plugins.powershell.call import call_script
 from plugins.powershell.params import PowershellProfile
 
 STAND_IN = r"""#!/usr/bin/env python3
@@ -56,6 +57,7 @@ async def run(sshd: Sshd, test_user: TestUser, tmp_path: Path, stand_in: Path, p
         "host_key": sshd.host_key_fingerprint(),
         "executable": str(stand_in),
         "credential": "c",
+        "allow_scripts": True,
     }
     plugin = PowershellPlugin()
     try:
@@ -123,3 +125,12 @@ def test_psrp_ports_follow_ssl_unless_given() -> None:
     assert "localhost" == profile(transport="local").target(None)
     with pytest.raises(ValueError, match="agent's own machine"):
         profile(transport="local").target("win01")
+
+
+async def test_a_structured_call_arrives_as_the_call_script(
+    sshd: Sshd, test_user: TestUser, tmp_path: Path, stand_in: Path
+) -> None:
+    """Over SSH a call travels as the encoded call script, its hostile value base64 inside it."""
+    parameters = {"Name": "'; Stop-Computer; '"}
+    records = await run(sshd, test_user, tmp_path, stand_in, {"command": "Get-Service", "parameters": parameters})
+    assert [{"exit_code": 0, "stdout": call_script("Get-Service", parameters) + "\n", "stderr": ""}] == records

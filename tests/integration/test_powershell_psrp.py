@@ -41,7 +41,7 @@ CREDENTIAL = Credential(username="CORP\\svc", password=PASSWORD)
 
 
 def psrp_profile(**keys: Any) -> dict[str, Any]:
-    return {"transport": "psrp", "host": "127.0.0.1", "credential": "c", **keys}
+    return {"transport": "psrp", "host": "127.0.0.1", "credential": "c", "allow_scripts": True, **keys}
 
 
 async def run(plugin: PowershellPlugin, params: dict[str, Any], **profile: Any) -> list[dict[str, Any]]:

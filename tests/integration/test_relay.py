@@ -19,7 +19,6 @@ from harness import (
     free_port,
     scaled,
     stopped,
-    urlopen,
     wait_connected,
     wait_until,
 )
@@ -295,6 +294,5 @@ def test_agent_list_and_metrics(control: ControlPlane, agent_factory: AgentFacto
     [agent] = agents
     assert (True, "default") == (agent["connected"], agent["cluster"])
     assert {"echo", "rest"} <= set(agent["plugins"])
-    with urlopen(control.url + "/metrics") as resp:
-        text = resp.read().decode()
+    text = control.metrics()
     assert 'bridgehead_jobs_finished_total{state="succeeded"} 1.0' in text

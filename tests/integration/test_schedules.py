@@ -81,14 +81,14 @@ def test_create_list_get_delete_and_openapi(control: ControlPlane) -> None:
     }
     assert expected == {k: v for k, v in created.items() if k != "created_at"}
     assert created == get(api, "ldap-users-nightly")
-    assert (200, {"schedules": [created]}) == api.request("GET", "/api/v1/schedules")
+    assert (200, {"schedules": [created], "next": None}) == api.request("GET", "/api/v1/schedules")
 
     assert (200, {"name": "ldap-users-nightly", "deleted": True}) == api.request(
         "DELETE", "/api/v1/schedules/ldap-users-nightly"
     )
     status, gone = api.request("GET", "/api/v1/schedules/ldap-users-nightly")
     assert (404, "schedule_not_found") == (status, gone["error"]["code"])
-    assert (200, {"schedules": []}) == api.request("GET", "/api/v1/schedules")
+    assert (200, {"schedules": [], "next": None}) == api.request("GET", "/api/v1/schedules")
     assert ["schedule.create", "schedule.delete"] == audit_actions(control)
 
     status, doc = api.request("GET", "/api/v1/openapi.json")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Agent, Api, ControlPlane, scaled, urlopen, wait_connected, wait_until
+from harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
 from sandbox_server import SandboxServer
 
 PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
@@ -44,6 +44,7 @@ def instance_config(sandbox: SandboxServer, **keys: Any) -> str:
     say otherwise."""
     table: dict[str, Any] = {
         "url": sandbox.url,
+        "tables": ["u_rows_import", "u_servers"],
         "auth": "oauth_client_credentials",
         "client_id": "bridgehead",
         "client_secret_env": SECRET_ENV,
@@ -221,8 +222,7 @@ def assert_landed_once(sandbox: SandboxServer, count: int) -> None:
 
 
 def metric_values(control: ControlPlane) -> dict[str, float]:
-    with urlopen(control.url + "/metrics") as response:
-        text = response.read().decode()
+    text = control.metrics()
     return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

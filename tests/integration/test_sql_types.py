@@ -397,7 +397,7 @@ MISSING_TABLE_STATE = {"pg": "42P01", "maria": "42S02"}
 
 
 async def test_syntax_error_is_sql_error_with_sqlstate(plugin: SqlPlugin, db: str) -> None:
-    error = await failure(plugin, DATABASES[db], "SELEC 1")
+    error = await failure(plugin, DATABASES[db], "SELECT 1 +")
     assert isinstance(error, SourceError)
     assert ("sql_error", False) == (error.code, error.retryable)
     assert f"SQLSTATE {SYNTAX_STATE[db]}" in error.message, error.message
@@ -416,10 +416,11 @@ async def test_missing_table_is_sql_error_with_sqlstate(plugin: SqlPlugin, db: s
     ["INSERT INTO {t} (x) VALUES (1)", "DELETE FROM {t}", "CREATE TABLE {t}_2 (y int)", "DROP TABLE {t}"],
 )
 async def test_write_on_read_only_profile_is_refused(plugin: SqlPlugin, db: str, scratch: str, statement: str) -> None:
-    """read_only defaults to true: the session refuses writes with SQLSTATE 25006."""
+    """read_only defaults to true: a statement that does not start with a reading word is refused
+    before it reaches the driver (the database's own refusals: tests/integration/test_sql_read_only.py)."""
     error = await failure(plugin, DATABASES[db], statement.format(t=scratch))
-    assert ("read_only", False) == (error.code, error.retryable)
-    assert "SQLSTATE 25006" in error.message, error.message
+    assert ("policy_denied", False) == (error.code, error.retryable)
+    assert error.message.startswith("read_only = true: a read-only job runs a statement that starts with")
     assert 0 == count_rows(db, scratch)  # the table is still there, and empty
 
 
@@ -428,7 +429,8 @@ async def test_data_modifying_cte_on_read_only_profile_is_refused_as_read_only(p
     conn = admin(PG)
     conn.cursor().execute(f"CREATE TABLE {table} (x int)")
     try:
-        query = f"WITH d AS (INSERT INTO {table} (x) VALUES (1) RETURNING x) SELECT x FROM d"
+        # Not INSERT: the read-only check refuses INTO before the database sees it.
+        query = f"WITH d AS (DELETE FROM {table} RETURNING x) SELECT x FROM d"
         error = await failure(plugin, PG, query)
         assert 0 == int(scalar(PG, f"SELECT count(*) FROM {table}"))
         assert ("read_only", True) == (error.code, "SQLSTATE 25006" in error.message), error.message
@@ -437,23 +439,25 @@ async def test_data_modifying_cte_on_read_only_profile_is_refused_as_read_only(p
         conn.close()
 
 
-READ_WRITE_AGAIN = {
-    "pg": "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
-    "maria": "SET SESSION TRANSACTION READ WRITE",
-}
-
-
-async def test_read_only_session_survives_a_job_that_turns_it_read_write(
-    plugin: SqlPlugin, db: str, scratch: str
-) -> None:
-    """A job that sets its session read-write does not leave a writable session in the pool:
-    the next write, on the same plugin, connection name and (pool_size = 1) slot, is refused."""
-    cs = DATABASES[db]
-    first = await run(plugin, cs, READ_WRITE_AGAIN[db], name="ro", pool_size=1)
-    assert [{"rows_affected": None if db == "pg" else 0}] == first
-    error = await failure(plugin, cs, f"INSERT INTO {scratch} (x) VALUES (1)", name="ro", pool_size=1)
-    assert ("read_only", True) == (error.code, "SQLSTATE 25006" in error.message), error.message
-    assert 0 == count_rows(db, scratch)
+async def test_read_only_session_survives_a_job_that_turns_it_read_write(plugin: SqlPlugin) -> None:
+    """A job that sets its PostgreSQL session's default read-write (set_config, in a SELECT) does
+    not leave a writable session in the pool: the next write, on the same plugin, connection name
+    and (pool_size = 1) slot, is refused by the database."""
+    cs = PG
+    first = await run(
+        plugin, cs, "SELECT set_config('default_transaction_read_only', 'off', false) AS s", name="ro", pool_size=1
+    )
+    assert [{"s": "off"}] == first
+    table = unique("bh_w")
+    conn = admin(PG)
+    conn.cursor().execute(f"CREATE TABLE {table} (x int)")
+    try:
+        query = f"WITH d AS (DELETE FROM {table} RETURNING x) SELECT x FROM d"
+        error = await failure(plugin, cs, query, name="ro", pool_size=1)
+        assert ("read_only", True) == (error.code, "SQLSTATE 25006" in error.message), error.message
+    finally:
+        conn.cursor().execute(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
     # And the pool still serves reads.
     assert [{"one": 1}] == await run(plugin, cs, "SELECT 1 AS one", name="ro", pool_size=1)
 
@@ -472,7 +476,8 @@ async def main():
         for query in ("SELECT 1 AS a; SELECT 2 AS b", "SELECT 3 AS c"):
             try:
                 out.append(await run_plugin(plugin, {"connection": "m", "query": query},
-                    profile={"connection_string": sys.argv[1]}, credential=Credential(username="root"),
+                    profile={"connection_string": sys.argv[1], "read_only": False},
+                    credential=Credential(username="root"),
                     timeout_s=20))
             except JobError as exc:
                 out.append(exc.code)
@@ -485,8 +490,8 @@ asyncio.run(main())
 
 
 def test_mariadb_multi_statement_text_fails_its_job_and_the_plugin_carries_on() -> None:
-    """Two statements in one text are refused by MariaDB (multi-statements are off); that job
-    fails with sql_error and the next job on the same connection runs. Run in a child process:
+    """Two statements in one text on a read-write profile are refused by MariaDB (multi-statements
+    are off); that job fails with sql_error and the next job on the same connection runs. Run in a child process:
     if the plugin hangs, only the child is killed."""
     try:
         result = subprocess.run(

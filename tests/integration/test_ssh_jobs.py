@@ -26,7 +26,9 @@ def client_key(tmp_path: Path, sshd: Sshd, test_user: TestUser) -> Path:
 def start_agent(
     control: ControlPlane, agent_factory: AgentFactory, sshd: Sshd, user: TestUser, key: Path, **profile: str
 ) -> Api:
-    keys = "".join(f"{name} = {value}\n" for name, value in profile.items())
+    # Shell lines (pipes, ;, redirections) need allow_shell, which cannot go with an allow-list.
+    shell = {} if "allowed_commands" in profile else {"allow_shell": "true"}
+    keys = "".join(f"{name} = {value}\n" for name, value in {**shell, **profile}.items())
     extra = (
         f'[connections.box]\nplugin = "ssh"\nhost = "{sshd.host}"\nport = {sshd.port}\n'
         f'host_key = "{sshd.host_key_fingerprint()}"\ncredential = "login"\ninline_output_bytes = 4096\n{keys}\n'
@@ -110,3 +112,6 @@ def test_a_refused_command_fails_before_any_connection(
     assert before == sshd.log_tail(5000).count("Connection from")  # the agent never connected
     job, records = run(api, {"command": "echo allowed"})
     assert [{"exit_code": 0, "stdout": "allowed\n", "stderr": ""}] == records
+    # An argv as a JSON list, through the relay: its hostile argument is echo's, not the shell's.
+    job, records = run(api, {"command": ["echo", "a; id", "$(id)"]})
+    assert [{"exit_code": 0, "stdout": "a; id $(id)\n", "stderr": ""}] == records

@@ -42,7 +42,17 @@ def client_key(tmp_path: Path, sshd: Sshd, test_user: TestUser) -> Path:
 
 
 def pinned(sshd: Sshd, **keys: Any) -> dict[str, Any]:
-    return {"host": sshd.host, "port": sshd.port, "host_key": sshd.host_key_fingerprint(), "credential": "c", **keys}
+    # These tests give shell lines (pipes, ;, redirections): allow_shell, unless the test gives
+    # an allow-list (argv commands are test_command_policy.py's).
+    shell = {} if "allowed_commands" in keys else {"allow_shell": True}
+    return {
+        "host": sshd.host,
+        "port": sshd.port,
+        "host_key": sshd.host_key_fingerprint(),
+        "credential": "c",
+        **shell,
+        **keys,
+    }
 
 
 async def ssh(
