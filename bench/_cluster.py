@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from harness import Agent, ControlPlane, wait_connected  # noqa: E402
+from bridgehead_testing.harness import Agent, ControlPlane, wait_connected
 
 
 @contextmanager

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import ldap3
 from _cluster import cluster
-from slapd import Slapd, base_entries, people
+from bridgehead_testing.slapd import Slapd, base_entries, people
 
-from plugins.ldap.client import _decode_entries_raw as decode_entries_raw
+from bridgehead.plugins.ldap.client import _decode_entries_raw as decode_entries_raw
 
 PAGED_RESULTS = "1.2.840.113556.1.4.319"
 FILTER = "(objectClass=inetOrgPerson)"

@@ -26,7 +26,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,10 +33,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 from _cluster import cluster
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from sandbox_server import SandboxServer  # noqa: E402
+from bridgehead_testing.sandbox_server import SandboxServer
 
 BATCH = 200
 IN_FLIGHT = 4

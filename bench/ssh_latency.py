@@ -45,13 +45,13 @@ from pathlib import Path
 
 import paramiko
 from _cluster import cluster
-from sshd import Sshd, ensure_test_user, make_client_key
+from bridgehead_testing.sshd import Sshd, ensure_test_user, make_client_key
 
-from agent.plugin_loader import parse_params
-from agent.sdk import Credential
-from agent.testing import ListSink, job_context
-from plugins.ssh import SshPlugin
-from plugins.ssh.params import SshProfile
+from bridgehead.agent.plugin_loader import parse_params
+from bridgehead.plugins.ssh import SshPlugin
+from bridgehead.plugins.ssh.params import SshProfile
+from bridgehead.sdk import Credential
+from bridgehead.sdk.testing import ListSink, job_context
 
 COMMAND = "true"
 

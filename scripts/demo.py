@@ -27,11 +27,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bridgehead_testing.slapd import Slapd, base_entries, nested_groups, people, person_dn
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-sys.path.insert(0, str(ROOT / "tests"))  # the test suite's slapd launcher: the demo's directory
-
-from slapd import Slapd, base_entries, nested_groups, people, person_dn  # noqa: E402
 
 
 def free_port() -> int:
@@ -215,7 +214,7 @@ def main() -> None:
         (work / "sandbox.toml").write_text(SANDBOX_CONFIG)
         procs.append(
             subprocess.Popen(
-                [PY, "-m", "controlplane.sandbox", "serve", "--listen", f"127.0.0.1:{sandbox_port}"]
+                [PY, "-m", "bridgehead_sandbox", "serve", "--listen", f"127.0.0.1:{sandbox_port}"]
                 + ["--data-dir", str(work / "sandbox"), "--config", str(work / "sandbox.toml")],
                 stdout=logs,
                 stderr=logs,
@@ -241,7 +240,7 @@ def main() -> None:
                 [
                     PY,
                     "-m",
-                    "controlplane.cli",
+                    "bridgehead.control.cli",
                     "serve",
                     "--data-dir",
                     str(work / "control"),
@@ -256,12 +255,14 @@ def main() -> None:
                 env={**os.environ, "BH_DEMO_SN_SECRET": "bridgehead"},
             )
         )
-        ca = cli("controlplane.cli", "ca-cert", "--data-dir", str(work / "control"))
+        ca = cli("bridgehead.control.cli", "ca-cert", "--data-dir", str(work / "control"))
         TLS["control"] = ssl.create_default_context(cadata=ca)
         wait_for(control_url + "/healthz", "the control plane")
-        token = cli("controlplane.cli", "api-token", "create", "--data-dir", str(work / "control"), "--role", "admin")
+        token = cli(
+            "bridgehead.control.cli", "api-token", "create", "--data-dir", str(work / "control"), "--role", "admin"
+        )
         enrollment = cli(
-            "controlplane.cli", "enrollment-token", "create", "--data-dir", str(work / "control"), "--ttl", "600"
+            "bridgehead.control.cli", "enrollment-token", "create", "--data-dir", str(work / "control"), "--ttl", "600"
         )
         print(f"• control plane on {control_url} (embedded SQLite store in {work / 'control'}; its own CA)")
 
@@ -285,10 +286,12 @@ def main() -> None:
             # An inline password is for demos and tests; production uses password_env or password_file.
             f'[credentials.ldap_reader]\nusername = "{directory.reader_dn}"\npassword = "{directory.reader_password}"\n'
         )
-        print("• " + cli("agent.cli", "enroll", "--config", str(config), "--token", enrollment))
+        print("• " + cli("bridgehead.agent.cli", "enroll", "--config", str(config), "--token", enrollment))
         print("  (the token pinned the control plane's CA; the agent holds a client certificate for mutual TLS)")
         procs.append(
-            subprocess.Popen([PY, "-m", "agent.cli", "run", "--config", str(config)], stdout=logs, stderr=logs)
+            subprocess.Popen(
+                [PY, "-m", "bridgehead.agent.cli", "run", "--config", str(config)], stdout=logs, stderr=logs
+            )
         )
         deadline = time.monotonic() + 20
         while not any(a["connected"] for a in call("GET", control_url + "/api/v1/agents", token)):

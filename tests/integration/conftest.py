@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Agent, ControlPlane
-from slapd import Slapd, session_entries, small_entries
-from sshd import Sshd, TestUser, ensure_test_user
+from bridgehead_testing.harness import Agent, ControlPlane
+from bridgehead_testing.slapd import Slapd, session_entries, small_entries
+from bridgehead_testing.sshd import Sshd, TestUser, ensure_test_user
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import Agent, ControlPlane, free_port, wait_connected, wait_until
+from bridgehead_testing.harness import Agent, ControlPlane, free_port, wait_connected, wait_until
 
 AgentFactory = Callable[..., Agent]
 
 DROP_IN = textwrap.dedent(
     """
-    from agent.sdk import JobContext, NoProfile, Params, Plugin
+    from bridgehead.sdk import JobContext, NoProfile, Params, Plugin
 
 
     class ShoutParams(Params):
@@ -71,7 +71,7 @@ def test_drop_in_plugin_runs_and_a_broken_one_is_rejected(
     assert ("succeeded", [{"text": "HELLO"}]) == (job["state"], api.records(job["id"]))
     log = agent.log_text()
     assert "broken.py failed to import" in log and "this plugin does not import" in log
-    assert "is not a subclass of agent.sdk.Plugin" in log
+    assert "is not a subclass of bridgehead.sdk.Plugin" in log
     status, body = api.request("POST", "/api/v1/jobs", {"plugin": "shout", "params": {"txt": "x"}})
     assert (422, "invalid_params") == (status, body["error"]["code"])
 

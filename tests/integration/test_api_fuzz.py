@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from harness import Agent, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.harness import Agent, ControlPlane, scaled, wait_connected, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from controlplane.openapi import openapi_document
+from bridgehead.control.openapi import openapi_document
 
 REQUEST_TIMEOUT_S = 10.0  # long polls are capped by max_wait_s = 1 below; anything slower is a hang
 # Per operation (about 27), two requests an example: ~20 s on 2 cores. A longer hunt:

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bridgehead_testing.harness import Agent, Api, ControlPlane, free_port, run_cli, scaled, wait_connected, wait_until
+from bridgehead_testing.scripted_agent import ScriptedIdentity, hello_bytes
+from bridgehead_testing.scripted_agent import enroll as scripted_enroll
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from harness import Agent, Api, ControlPlane, free_port, run_cli, scaled, wait_connected, wait_until
-from scripted_agent import ScriptedIdentity, hello_bytes
-from scripted_agent import enroll as scripted_enroll
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -641,7 +641,7 @@ def agent_toml(directory: Path, url: str, extra: str = "", name: str = "cli-agen
 
 
 def enroll(config: Path, token: str) -> Any:
-    return run_cli("agent.cli", "enroll", "--config", str(config), "--token", token, check=False)
+    return run_cli("bridgehead.agent.cli", "enroll", "--config", str(config), "--token", token, check=False)
 
 
 def test_enroll_with_a_wrong_token_exits_3(shared: Shared, tmp_path: Path) -> None:
@@ -716,7 +716,7 @@ def test_run_with_a_bad_config_exits_2_naming_file_and_key(tmp_path: Path, extra
         config.write_text(text.replace("max_concurrent_jobs = 8", 'max_concurrent_jobs = "eight"'))
     elif key == "control.url":
         config.write_text(text.replace('url = "http://127.0.0.1', 'url = "http://192.0.2.10'))
-    result = run_cli("agent.cli", "run", "--config", str(config), check=False)
+    result = run_cli("bridgehead.agent.cli", "run", "--config", str(config), check=False)
     line = one_line(result)
     assert 2 == result.returncode, result.stderr
     assert (True, True) == (str(config) in line, key in line), line
@@ -727,7 +727,7 @@ def test_run_with_a_bad_config_exits_2_naming_file_and_key(tmp_path: Path, extra
 def test_run_before_enroll_exits_2_saying_to_enroll(tmp_path: Path) -> None:
     """`run` with a valid config but no identity exits 2 with one line telling to enrol first."""
     config = agent_toml(tmp_path, f"http://127.0.0.1:{free_port()}")
-    result = run_cli("agent.cli", "run", "--config", str(config), check=False)
+    result = run_cli("bridgehead.agent.cli", "run", "--config", str(config), check=False)
     assert 2 == result.returncode, result.stderr
     assert "enroll" in one_line(result)
 
@@ -742,7 +742,7 @@ def test_control_serve_with_a_bad_config_exits_2_naming_the_key(tmp_path: Path, 
     config = tmp_path / "control.toml"
     config.write_text(toml)
     result = run_cli(
-        "controlplane.cli",
+        "bridgehead.control.cli",
         "serve",
         "--data-dir",
         str(tmp_path / "data"),
@@ -760,7 +760,7 @@ def test_control_serve_with_a_bad_config_exits_2_naming_the_key(tmp_path: Path, 
 def test_control_serve_on_a_port_in_use_exits_non_zero(shared: Shared, tmp_path: Path) -> None:
     """`serve --listen` on a port another server holds exits non-zero with one line naming the port."""
     result = run_cli(
-        "controlplane.cli",
+        "bridgehead.control.cli",
         "serve",
         "--data-dir",
         str(tmp_path / "data"),

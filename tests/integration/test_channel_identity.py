@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bridgehead_testing.harness import Agent, ControlPlane, free_port, run_cli, scaled, wait_connected, wait_until
+from bridgehead_testing.scripted_agent import Channel, ScriptedIdentity
+from bridgehead_testing.scripted_agent import enroll as scripted_enroll
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from harness import Agent, ControlPlane, free_port, run_cli, scaled, wait_connected, wait_until
-from scripted_agent import Channel, ScriptedIdentity
-from scripted_agent import enroll as scripted_enroll
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 AgentFactory = Callable[..., Agent]
@@ -476,7 +476,7 @@ async def test_the_channel_refuses_a_revoked_certificate(control: ControlPlane) 
     assert "welcome" == (await attempt_session(control.url, identity, identity.context())).kind
 
     await asyncio.to_thread(
-        run_cli, "controlplane.cli", "agent", "revoke", "revoked-script", "--data-dir", str(control.data_dir)
+        run_cli, "bridgehead.control.cli", "agent", "revoke", "revoked-script", "--data-dir", str(control.data_dir)
     )
     outcome = await attempt_session(control.url, identity, identity.context())
 
@@ -496,7 +496,7 @@ def test_cli_revocation_disconnects_a_live_agent_for_good_and_frees_the_name(
     old_key = public_key_of(agent)
 
     revoked_at = time.monotonic()
-    result = run_cli("controlplane.cli", "agent", "revoke", "to-revoke", "--data-dir", str(control.data_dir))
+    result = run_cli("bridgehead.control.cli", "agent", "revoke", "to-revoke", "--data-dir", str(control.data_dir))
     wait_until(lambda: not agents(control)["to-revoke"]["connected"], 5, "the revoked agent disconnected")
 
     assert "revoked to-revoke" in result.stdout
@@ -508,7 +508,7 @@ def test_cli_revocation_disconnects_a_live_agent_for_good_and_frees_the_name(
     seen = agents(control)["to-revoke"]
     assert (True, False) == (seen["revoked"], seen["connected"])
     twice = run_cli(
-        "controlplane.cli", "agent", "revoke", "to-revoke", "--data-dir", str(control.data_dir), check=False
+        "bridgehead.control.cli", "agent", "revoke", "to-revoke", "--data-dir", str(control.data_dir), check=False
     )
     assert 2 == twice.returncode and "no enrolled, unrevoked agent" in one_line(twice), twice.stderr
 
@@ -552,7 +552,7 @@ def test_insecure_http_is_refused_off_loopback(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "controlplane.cli",
+            "bridgehead.control.cli",
             "serve",
             "--data-dir",
             str(tmp_path / "control"),
@@ -711,9 +711,9 @@ def test_a_rotated_signing_key_reaches_a_running_agent(control: ControlPlane, ag
     control.stop()
     wait_until(lambda: count(agent, "connection to ") >= 1, 15, "the agent noticing the stop")
 
-    rotated = run_cli("controlplane.cli", "signing-key", "rotate", "--data-dir", str(control.data_dir))
+    rotated = run_cli("bridgehead.control.cli", "signing-key", "rotate", "--data-dir", str(control.data_dir))
     new_id = rotated.stdout.split()[0]
-    listing = run_cli("controlplane.cli", "signing-key", "list", "--data-dir", str(control.data_dir)).stdout
+    listing = run_cli("bridgehead.control.cli", "signing-key", "list", "--data-dir", str(control.data_dir)).stdout
     assert f"{new_id}  current" in listing and f"endorsed by {before[0]}" in rotated.stdout
     control.start()
     wait_connected(control.api(), ["rotating"])

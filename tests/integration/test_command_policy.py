@@ -21,14 +21,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sshd import Sshd, TestUser, make_client_key
+from bridgehead_testing.sshd import Sshd, TestUser, make_client_key
 
-from agent.errors import JobError
-from agent.sdk import Credential
-from agent.testing import run_plugin
-from plugins.powershell import PowershellPlugin
-from plugins.powershell.psrp import PsrpSessions
-from plugins.ssh import SshPlugin
+from bridgehead.core.errors import JobError
+from bridgehead.plugins.powershell import PowershellPlugin
+from bridgehead.plugins.powershell.psrp import PsrpSessions
+from bridgehead.plugins.ssh import SshPlugin
+from bridgehead.sdk import Credential
+from bridgehead.sdk.testing import run_plugin
 
 RECORDER = """#!/usr/bin/env python3
 # The allowed program: appends its argv (without itself) as one JSON line to the file beside it.

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import scaled
+from bridgehead_testing.harness import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 

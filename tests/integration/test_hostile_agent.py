@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psutil
-from harness import Agent, Api, ControlPlane, scaled, urlopen, wait_connected, wait_until
-from scripted_agent import Channel, ScriptedIdentity, enroll
+from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, urlopen, wait_connected, wait_until
+from bridgehead_testing.scripted_agent import Channel, ScriptedIdentity, enroll
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus

@@ -24,19 +24,19 @@ from typing import Any
 
 import msgspec
 import pytest
+from bridgehead_testing.harness import Agent, ControlPlane, wait_connected, wait_until
+from bridgehead_testing.impostor import Impostor, ImpostorSession, Relay, Target, server_context
+from bridgehead_testing.pki import write_test_pki
+from bridgehead_testing.scripted_agent import Channel, hello_bytes
+from bridgehead_testing.scripted_agent import enroll as scripted_enroll
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from harness import Agent, ControlPlane, wait_connected, wait_until
-from impostor import Impostor, ImpostorSession, Relay, Target, server_context
-from pki import write_test_pki
-from scripted_agent import Channel, hello_bytes
-from scripted_agent import enroll as scripted_enroll
 from websockets.exceptions import ConnectionClosed
 
-from agent.protocol.codec import encode
-from agent.protocol.messages import Offer
-from agent.protocol.signing import OfferSigner
+from bridgehead.protocol.codec import encode
+from bridgehead.protocol.messages import Offer
+from bridgehead.protocol.signing import OfferSigner
 
 AgentFactory = Callable[..., Agent]
 FOOLED_AGENT = "fooled-agent"

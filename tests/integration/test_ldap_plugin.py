@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 
 import psutil
-from harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
-from slapd import SESSION_PEOPLE, Slapd, person_dn
+from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.slapd import SESSION_PEOPLE, Slapd, person_dn
 
 AgentFactory = Callable[..., Agent]
 

@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 import pytest
-from harness import free_port, scaled
-from slapd import (
+from bridgehead_testing.harness import free_port, scaled
+from bridgehead_testing.slapd import (
     BIG_GROUP_SIZE,
     SESSION_PEOPLE,
     Slapd,
@@ -23,10 +23,10 @@ from slapd import (
     person_photo,
 )
 
-from agent.errors import JobError
-from agent.sdk import Credential, JobContext
-from agent.testing import ListSink, run_plugin
-from plugins.ldap import LdapPlugin
+from bridgehead.core.errors import JobError
+from bridgehead.plugins.ldap import LdapPlugin
+from bridgehead.sdk import Credential, JobContext
+from bridgehead.sdk.testing import ListSink, run_plugin
 
 WRONG_PASSWORD = "Wr0ng-ldap-pw-7c1e"  # noqa: S105 - looked for in error messages
 

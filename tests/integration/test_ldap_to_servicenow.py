@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
-from sandbox_server import SandboxServer
-from slapd import Slapd, group_dn, person_dn
+from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.sandbox_server import SandboxServer
+from bridgehead_testing.slapd import Slapd, group_dn, person_dn
 
 SECRET_ENV = "BH_TEST_SN_SECRET"  # noqa: S105 - the name of a variable, not a secret
 

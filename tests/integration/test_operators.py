@@ -14,8 +14,8 @@ from typing import Any
 
 import psutil
 import pytest
-from harness import Agent, Api, ControlPlane, run_cli, urlopen, wait_connected, wait_until
-from sandbox_server import SandboxServer
+from bridgehead_testing.harness import Agent, Api, ControlPlane, run_cli, urlopen, wait_connected, wait_until
+from bridgehead_testing.sandbox_server import SandboxServer
 
 AgentFactory = Callable[..., Agent]
 ControlFactory = Callable[..., ControlPlane]
@@ -23,7 +23,7 @@ MiB = 1024 * 1024
 
 
 def cli_token(control: ControlPlane, role: str, name: str, *extra: str) -> str:
-    args = ("controlplane.cli", "api-token", "create", "--data-dir", str(control.data_dir), "--role", role)
+    args = ("bridgehead.control.cli", "api-token", "create", "--data-dir", str(control.data_dir), "--role", role)
     return run_cli(*args, "--name", name, *extra).stdout.strip()
 
 
@@ -74,14 +74,14 @@ def test_roles_and_tokens_refused_at_once(control: ControlPlane) -> None:
     by_cli = cli_token(control, "operator", "cron-box")
     status, me = whoami(control, by_cli)
     assert (200, "cron-box") == (status, me["name"])
-    run_cli("controlplane.cli", "api-token", "revoke", me["token"], "--data-dir", str(control.data_dir))
+    run_cli("bridgehead.control.cli", "api-token", "revoke", me["token"], "--data-dir", str(control.data_dir))
     wait_until(lambda: whoami(control, by_cli)[0] == 401, 1.0, "the CLI's revocation to be refused")
 
     short = cli_token(control, "viewer", "short", "--ttl", "1")
     assert 200 == whoami(control, short)[0]
     wait_until(lambda: whoami(control, short)[0] == 401, 10, "the token to expire")
 
-    listing = run_cli("controlplane.cli", "api-token", "list", "--data-dir", str(control.data_dir)).stdout
+    listing = run_cli("bridgehead.control.cli", "api-token", "list", "--data-dir", str(control.data_dir)).stdout
     assert me["token"] in listing and "cron-box" in listing and by_cli not in listing
     status, tokens = admin.request("GET", "/api/v1/tokens")
     assert 200 == status
@@ -116,7 +116,7 @@ def test_every_change_is_audited_with_who_and_where(control: ControlPlane, agent
     who = {(e["action"], e["actor"], e["actor_name"], e["address"]) for e in entries}
     alice = whoami(control, admin_token)[1]["token"]
     expected = {
-        ("agent.enroll", "enrollment-token", "", "127.0.0.1"),
+        ("bridgehead.agent.enroll", "enrollment-token", "", "127.0.0.1"),
         ("api_token.create", alice, "alice", "127.0.0.1"),
         ("job.submit", made["id"], "bob", "127.0.0.1"),
         ("job.cancel", made["id"], "bob", "127.0.0.1"),

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from counting_sink import CountingSink
-from harness import scaled
+from bridgehead_testing.counting_sink import CountingSink
+from bridgehead_testing.harness import scaled
 
-from agent.errors import JobError
-from agent.sdk import JobContext
-from agent.testing import run_plugin
-from plugins.powershell import PowershellPlugin
+from bridgehead.core.errors import JobError
+from bridgehead.plugins.powershell import PowershellPlugin
+from bridgehead.sdk import JobContext
+from bridgehead.sdk.testing import run_plugin
 
 STAND_IN = f"""#!{sys.executable}
 # STAND-IN for PowerShell (pwsh / powershell.exe), for tests on a machine without it.

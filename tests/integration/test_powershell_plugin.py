@@ -14,14 +14,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from sshd import Sshd, TestUser, make_client_key
+from bridgehead_testing.sshd import Sshd, TestUser, make_client_key
 
-from agent.errors import JobError
-from agent.sdk import Credential
-from agent.testing import run_plugin
-from plugins.powershell import PowershellPlugin
-from plugins.powershell.call import call_script
-from plugins.powershell.params import PowershellProfile
+from bridgehead.core.errors import JobError
+from bridgehead.plugins.powershell import PowershellPlugin
+from bridgehead.plugins.powershell.call import call_script
+from bridgehead.plugins.powershell.params import PowershellProfile
+from bridgehead.sdk import Credential
+from bridgehead.sdk.testing import run_plugin
 
 STAND_IN = r"""#!/usr/bin/env python3
 # STAND-IN for PowerShell 7 (pwsh), for tests on a machine without it.

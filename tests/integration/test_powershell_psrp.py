@@ -26,15 +26,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from counting_sink import CountingSink
-from harness import free_port, scaled
-from pki import Pki, write_test_pki
+from bridgehead_testing.counting_sink import CountingSink
+from bridgehead_testing.harness import free_port, scaled
+from bridgehead_testing.pki import Pki, write_test_pki
 
-from agent.errors import JobError
-from agent.sdk import Credential, JobContext
-from agent.testing import run_plugin
-from plugins.powershell import PowershellPlugin
-from plugins.powershell.psrp import PsrpSessions
+from bridgehead.core.errors import JobError
+from bridgehead.plugins.powershell import PowershellPlugin
+from bridgehead.plugins.powershell.psrp import PsrpSessions
+from bridgehead.sdk import Credential, JobContext
+from bridgehead.sdk.testing import run_plugin
 
 PASSWORD = "winrm-pass-never-shown"  # noqa: S105 - a test credential, checked to stay out of errors
 CREDENTIAL = Credential(username="CORP\\svc", password=PASSWORD)

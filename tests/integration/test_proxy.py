@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Agent, Api, ControlPlane, wait_connected, wait_until
-from tinyproxy import Tinyproxy
+from bridgehead_testing.harness import Agent, Api, ControlPlane, wait_connected, wait_until
+from bridgehead_testing.tinyproxy import Tinyproxy
 
 AgentFactory = Callable[..., Agent]
 ProxyFactory = Callable[..., Tinyproxy]

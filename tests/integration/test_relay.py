@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import (
+from bridgehead_testing.harness import (
     ROOT,
     Agent,
     ControlPlane,

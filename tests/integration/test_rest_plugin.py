@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from harness import TIMEOUT_SCALE
-from pki import Pki, write_test_pki
+from bridgehead_testing.harness import TIMEOUT_SCALE
+from bridgehead_testing.pki import Pki, write_test_pki
 
-from agent.errors import InvalidParams, JobError, PolicyDenied, SourceError, SourceUnavailable
-from agent.plugin_loader import parse_params
-from agent.sdk import Credential
-from agent.testing import run_plugin
-from plugins.rest import RestParams, RestPlugin
+from bridgehead.agent.plugin_loader import parse_params
+from bridgehead.core.errors import InvalidParams, JobError, PolicyDenied, SourceError, SourceUnavailable
+from bridgehead.plugins.rest import RestParams, RestPlugin
+from bridgehead.sdk import Credential
+from bridgehead.sdk.testing import run_plugin
 
 # One knob for every wait in this file, so a slow machine can stretch them all at once.
 SCALE = TIMEOUT_SCALE
@@ -523,7 +523,7 @@ async def test_secrets_never_reach_error_messages_or_logs(
 
 async def test_aiohttp_is_not_imported_until_first_use() -> None:
     """Importing the plugin does not import aiohttp, which would cost the idle agent ~10 MB."""
-    code = "import sys, plugins.rest; sys.exit(any(m.split('.')[0] == 'aiohttp' for m in sys.modules))"
+    code = "import sys, bridgehead.plugins.rest; sys.exit(any(m.split('.')[0] == 'aiohttp' for m in sys.modules))"
     assert 0 == subprocess.run([sys.executable, "-c", code], check=False).returncode
 
 

@@ -25,10 +25,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from child_server import ChildServer
-from harness import ROOT, free_port, scaled, wait_until
-
-from controlplane.sandbox import config as sandbox_config
+from bridgehead_sandbox import config as sandbox_config
+from bridgehead_testing.child_server import ChildServer
+from bridgehead_testing.harness import ROOT, free_port, scaled, wait_until
 
 SYS_ID = re.compile(r"^[0-9a-f]{32}$")
 DATETIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
@@ -126,7 +125,7 @@ class Sandbox(ChildServer):
         self.port = free_port()
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "controlplane.sandbox", "serve", "--data-dir", str(self.data_dir)]
+        argv = [sys.executable, "-m", "bridgehead_sandbox", "serve", "--data-dir", str(self.data_dir)]
         argv += ["--listen", f"127.0.0.1:{self.port}"]
         return argv + (["--config", str(self.config_path)] if self.config_path else [])
 
@@ -253,18 +252,18 @@ def test_help_says_it_is_a_stand_in() -> None:
     """--help of the command and of serve names it a stand-in; pyproject installs the command."""
     for args in (["--help"], ["serve", "--help"]):
         result = subprocess.run(
-            [sys.executable, "-m", "controlplane.sandbox", *args], capture_output=True, text=True, timeout=scaled(30)
+            [sys.executable, "-m", "bridgehead_sandbox", *args], capture_output=True, text=True, timeout=scaled(30)
         )
         assert 0 == result.returncode
         assert "stand-in" in result.stdout.lower()
         assert "not ServiceNow" in " ".join(result.stdout.split())
-    assert 'bridgehead-sandbox = "controlplane.sandbox.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    assert 'bridgehead-sandbox = "bridgehead_sandbox.cli:main"' in (ROOT / "sandbox" / "pyproject.toml").read_text()
 
 
 def test_sample_config_loads_and_every_key_is_documented() -> None:
-    """controlplane/sandbox/sample.toml is a valid config showing every key, and docs/sandbox.md
+    """sandbox/bridgehead_sandbox/sample.toml is a valid config showing every key, and docs/sandbox.md
     documents every key."""
-    sample = ROOT / "controlplane" / "sandbox" / "sample.toml"
+    sample = ROOT / "sandbox" / "bridgehead_sandbox" / "sample.toml"
     loaded = sandbox_config.load_config(str(sample))
     assert {"u_imp_ldap_user", "u_imp_ldap_group", "u_imp_ldap_member"} == set(loaded.transforms)
 
@@ -852,7 +851,7 @@ def test_bad_configuration_exits_nonzero_with_one_line(tmp_path: Path, shared: S
     runs["data dir in use"] = (["--data-dir", str(shared.data_dir)], "in use by another bridgehead-sandbox")
     procs = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "controlplane.sandbox", "serve", "--listen", "127.0.0.1:0", *args],
+            [sys.executable, "-m", "bridgehead_sandbox", "serve", "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from harness import Agent, Api, ControlPlane, wait_connected, wait_until
+from bridgehead_testing.harness import Agent, Api, ControlPlane, wait_connected, wait_until
 
 AgentFactory = Callable[..., Agent]
 

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
-from harness import Agent, ControlPlane, free_port, scaled, wait_connected
+from bridgehead_testing.harness import Agent, ControlPlane, free_port, scaled, wait_connected
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes and /proc")
 
@@ -109,7 +109,7 @@ class Run:
 
 def agent_cli(agent: Agent, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args, "--config", str(agent.config)],
+        [sys.executable, "-m", "bridgehead.agent.cli", *args, "--config", str(agent.config)],
         input=stdin,
         capture_output=True,
         text=True,
@@ -138,7 +138,15 @@ class UnprivilegedAgent(Agent):
     def start(self) -> UnprivilegedAgent:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*(UNPRIVILEGED or []), sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
+                [
+                    *(UNPRIVILEGED or []),
+                    sys.executable,
+                    "-m",
+                    "bridgehead.agent.cli",
+                    "run",
+                    "--config",
+                    str(self.config),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,

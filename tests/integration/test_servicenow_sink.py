@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
-from sandbox_server import SandboxServer
+from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.sandbox_server import SandboxServer
 
 PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
 AGENT_PROFILES = f"""

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
-from sandbox_server import SandboxServer
+from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.sandbox_server import SandboxServer
 
 SECRET_ENV = "BH_TEST_SN_SECRET"  # noqa: S105 - the name of a variable, not a secret
 SANDBOX_CONFIG = """
@@ -212,7 +212,7 @@ def test_an_instance_without_tables_stops_the_control_plane_at_start(tmp_path: P
     config.write_text(
         '[servicenow.corp]\nurl = "https://corp.service-now.com"\nclient_id = "x"\nclient_secret_env = "HOME"\n'
     )
-    serve = [sys.executable, "-m", "controlplane.cli", "serve", "--config", str(config)]
+    serve = [sys.executable, "-m", "bridgehead.control.cli", "serve", "--config", str(config)]
     result = subprocess.run(
         [*serve, "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
         capture_output=True,

@@ -15,8 +15,7 @@ from typing import Any
 
 import ldap3
 import pytest
-from ldap3.core.exceptions import LDAPBindError, LDAPSocketOpenError, LDAPStartTLSError
-from slapd import (
+from bridgehead_testing.slapd import (
     BIG_GROUP_SIZE,
     MODULE_DIR,
     SESSION_PEOPLE,
@@ -35,6 +34,7 @@ from slapd import (
     small_entries,
     to_ldif,
 )
+from ldap3.core.exceptions import LDAPBindError, LDAPSocketOpenError, LDAPStartTLSError
 
 PEOPLE_FILTER = "(objectClass=inetOrgPerson)"
 

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pyodbc
 import pytest
-from harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
 
 AgentFactory = Callable[..., Agent]
 

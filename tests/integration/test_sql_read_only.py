@@ -22,13 +22,13 @@ from typing import Any
 
 import pyodbc
 import pytest
-from harness import scaled
+from bridgehead_testing.harness import scaled
 
-from agent.errors import JobError
-from agent.sdk import Credential
-from agent.testing import run_plugin
-from plugins.sql import SqlPlugin
-from plugins.sql.statements import Lexing, statement_count
+from bridgehead.core.errors import JobError
+from bridgehead.plugins.sql import SqlPlugin
+from bridgehead.plugins.sql.statements import Lexing, statement_count
+from bridgehead.sdk import Credential
+from bridgehead.sdk.testing import run_plugin
 
 PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
 # OPTION=67108864 is MariaDB Connector/ODBC's MULTI_STATEMENTS flag: off by default, on here.

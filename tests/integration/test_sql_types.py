@@ -25,13 +25,13 @@ from typing import Any
 import msgspec
 import pyodbc
 import pytest
-from harness import ROOT, free_port, scaled
+from bridgehead_testing.harness import ROOT, free_port, scaled
 
-from agent.errors import JobError, SourceError
-from agent.sdk import Credential
-from agent.testing import run_plugin
-from plugins.sql import SqlPlugin
-from plugins.sql.params import SqlProfile
+from bridgehead.core.errors import JobError, SourceError
+from bridgehead.plugins.sql import SqlPlugin
+from bridgehead.plugins.sql.params import SqlProfile
+from bridgehead.sdk import Credential
+from bridgehead.sdk.testing import run_plugin
 
 PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
 MARIA = "Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Database=test"
@@ -464,10 +464,10 @@ async def test_read_only_session_survives_a_job_that_turns_it_read_write(plugin:
 
 MULTI_STATEMENT_SCRIPT = r"""
 import asyncio, json, sys
-from agent.errors import JobError
-from agent.sdk import Credential
-from agent.testing import run_plugin
-from plugins.sql import SqlPlugin
+from bridgehead.core.errors import JobError
+from bridgehead.sdk import Credential
+from bridgehead.sdk.testing import run_plugin
+from bridgehead.plugins.sql import SqlPlugin
 
 async def main():
     plugin = SqlPlugin()

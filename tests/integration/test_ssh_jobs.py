@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
-from sshd import Sshd, TestUser, make_client_key
+from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.sshd import Sshd, TestUser, make_client_key
 
 AgentFactory = Callable[..., Agent]
 

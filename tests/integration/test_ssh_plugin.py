@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from counting_sink import CountingSink
-from harness import scaled
-from sshd import Sshd, TestUser, make_client_key
+from bridgehead_testing.counting_sink import CountingSink
+from bridgehead_testing.harness import scaled
+from bridgehead_testing.sshd import Sshd, TestUser, make_client_key
 
-from agent.errors import JobError
-from agent.sdk import Credential, JobContext
-from agent.testing import run_plugin
-from plugins.ssh import SshPlugin
+from bridgehead.core.errors import JobError
+from bridgehead.plugins.ssh import SshPlugin
+from bridgehead.sdk import Credential, JobContext
+from bridgehead.sdk.testing import run_plugin
 
 WRONG_PASSWORD = "Wr0ng-ssh-pw-3f9a"  # noqa: S105 - looked for in messages
 PASSPHRASE = "open sesame"  # noqa: S105 - a throw-away key's passphrase
@@ -376,12 +376,12 @@ async def test_output_read_by_threads_where_the_loop_cannot_watch_the_channel(
 ) -> None:
     """Windows' proactor loop has no add_reader: there, worker threads read stdout and stderr.
     The same real commands go through that path here."""
-    import plugins.ssh.command  # noqa: PLC0415
+    import bridgehead.plugins.ssh.command  # noqa: PLC0415
 
     async def no_pipe_watching(*_args: Any) -> bool:
         return False
 
-    monkeypatch.setattr(plugins.ssh.command.Command, "_pump_polled", no_pipe_watching)
+    monkeypatch.setattr(bridgehead.plugins.ssh.command.Command, "_pump_polled", no_pipe_watching)
     key = Credential(username=test_user.name, private_key_file=str(client_key))
     records = await ssh(plugin, pinned(sshd), key, {"command": "cat; echo err >&2; exit 3", "stdin": "in\n"})
     assert [{"exit_code": 3, "stdout": "in\n", "stderr": "err\n"}] == records
@@ -407,7 +407,7 @@ async def test_a_connection_cut_mid_command_is_source_unavailable_and_replaced(
     """The server side of the connection dies while a command runs (its sshd processes
     killed, as on a crash; the listener stays): the job fails at once, not at its timeout,
     and the next job connects afresh."""
-    from sshd import _descendants, _freeze_and_kill  # noqa: PLC0415 - the fixture's own process tools
+    from bridgehead_testing.sshd import _descendants, _freeze_and_kill  # noqa: PLC0415 - the fixture's own process tools
 
     marker = f"bh{uuid.uuid4().hex[:12]}"
     key = Credential(username=test_user.name, private_key_file=str(client_key))

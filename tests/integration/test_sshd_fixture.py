@@ -18,8 +18,8 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from harness import scaled
-from sshd import (
+from bridgehead_testing.harness import scaled
+from bridgehead_testing.sshd import (
     SSH_KEYGEN,
     SSHD,
     SUDO,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent.backoff import backoff
+from bridgehead.agent.backoff import backoff
 
 
 class RecordingRandom(random.Random):

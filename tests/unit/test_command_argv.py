@@ -1,5 +1,5 @@
-"""Unit tests of commands as argv (plugins/ssh/argv.py), the PowerShell call encoder
-(plugins/powershell/call.py) and the profile keys that choose between a list and a shell."""
+"""Unit tests of commands as argv (bridgehead/plugins/ssh/argv.py), the PowerShell call encoder
+(bridgehead/plugins/powershell/call.py) and the profile keys that choose between a list and a shell."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from plugins.powershell.call import Value, call_allowed, call_script, literal, parse_pattern
-from plugins.powershell.params import PowershellParams, PowershellProfile
-from plugins.ssh.argv import allowed, command_line, matches, to_argv
-from plugins.ssh.params import SshParams, SshProfile
+from bridgehead.plugins.powershell.call import Value, call_allowed, call_script, literal, parse_pattern
+from bridgehead.plugins.powershell.params import PowershellParams, PowershellProfile
+from bridgehead.plugins.ssh.argv import allowed, command_line, matches, to_argv
+from bridgehead.plugins.ssh.params import SshParams, SshProfile
 
 HOSTILE = [
     "; touch /tmp/PWNED",

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, check_profiles, load_config
-from agent.errors import ConfigError
-from agent.logs import JsonFormatter
-from agent.redact import MASK, RedactingFilter, Redactor
-from agent.sdk import NoProfile, Profile
+from bridgehead.agent.config import AgentConfig, check_profiles, load_config
+from bridgehead.core.errors import ConfigError
+from bridgehead.core.logs import JsonFormatter
+from bridgehead.core.redact import MASK, RedactingFilter, Redactor
+from bridgehead.sdk import NoProfile, Profile
 
 MINIMAL = """
 [agent]
@@ -480,7 +480,7 @@ def test_secret_is_masked_in_chained_exception_tracebacks(
 def test_secret_is_masked_in_a_preformatted_exc_text(captured: tuple[logging.Logger, io.StringIO]) -> None:
     """A record that arrives with exc_text already set (and no exc_info) is masked as well."""
     secret = unique_secret()
-    from agent.redact import REDACTOR
+    from bridgehead.core.redact import REDACTOR
 
     REDACTOR.add(secret)
     logger, out = captured

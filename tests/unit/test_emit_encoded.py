@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from agent.errors import JobError, RecordTooLarge
-from agent.sdk import JobContext
-from agent.testing import ListSink, job_context
+from bridgehead.core.errors import JobError, RecordTooLarge
+from bridgehead.sdk import JobContext
+from bridgehead.sdk.testing import ListSink, job_context
 
 
 def context(sink: ListSink, max_record_bytes: int = 100) -> JobContext[Any]:

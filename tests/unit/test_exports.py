@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import agent.protocol
-import agent.sdk
+import bridgehead.protocol
+import bridgehead.sdk
 
 SDK = {
     "Credential",
@@ -25,19 +25,19 @@ SDK = {
 
 
 def test_sdk_exports_exactly_its_surface() -> None:
-    """agent.sdk.__all__ is the documented plugin surface, and every name exists."""
-    assert SDK == set(agent.sdk.__all__)
-    assert [] == [name for name in agent.sdk.__all__ if not hasattr(agent.sdk, name)]
+    """bridgehead.sdk.__all__ is the documented plugin surface, and every name exists."""
+    assert SDK == set(bridgehead.sdk.__all__)
+    assert [] == [name for name in bridgehead.sdk.__all__ if not hasattr(bridgehead.sdk, name)]
 
 
 def test_protocol_exports_exist_and_cover_every_message() -> None:
-    """Every name in agent.protocol.__all__ exists, and every message type is exported."""
-    from agent.protocol import messages
+    """Every name in bridgehead.protocol.__all__ exists, and every message type is exported."""
+    from bridgehead.protocol import messages
 
-    assert [] == [name for name in agent.protocol.__all__ if not hasattr(agent.protocol, name)]
+    assert [] == [name for name in bridgehead.protocol.__all__ if not hasattr(bridgehead.protocol, name)]
     message_types = {
         name
         for name, value in vars(messages).items()
         if isinstance(value, type) and getattr(getattr(value, "__struct_config__", None), "tag", None)
     }
-    assert set() == message_types - set(agent.protocol.__all__)
+    assert set() == message_types - set(bridgehead.protocol.__all__)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.store.base import JobRow
-from controlplane.store.sqlite import SqliteStore
+from bridgehead.control.store.base import JobRow
+from bridgehead.control.store.sqlite import SqliteStore
 
 
 def _job(job_id: str, key: str | None = None) -> JobRow:

@@ -13,7 +13,7 @@ HEAVY = ("paramiko", "ldap3", "pyodbc", "pypsrp", "aiohttp", "requests")
 PROBE = """
 import json, sys
 from importlib.metadata import entry_points
-import agent.service
+import bridgehead.agent.service
 plugins = {ep.name: ep.load() for ep in entry_points(group="bridgehead.plugins")}
 print(json.dumps({"plugins": sorted(plugins), "loaded": [m for m in HEAVY if m in sys.modules]}))
 """

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from plugins.ldap.groups import GroupMembers
-from plugins.ldap.values import (
+from bridgehead.plugins.ldap.groups import GroupMembers
+from bridgehead.plugins.ldap.values import (
     BOOLEAN_SYNTAX,
     INTEGER_SYNTAX,
     TIME_SYNTAX,
@@ -114,7 +114,7 @@ def test_active_directory_ranges_merge_whole_with_raw_decoding() -> None:
     shape the plugin installs (RangeScratch), and the record has every member once."""
     import ldap3  # noqa: PLC0415
 
-    from plugins.ldap.client import RangeScratch  # noqa: PLC0415
+    from bridgehead.plugins.ldap.client import RangeScratch  # noqa: PLC0415
 
     members = [f"cn=u{i},dc=ad".encode() for i in range(4000)]
 
@@ -152,8 +152,8 @@ def test_limits_the_server_returns_rather_than_raises_fail_the_job(result: int, 
     (Size limits are also tested against slapd; a time limit cannot be forced there.)"""
     from types import SimpleNamespace  # noqa: PLC0415
 
-    from agent.errors import SourceError  # noqa: PLC0415
-    from plugins.ldap.client import check_limits  # noqa: PLC0415
+    from bridgehead.core.errors import SourceError  # noqa: PLC0415
+    from bridgehead.plugins.ldap.client import check_limits  # noqa: PLC0415
 
     conn: Any = SimpleNamespace(result={"result": result, "description": "x", "message": "y"})
     if code is None:

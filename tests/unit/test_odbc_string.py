@@ -1,4 +1,4 @@
-"""Unit tests of plugins.sql.odbc_string: ODBC connection string quoting, building and parsing."""
+"""Unit tests of bridgehead.plugins.sql.odbc_string: ODBC connection string quoting, building and parsing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugins.sql import odbc_string
+from bridgehead.plugins.sql import odbc_string
 
 
 @pytest.mark.parametrize(

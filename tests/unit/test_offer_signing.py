@@ -1,4 +1,4 @@
-"""Unit tests of job-offer signatures, the hello's signed bytes and key endorsements (agent.protocol.signing)."""
+"""Unit tests of job-offer signatures, the hello's signed bytes and key endorsements (bridgehead.protocol.signing)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.protocol import Offer, SigningKey
-from agent.protocol.codec import decode_server_frame, encode
-from agent.protocol.signing import (
+from bridgehead.protocol import Offer, SigningKey
+from bridgehead.protocol.codec import decode_server_frame, encode
+from bridgehead.protocol.signing import (
     OfferRefused,
     OfferSigner,
     OfferVerifier,

@@ -1,4 +1,4 @@
-"""Unit tests of the control plane's CA, server certificate and agent certificates (controlplane.pki)."""
+"""Unit tests of the control plane's CA, server certificate and agent certificates (bridgehead.control.pki)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from controlplane.pki import Authority, PkiError, agent_identity, fingerprint
+from bridgehead.control.pki import Authority, PkiError, agent_identity, fingerprint
 
 
 def csr(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey, name: str = "agent-1") -> bytes:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.protocol import (
+from bridgehead.protocol import (
     Abandon,
     Accept,
     Ack,
@@ -45,9 +45,9 @@ from agent.protocol import (
     encode,
     pack,
 )
-from agent.protocol.codec import MAX_MESSAGES_PER_FRAME
-from agent.protocol.errors import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
-from agent.protocol.session import DEFAULT_MAX_MESSAGE_BYTES
+from bridgehead.protocol.codec import MAX_MESSAGES_PER_FRAME
+from bridgehead.protocol.errors import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
+from bridgehead.protocol.session import DEFAULT_MAX_MESSAGE_BYTES
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Examples that draw whole lists of messages cost more to generate; fewer keep the file fast.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from controlplane.store.sqlite import SqliteStore
+from bridgehead.control.store.sqlite import SqliteStore
 
 
 def _records(n: int, start: int = 1) -> list[bytes]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from agent.protocol import Records, decode_agent_frame, encode
-from agent.protocol.codec import encode_records
-from agent.records import RecordArray
+from bridgehead.protocol import Records, decode_agent_frame, encode
+from bridgehead.protocol.codec import encode_records
+from bridgehead.sdk.records import RecordArray
 
 
 class Row(msgspec.Struct):

@@ -8,7 +8,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from agent.redact import MASK, Redactor
+from bridgehead.core.redact import MASK, Redactor
 
 SECRET = 'Pa ss/w+rd"é-9f2c&x=1?>'  # noqa: S105 - a fake secret whose forms all differ
 

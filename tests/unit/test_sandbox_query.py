@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from controlplane.sandbox.query import Condition, OrderBy, Query, order_records, parse
+from bridgehead_sandbox.query import Condition, OrderBy, Query, order_records, parse
 
 FIELDS = ("sys_id", "number", "short_description", "priority", "state", "caller_id", "assigned_to", "notes")
 ROWS = [

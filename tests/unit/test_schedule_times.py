@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controlplane.schedules.times import ScheduleSpecError, check_cron, next_occurrence, utc_iso, zone
+from bridgehead.control.schedules.times import ScheduleSpecError, check_cron, next_occurrence, utc_iso, zone
 
 PARIS = zone("Europe/Paris")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.sql.session_thread import SessionThread
+from bridgehead.plugins.sql.session_thread import SessionThread
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_a_call_that_never_returns_does_not_hold_up_exit() -> None:
     """A stuck driver call parks its thread; the process still ends (run in a child)."""
     script = (
         "import threading\n"
-        "from plugins.sql.session_thread import SessionThread\n"
+        "from bridgehead.plugins.sql.session_thread import SessionThread\n"
         "t = SessionThread('stuck')\n"
         "t.submit(threading.Event().wait)\n"
         "t.shutdown(wait=False)\n"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from controlplane.sinks.client import _retry_after
-from controlplane.sinks.presets import PRESETS, member_dns, preset_row
-from controlplane.sinks.spec import as_text, parse_sink, passthrough_name, to_row
+from bridgehead.control.sinks.client import _retry_after
+from bridgehead.control.sinks.presets import PRESETS, member_dns, preset_row
+from bridgehead.control.sinks.spec import as_text, parse_sink, passthrough_name, to_row
 
 
 def test_values_become_text_as_the_import_set_api_needs() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests of plugins.sql.jdbc: JDBC URLs translated into ODBC connection strings, or refused."""
+"""Unit tests of bridgehead.plugins.sql.jdbc: JDBC URLs translated into ODBC connection strings, or refused."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.sql import jdbc, odbc_string
-from plugins.sql.jdbc import jdbc_to_odbc
+from bridgehead.plugins.sql import jdbc, odbc_string
+from bridgehead.plugins.sql.jdbc import jdbc_to_odbc
 
 PG = "Driver={PostgreSQL Unicode};"
 MY = "Driver={MariaDB Unicode};"

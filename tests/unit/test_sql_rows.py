@@ -10,8 +10,8 @@ import uuid
 import msgspec
 import pytest
 
-from plugins.sql.failures import job_error, sqlstate_and_text
-from plugins.sql.rows import Column, RowEncoder, unique_names
+from bridgehead.plugins.sql.failures import job_error, sqlstate_and_text
+from bridgehead.plugins.sql.rows import Column, RowEncoder, unique_names
 
 
 def decode(records: list[bytes]) -> list[dict[str, object]]:

@@ -1,4 +1,5 @@
-"""The read-only check's lexers (plugins/sql/statements.py): where statements end, as each server reads them."""
+"""The read-only check's lexers (bridgehead/plugins/sql/statements.py): where statements end, as each
+server reads them."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import time
 
 import pytest
 
-from agent.errors import PolicyDenied
-from plugins.sql.statements import Lexing, check_read_only, statement_count
+from bridgehead.core.errors import PolicyDenied
+from bridgehead.plugins.sql.statements import Lexing, check_read_only, statement_count
 
 PG = Lexing("postgresql", backslash_escapes=False)
 PG_ESCAPES = Lexing("postgresql", backslash_escapes=True)

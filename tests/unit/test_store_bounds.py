@@ -7,8 +7,8 @@ import os
 import stat
 from pathlib import Path
 
-from controlplane.store.base import CLI, JobRow
-from controlplane.store.sqlite import SqliteStore
+from bridgehead.control.store.base import CLI, JobRow
+from bridgehead.control.store.sqlite import SqliteStore
 
 
 def page_sizes(tmp_path: Path, sizes: list[list[int]], after: int, limit: int, cap: int | None) -> list[int]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal import Journal
-from agent.protocol import Complete, ErrorInfo
-from agent.records import RecordArray
-from agent.stream import OutboundStream, SpoolBudget, StreamClosed
+from bridgehead.agent.journal import Journal
+from bridgehead.agent.stream import OutboundStream, SpoolBudget, StreamClosed
+from bridgehead.protocol import Complete, ErrorInfo
+from bridgehead.sdk.records import RecordArray
 
 JOB = "job-1"
 ATTEMPT = 1

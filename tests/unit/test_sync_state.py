@@ -11,10 +11,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent.journal import Journal
-from agent.protocol import Complete, SyncState, decode_agent_frame, encode
-from controlplane.store.sqlite import SqliteStore
-from plugins.ldap.sync import ACTIVE_DIRECTORY, GENERIC, OPENLDAP, scheme_for
+from bridgehead.agent.journal import Journal
+from bridgehead.control.store.sqlite import SqliteStore
+from bridgehead.plugins.ldap.sync import ACTIVE_DIRECTORY, GENERIC, OPENLDAP, scheme_for
+from bridgehead.protocol import Complete, SyncState, decode_agent_frame, encode
 
 IDS = b"".join(sorted(uuid.uuid4().bytes for _ in range(3)))
 

@@ -1,4 +1,4 @@
-"""Unit tests of the agent's local vault (agent/vault.py) and of credentials that name its entries."""
+"""Unit tests of the agent's local vault (bridgehead/agent/vault.py) and of credentials that name its entries."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import check_vault_secrets, load_config, resolve_credential
-from agent.errors import ConfigError
-from agent.redact import REDACTOR
-from agent.vault import KEY_FILE, VAULT_FILE, Vault, VaultError
+from bridgehead.agent.config import check_vault_secrets, load_config, resolve_credential
+from bridgehead.agent.vault import KEY_FILE, VAULT_FILE, Vault, VaultError
+from bridgehead.core.errors import ConfigError
+from bridgehead.core.redact import REDACTOR
 
 SECRET = "vault-unit-Pw/9f+2c 71"  # noqa: S105 - a fake secret
 
@@ -158,7 +158,7 @@ def test_a_bad_vault_entry_name_is_refused_at_load(tmp_path: Path) -> None:
 
 
 def secret_cli(config: Path, *args: str, stdin: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "agent.cli", "secret", *args, "--config", str(config)]
+    command = [sys.executable, "-m", "bridgehead.agent.cli", "secret", *args, "--config", str(config)]
     return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, check=False)
 
 

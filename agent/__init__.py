@@ -1,3 +1,0 @@
-"""The Bridgehead agent: keeps one outbound websocket to a control plane and runs its jobs."""
-
-__version__ = "0.1.0"

@@ -1,0 +1,231 @@
+"""``bridgehead-agent``: enrol once, then run (as a service).
+
+    bridgehead-agent enroll --config agent.toml --token TOKEN
+    bridgehead-agent run --config agent.toml
+    bridgehead-agent check --config agent.toml     # validate config and plugins, then exit
+    bridgehead-agent secret set NAME --config agent.toml  < value   # the local vault
+    bridgehead-agent secret list --config agent.toml
+    bridgehead-agent secret delete NAME --config agent.toml
+
+Every failure is one line on stderr and a non-zero exit code (2: configuration, 3: enrolment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bridgehead import __version__
+from bridgehead.agent.config import AgentConfig, check_profiles, check_vault_secrets, load_agent_section, load_config
+from bridgehead.agent.plugin_loader import AnyPlugin, load_plugins
+from bridgehead.core.commands import run_command
+from bridgehead.core.errors import ConfigError
+from bridgehead.core.logs import configure_logging
+from bridgehead.core.redact import MIN_SECRET_LENGTH
+from bridgehead.sdk import Profile
+
+log = logging.getLogger("bridgehead.agent")
+
+
+def _load(path: str) -> tuple[AgentConfig, dict[str, AnyPlugin], dict[str, Profile]]:
+    config = load_config(path)
+    configure_logging(config.agent.log_level, config.agent.log_format)
+    plugins_dir = Path(config.agent.plugins_dir) if config.agent.plugins_dir else None
+    if plugins_dir is not None and not plugins_dir.is_dir():
+        raise ConfigError(path, "agent.plugins_dir", f"{plugins_dir} is not a directory")
+    plugins = load_plugins(plugins_dir, config.agent.disabled_plugins)
+    profiles = check_profiles(config, {name: p.profile_type for name, p in plugins.items()})
+    check_vault_secrets(config)
+    return config, plugins, profiles
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config, plugins, profiles = _load(args.config)
+    print(
+        f"{config.path}: ok; plugins: {', '.join(sorted(plugins)) or 'none'}; "
+        f"connections: {', '.join(sorted(profiles)) or 'none'}"
+    )
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from bridgehead.agent.enroll import enroll
+
+    config = load_config(args.config)
+    configure_logging(config.agent.log_level, config.agent.log_format)
+    agent_id = enroll(config, _token(args))
+    print(
+        f"enrolled {config.agent.name} in cluster {config.agent.cluster} as {agent_id}; "
+        f"identity stored in {config.agent.data_dir}"
+    )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> str:
+    """The token from --token, --token - (standard input) or --token-file: the last two keep
+    it out of the process list and the shell's history."""
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError("--token-file", "", f"cannot read {args.token_file}: {exc.strerror}") from None
+    if args.token == "-":  # noqa: S105 - the stdin marker, not a secret
+        return sys.stdin.readline().strip()
+    return str(args.token)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bridgehead.agent.identity import load_identity
+    from bridgehead.agent.service import AgentService
+
+    # First: a local job's child process (same user) must not read this process's memory or
+    # environment, which hold resolved secrets.
+    make_non_dumpable()
+    config, plugins, profiles = _load(args.config)
+    identity = load_identity(Path(config.agent.data_dir))
+    if (identity.agent, identity.cluster) != (config.agent.name, config.agent.cluster):
+        raise ConfigError(
+            config.path,
+            "agent",
+            f"name/cluster {config.agent.name}/{config.agent.cluster} differ from the enrolled identity "
+            f"{identity.agent}/{identity.cluster}; enrol again to change them",
+        )
+
+    async def main() -> None:
+        service = AgentService(config, identity, plugins, profiles)
+        loop = asyncio.get_running_loop()
+        if sys.platform != "win32":  # the Windows service wrapper calls service.stop() itself
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, service.stop)
+        log.info(
+            "agent %s (cluster %s) starting; plugins: %s", identity.agent, identity.cluster, ", ".join(sorted(plugins))
+        )
+        await service.run()
+        log.info("agent stopped")
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+    return 0
+
+
+PR_SET_DUMPABLE = 4
+
+
+def make_non_dumpable() -> bool:
+    """On Linux, ``prctl(PR_SET_DUMPABLE, 0)``: no core dump, and processes of the same user
+    (a local job's child included) can no longer ptrace this one or read its ``/proc/PID/
+    environ``, ``mem`` or ``fd`` (they become root's). True if it took effect; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols, libc's among them
+        ok = bool(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        ok = False
+    if not ok:
+        log.warning("could not make the agent process non-dumpable; local jobs could read its memory")
+    return ok
+
+
+def cmd_secret_set(args: argparse.Namespace) -> int:
+    """The value comes from standard input (a prompt on a terminal), never from the command line."""
+    from bridgehead.agent.vault import Vault, VaultError
+
+    data_dir = Path(load_agent_section(args.config).data_dir)
+    if sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass(f"value of secret {args.name}: ")
+    else:
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value
+        value = value[:-1] if value.endswith("\r") else value
+    if not value:
+        raise VaultError(f"secret {args.name!r}: the value on standard input is empty; nothing was stored")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise VaultError(
+            f"secret {args.name!r}: shorter than {MIN_SECRET_LENGTH} characters (it could not be masked in logs)"
+        )
+    vault = Vault(data_dir)
+    vault.set(args.name, value)
+    print(f"secret {args.name} stored in {vault.path}")
+    return 0
+
+
+def cmd_secret_list(args: argparse.Namespace) -> int:
+    import datetime
+
+    from bridgehead.agent.vault import Vault
+
+    for name, set_at in Vault(Path(load_agent_section(args.config).data_dir)).entries().items():
+        when = datetime.datetime.fromtimestamp(set_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{name}\tset {when}")
+    return 0
+
+
+def cmd_secret_delete(args: argparse.Namespace) -> int:
+    from bridgehead.agent.vault import Vault
+
+    vault = Vault(Path(load_agent_section(args.config).data_dir))
+    vault.delete(args.name)
+    print(f"secret {args.name} deleted from {vault.path}")
+    return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it runs (not on Windows) and is installed: the agent's round trip for a
+    job is mostly event-loop and socket work, which it does in C (bench/ssh_latency.py's
+    floor, docs/choices.md). Else asyncio's own loop."""
+    if sys.platform == "win32":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridgehead-agent", description="The Bridgehead relay agent.")
+    parser.add_argument("--version", action="version", version=f"bridgehead-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("enroll", help="trade a one-time token for this agent's identity")
+    p.add_argument("--config", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--token", help="the enrolment token, or - to read it from standard input")
+    source.add_argument("--token-file", help="a file holding the enrolment token")
+    p.set_defaults(func=cmd_enroll)
+    p = sub.add_parser("run", help="connect to the control plane and run jobs until stopped")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check", help="validate the configuration and plugins, then exit")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("secret", help="manage the local encrypted vault of secrets credentials refer to")
+    secret = p.add_subparsers(dest="secret_command", required=True)
+    p = secret.add_parser("set", help="store a secret, its value read from standard input")
+    p.add_argument("name")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_secret_set)
+    p = secret.add_parser("list", help="list the secrets' names and when each was set (never values)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_secret_list)
+    p = secret.add_parser("delete", help="remove a secret")
+    p.add_argument("name")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_secret_delete)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

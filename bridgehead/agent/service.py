@@ -1,0 +1,517 @@
+"""The running agent: one outbound websocket, kept up, pumping the protocol.
+
+``AgentService.run`` dials the control URLs in turn with jittered backoff; each connection
+is one protocol session (challenge, hello, welcome, then open) served by three tasks: a
+reader (offers, acks, cancels), a writer (accepts, credit, records, completions, in that
+order on every pass, so a job's records always precede its completion) and a heartbeat.
+Jobs keep running while the connection is down; their output waits in the window and spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import ssl
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from bridgehead import __version__
+from bridgehead.agent.backoff import backoff
+from bridgehead.agent.config import AgentConfig
+from bridgehead.agent.identity import Identity, cert_expiry, cert_public_key, make_csr, make_private_tree
+from bridgehead.agent.journal import Journal
+from bridgehead.agent.plugin_loader import AnyPlugin, params_schema
+from bridgehead.agent.runner import Attempt, Key, Runner
+from bridgehead.agent.stream import SpoolBudget
+from bridgehead.agent.tls import client_context, proxy_for
+from bridgehead.core.errors import ConfigError
+from bridgehead.protocol import (
+    SUBPROTOCOL,
+    Abandon,
+    Ack,
+    AgentMessage,
+    AgentSession,
+    Cancel,
+    Certificate,
+    Challenge,
+    Complete,
+    CompleteAck,
+    Credit,
+    Drain,
+    Error,
+    ErrorInfo,
+    Heartbeat,
+    HeldJob,
+    Hello,
+    JobRef,
+    Offer,
+    PluginInfo,
+    Progress,
+    ProtocolError,
+    Reject,
+    Renew,
+    Welcome,
+    pack,
+)
+from bridgehead.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_UNSUPPORTED_VERSION
+from bridgehead.protocol.signing import OfferRefused, OfferVerifier
+from bridgehead.sdk import Profile
+
+log = logging.getLogger("bridgehead.agent")
+
+AGENT_PATH = "/api/v1/agent/connect"
+# Bytes of a records frame besides the records themselves (type, ids, seq, brackets).
+FRAME_OVERHEAD = 512
+
+
+def websocket_url(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    host = rest.split("/", 1)[0]
+    return {"http": "ws", "https": "wss"}.get(scheme, scheme) + "://" + host + AGENT_PATH
+
+
+class SessionEnded(Exception):
+    """The control plane closed the session on purpose (with a reason we log)."""
+
+
+class AgentService:
+    def __init__(
+        self,
+        config: AgentConfig,
+        identity: Identity,
+        plugins: dict[str, AnyPlugin],
+        profiles: dict[str, Profile],
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.plugins = plugins
+        self.limits = config.limits
+        make_private_tree(Path(config.agent.data_dir))
+        self.journal = Journal(Path(config.agent.data_dir) / "journal.db")
+        self.budget = SpoolBudget(self.limits.spool_max_bytes, self.journal.spool_bytes())
+        self.runner = Runner(config, plugins, profiles, self.journal, self.budget, self._wake, self._slot_freed)
+        self.lost: set[Key] = set()
+        self.draining = False
+        self.connected = False
+        self._wakeup = asyncio.Event()
+        self._control: deque[AgentMessage] = deque()
+        self._stop = asyncio.Event()
+        self._plugin_infos = [
+            PluginInfo(name=p.name, version=p.version, params_schema=params_schema(p)) for p in plugins.values()
+        ]
+        self.verifier = OfferVerifier(identity.trusted_signing_keys(), identity.agent, config.control.max_clock_skew_s)
+        self._renewing = False
+        self._restore()
+
+    # --- state carried over a restart ----------------------------------------------------
+
+    def _restore(self) -> None:
+        for job in self.journal.jobs():
+            key = (job.job_id, job.attempt)
+            if job.state == "done" and job.status is not None:
+                stream = self.runner.new_stream(job.job_id, job.attempt, next_seq=job.next_seq)
+                stream.completion = Complete(
+                    job_id=job.job_id,
+                    attempt=job.attempt,
+                    status=job.status,
+                    record_count=job.next_seq - 1,
+                    error=job.error,
+                    sync_state=job.sync_state,
+                )
+                self.runner.attempts[key] = Attempt(job.job_id, job.attempt, job.plugin, stream)
+                log.info("job %s attempt %d finished before a restart; its output will be re-sent", *key)
+            else:
+                # It was running when the agent died: its unsent output is gone, so it must not
+                # resume. The control plane runs it again (if safe) as a new attempt.
+                self.lost.add(key)
+                log.warning("job %s attempt %d was interrupted by a restart; reporting it lost", *key)
+
+    def held_jobs(self) -> list[HeldJob]:
+        held = [
+            HeldJob(
+                job_id=a.offer_job_id,
+                attempt=a.attempt,
+                state="done" if a.stream.completion is not None else "running",
+                next_seq=a.stream.next_seq,
+            )
+            for a in self.runner.attempts.values()
+        ]
+        held += [HeldJob(job_id=j, attempt=n, state="lost") for j, n in sorted(self.lost)]
+        return held
+
+    # --- callbacks from the runner -------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _slot_freed(self, attempt: Attempt) -> None:
+        if self.connected and not self.draining:
+            self._control.append(Credit(n=1))
+            self._wake()
+
+    # --- the connection loop ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; then drain: finish running jobs, deliver, leave."""
+        connection = asyncio.create_task(self._connect_forever(), name="connection")
+        committer = asyncio.create_task(self._commit_periodically(), name="journal commits")
+        await self._stop.wait()
+        await self._drain()
+        for task in (connection, committer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for plugin in self.plugins.values():
+            with contextlib.suppress(Exception):
+                await plugin.aclose()
+        self.journal.close()
+
+    async def _commit_periodically(self) -> None:
+        """Bound how long spooled records wait uncommitted while no frame forces a commit."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.journal.commit()
+
+    async def _drain(self) -> None:
+        self.draining = True
+        if self.connected:
+            self._control.append(Drain(reason="agent stopping"))
+            self._wake()
+        timeout = self.config.agent.drain_timeout_s
+        log.info("draining: waiting up to %g s for %d running job(s)", timeout, self.runner.running)
+        deadline = time.monotonic() + timeout
+        while self.runner.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.runner.running:
+            log.warning("drain timeout: stopping %d job(s); they will be retried elsewhere", self.runner.running)
+            await self.runner.stop_all("shutdown")
+        # Give the connection a moment to deliver what finished, so nothing waits for a restart.
+        deadline = time.monotonic() + min(10.0, max(timeout, 1.0))
+        while self.runner.attempts and self.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def _connect_forever(self) -> None:
+        urls = itertools.cycle(self.config.control.all_urls)
+        control = self.config.control
+        delays = backoff(control.backoff_initial_s, control.backoff_max_s)
+        while True:
+            url = websocket_url(next(urls))
+            started = time.monotonic()
+            via = ""
+            try:
+                proxy = proxy_for(self.config, url)  # credentials re-read each time: rotation works
+                via = f" via proxy {urlsplit(proxy).hostname}:{urlsplit(proxy).port}" if proxy else ""
+                async with connect(
+                    url,
+                    ssl=self._tls_context() if url.startswith("wss:") else None,
+                    proxy=proxy,
+                    subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
+                    max_size=self.limits.max_message_bytes,
+                    open_timeout=control.connect_timeout_s,
+                    close_timeout=5,
+                    ping_interval=None,  # liveness is the protocol's heartbeat, in both directions
+                    compression=None,  # records are mostly unique; deflate costs CPU and 50 KiB a socket
+                    user_agent_header=f"bridgehead-agent/{__version__}",
+                ) as ws:
+                    await self._serve(ws, url)
+            except asyncio.CancelledError:
+                raise
+            except SessionEnded as exc:
+                log.error("control plane %s ended the session: %s", url, exc)
+            except ConfigError as exc:
+                log.error("cannot connect to %s: %s", url, exc)
+            except (OSError, TimeoutError, websockets.WebSocketException, ProtocolError) as exc:
+                log.warning("connection to %s%s failed: %s", url, via, _describe(exc))
+            except Exception:  # noqa: BLE001 - a bug costs one session, never the agent
+                log.exception("connection to %s failed unexpectedly", url)
+            finally:
+                self.connected = False
+            if time.monotonic() - started > 30:
+                delays = backoff(control.backoff_initial_s, control.backoff_max_s)  # it was healthy
+            delay = next(delays)
+            log.info("reconnecting in %.2f s", delay)
+            await asyncio.sleep(delay)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if not self.identity.certificate or not self.identity.server_ca:
+            raise SessionEnded(
+                "this agent was enrolled without a certificate (before TLS): enrol it again with a new token"
+            )
+        return client_context(self.identity.server_ca, self.identity)
+
+    async def _serve(self, ws: ClientConnection, url: str) -> None:
+        session = AgentSession(self.limits.max_message_bytes)
+        timeout = self.config.control.connect_timeout_s
+        challenge = _expect(session.receive(await asyncio.wait_for(ws.recv(), timeout)), Challenge)
+        # The server certificate this connection sees goes into the hello's signature, so a
+        # relay terminating TLS with any other certificate cannot pass the hello on.
+        ssl_object = ws.transport.get_extra_info("ssl_object")
+        server_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        binding = hashlib.sha256(server_der).hexdigest() if server_der else ""
+        self._control.clear()
+        # From here on, freed slots become Credit frames of this session (queued until open).
+        self.connected = True
+        capacity = 0 if self.draining else max(0, self.config.agent.max_concurrent_jobs - self.runner.running)
+        hello = Hello(
+            agent=self.identity.agent,
+            cluster=self.identity.cluster,
+            signature=self.identity.sign_hello(challenge.nonce, binding),
+            version=__version__,
+            capacity=capacity,
+            plugins=self._plugin_infos,
+            connections=sorted(self.config.connections),
+            jobs=self.held_jobs(),
+        )
+        await ws.send(session.send(hello))
+        # The welcome may share its frame with what followed it at once (an offer, say).
+        first = session.receive(await asyncio.wait_for(ws.recv(), timeout))
+        welcome = _expect(first[:1], Welcome)
+        self._learn_signing_keys(welcome)
+        self._apply_resume(welcome)
+        for message in first[1:]:
+            self._handle(message)
+        log.info(
+            "connected to %s (session %s, heartbeat %g s, %d job(s) resumed)",
+            url,
+            welcome.session_id,
+            welcome.heartbeat_s,
+            len(welcome.resume),
+        )
+        if self.draining:
+            self._control.append(Drain(reason="agent stopping"))
+        self._renewing = False  # a request lost with an earlier session is asked again
+        self._renew_if_due()
+        tasks = [
+            asyncio.create_task(self._reader(ws, session, welcome.heartbeat_s * 2), name="reader"),
+            asyncio.create_task(self._writer(ws, session), name="writer"),
+            asyncio.create_task(self._heartbeat(welcome.heartbeat_s), name="heartbeat"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _learn_signing_keys(self, welcome: Welcome) -> None:
+        """Pin the signing keys a trusted key endorses (a rotation on the control plane)."""
+        learned = self.verifier.learn(welcome.signing_keys)
+        if learned:
+            known = {k.key_id for k in self.identity.signing_keys}
+            self.identity.save_signing_keys(self.identity.signing_keys + [k for k in learned if k.key_id not in known])
+            log.info("pinned new job-signing key(s): %s", ", ".join(k.key_id for k in learned))
+
+    def _renew_if_due(self) -> None:
+        """Ask for a new certificate once a third of the current one's life is left."""
+        if self._renewing or not self.identity.certificate or not self.connected:
+            return
+        not_before, not_after = self.identity.cert_window()
+        if time.time() < not_after - (not_after - not_before) / 3:
+            return
+        self._renewing = True
+        log.info(
+            "client certificate expires %s: asking for a new one",
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(not_after)),
+        )
+        self._control.append(Renew(csr=make_csr(self.identity.key, self.identity.agent).decode()))
+        self._wake()
+
+    def _on_certificate(self, message: Certificate) -> None:
+        self._renewing = False
+        pem = message.certificate.encode()
+        try:
+            if cert_public_key(pem) != self.identity.public_key:
+                raise ValueError("it is for another key")
+        except ValueError as exc:
+            log.error("the control plane sent a certificate this agent cannot use (%s): kept the old one", exc)
+            return
+        self.identity.save_certificate(pem)
+        log.info("client certificate renewed until %s", cert_expiry(pem).strftime("%Y-%m-%d %H:%M"))
+
+    def _apply_resume(self, welcome: Welcome) -> None:
+        verdicts = {(r.job_id, r.attempt): r for r in welcome.resume}
+        for key in list(self.runner.attempts):
+            verdict = verdicts.get(key)
+            if verdict is None or verdict.action == "abandon":
+                log.warning("job %s attempt %d: the control plane no longer wants it; dropping it", *key)
+                self.runner.abandon(key)  # a running one frees its slot: Credit follows
+            else:
+                self.runner.attempts[key].stream.resume(verdict.acked_seq)
+        for key in self.lost:  # reported; the control plane has decided their fate
+            self.budget.release(self.journal.remove_job(*key))
+        self.lost.clear()
+        self._wake()
+
+    async def _reader(self, ws: ClientConnection, session: AgentSession, silence_s: float) -> None:
+        while True:
+            try:
+                frame = await asyncio.wait_for(ws.recv(), silence_s)
+            except TimeoutError:
+                raise TimeoutError(f"no word from the control plane for {silence_s:g} s") from None
+            for message in session.receive(frame):
+                self._handle(message)
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, Offer):
+            refusal = self._refusal(message)
+            if refusal is not None:
+                self._control.append(refusal)
+                self._control.append(Credit(n=1))
+            elif self.draining:
+                self._control.append(
+                    Reject(
+                        job_id=message.job_id,
+                        attempt=message.attempt,
+                        error=ErrorInfo(code="agent_draining", message="the agent is stopping", retryable=True),
+                    )
+                )
+            else:
+                answer = self.runner.admit(message)
+                self._control.append(answer)
+                if isinstance(answer, Reject):  # the slot the offer took was never used
+                    self._control.append(Credit(n=1))
+            self._wake()
+        elif isinstance(message, Ack):
+            attempt = self.runner.attempts.get((message.job_id, message.attempt))
+            if attempt is not None:
+                attempt.stream.on_ack(message.seq)
+        elif isinstance(message, CompleteAck):
+            self.runner.forget((message.job_id, message.attempt))
+        elif isinstance(message, Cancel):
+            log.info("job %s attempt %d: cancel requested (%s)", message.job_id, message.attempt, message.reason)
+            self.runner.cancel((message.job_id, message.attempt), "cancel")
+        elif isinstance(message, Abandon):
+            log.warning("job %s attempt %d abandoned: %s", message.job_id, message.attempt, message.reason)
+            key = (message.job_id, message.attempt)
+            if key in self.runner.attempts:
+                self.runner.abandon(key)
+        elif isinstance(message, Certificate):
+            self._on_certificate(message)
+        elif isinstance(message, Error):
+            raise SessionEnded(f"{message.code}: {message.message}")
+
+    def _refusal(self, offer: Offer) -> Reject | None:
+        """A reject for an offer that must not run (signature, address, expiry, replay)."""
+        now = time.time()
+        try:
+            self.verifier.check(offer, now)
+            if (offer.job_id, offer.attempt) not in self.runner.attempts and self.journal.offer_seen(
+                offer.job_id, offer.attempt
+            ):
+                raise OfferRefused(
+                    "offer_replayed", f"job {offer.job_id} attempt {offer.attempt} was accepted here before"
+                )
+        except OfferRefused as exc:
+            log.error("refused an offer for job %s attempt %d: %s", offer.job_id, offer.attempt, exc)
+            return Reject(
+                job_id=offer.job_id, attempt=offer.attempt, error=ErrorInfo(code=exc.code, message=exc.message[:8000])
+            )
+        # Remembered (in the commit that precedes the accept) until it could no longer verify.
+        self.journal.remember_offer(offer.job_id, offer.attempt, offer.expires_at + self.verifier.max_skew_s, now)
+        return None
+
+    async def _writer(self, ws: ClientConnection, session: AgentSession) -> None:
+        """Send what is ready, packed into as few frames as the size limit allows.
+
+        Per pass: control frames first (accept, reject, credit, heartbeat), then one batch of
+        records per attempt, progress, and completions whose records are all sent. The
+        journal is committed before a pass that carries an accept or a completion, since both
+        promise that something is on disk.
+        """
+        limits = self.limits
+        max_bytes = min(limits.max_message_bytes, session.max_message_bytes)
+        batch_bytes = max_bytes - FRAME_OVERHEAD
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            busy = True
+            while busy:
+                busy = False
+                parts: list[bytes] = []
+                durable = bool(self._control)
+                while self._control:
+                    parts.append(session.send(self._control.popleft()))
+                for attempt in list(self.runner.attempts.values()):
+                    stream = attempt.stream
+                    if stream.closed:
+                        continue
+                    batch = stream.take_batch(limits.batch_records, batch_bytes)
+                    if batch is not None:
+                        first, arrays = batch
+                        bodies = [array.body for array in arrays]
+                        parts.append(session.send_records(stream.job_id, stream.attempt, first, bodies))
+                        busy = busy or stream.has_unsent()
+                    if stream.progress_dirty:
+                        stream.progress_dirty = False
+                        done, total, text = stream.last_progress
+                        parts.append(
+                            session.send(
+                                Progress(
+                                    job_id=stream.job_id,
+                                    attempt=stream.attempt,
+                                    done=done,
+                                    total=total,
+                                    message=text[:8000],
+                                )
+                            )
+                        )
+                    if stream.completion is not None and stream.completion_ready():
+                        stream.completion_sent = True
+                        durable = True
+                        parts.append(session.send(stream.completion))
+                if durable:
+                    self.journal.commit()  # persist, then acknowledge
+                for frame in pack(parts, max_bytes):
+                    await ws.send(frame)
+
+    async def _heartbeat(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self._renew_if_due()
+            running = [JobRef(job_id=a.offer_job_id, attempt=a.attempt) for a in self.runner.attempts.values()]
+            self._control.append(Heartbeat(running=running))
+            self._wake()
+
+
+M = TypeVar("M")
+
+
+def _expect(messages: list[Any], kind: type[M]) -> M:
+    """The one handshake message expected here; an ``error`` ends the session with its reason."""
+    if len(messages) == 1 and isinstance(messages[0], kind):
+        return messages[0]
+    if messages and isinstance(messages[0], Error):
+        raise SessionEnded(f"{messages[0].code}: {messages[0].message}")
+    got = ", ".join(type(m).__name__.lower() for m in messages)
+    raise ProtocolError("unexpected_message", f"expected {kind.__name__.lower()}, got {got}")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, websockets.ConnectionClosed) and exc.rcvd is not None:
+        code, reason = exc.rcvd.code, exc.rcvd.reason
+        if code == CLOSE_AUTH_FAILED:
+            return f"authentication refused: {reason} (re-enrol the agent if its identity was revoked)"
+        if code == CLOSE_UNSUPPORTED_VERSION:
+            return f"protocol version refused: {reason}"
+        return f"closed by the control plane ({code}): {reason}"
+    if isinstance(exc, websockets.InvalidStatus):
+        return f"handshake refused with HTTP {exc.response.status_code}"
+    if isinstance(exc, websockets.InvalidProxyStatus):
+        status, phrase = exc.response.status_code, exc.response.reason_phrase
+        hint = ": check the proxy user and password (control.proxy_credential)" if status in (401, 407) else ""
+        return f"the proxy refused the tunnel with HTTP {status} {phrase}{hint}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

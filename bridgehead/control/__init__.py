@@ -1,0 +1,1 @@
+"""The Bridgehead control plane: job API, agent gateway, dispatcher and store."""

@@ -1,0 +1,297 @@
+"""``bridgehead-control``: serve, and manage tokens, agents and keys on the data dir.
+
+    bridgehead-control serve --data-dir DIR [--listen HOST:PORT] [--config control.toml] [--insecure-http]
+    bridgehead-control ca-cert --data-dir DIR
+    bridgehead-control api-token create --data-dir DIR --role admin|operator|viewer [--name NAME] [--ttl S]
+    bridgehead-control api-token list --data-dir DIR
+    bridgehead-control api-token revoke ID --data-dir DIR
+    bridgehead-control enrollment-token create --data-dir DIR [--cluster NAME] [--ttl S] [--uses N] [--replace NAME]
+    bridgehead-control agent revoke NAME --data-dir DIR
+    bridgehead-control signing-key rotate|list --data-dir DIR
+
+Token commands work while the server runs (SQLite WAL allows a second writer process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from bridgehead import __version__
+from bridgehead.control.auth import API_TOKEN_PREFIX, ROLES, new_enrollment_token, new_token, token_hash
+from bridgehead.control.config import ControlConfig, load_control_config, parse_listen
+from bridgehead.control.listening import bind
+from bridgehead.control.store.base import CLI, ApiTokenRow
+from bridgehead.control.store.sqlite import SqliteStore
+from bridgehead.core.commands import run_command
+from bridgehead.core.errors import ConfigError
+from bridgehead.core.logs import configure_logging
+
+log = logging.getLogger("bridgehead.control")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bridgehead.control.app import ControlPlane, build_app
+    from bridgehead.control.pki import Authority, write_private
+    from bridgehead.control.tls import PeerCertWebSocketProtocol, is_loopback, prepare_tls
+
+    # A belt to the data dir's chmod: whatever this process creates is its own alone.
+    os.umask(0o077)
+    config: ControlConfig = load_control_config(args.config)
+    listen = args.listen or config.server.listen
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise ConfigError("--listen", "", str(exc)) from None
+    if args.insecure_http and not is_loopback(host):
+        raise ConfigError(
+            "--insecure-http", "", f"plain HTTP is only for loopback addresses, not {host}: drop it to serve HTTPS"
+        )
+    configure_logging(config.server.log_level, config.server.log_format)
+    data_dir = Path(args.data_dir)
+    tls = None if args.insecure_http else prepare_tls(config, Authority(data_dir), host)
+    sock = bind(host, port)
+    control = ControlPlane(data_dir, config, tls)
+    if tls is not None:
+        write_private(control.authority.anchor_file, tls.trust_anchor_pem)
+    app = build_app(control)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            loop="uvloop",
+            http="httptools",
+            ws=PeerCertWebSocketProtocol,
+            ws_max_size=config.server.max_message_bytes + 1024,
+            ws_ping_interval=None,  # agents send protocol heartbeats, answered by the gateway
+            lifespan="on",
+            proxy_headers=False,  # no X-Forwarded-* rewriting: the API is not served behind trusted proxies
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            ssl_context_factory=(lambda _config, _default: tls.context) if tls is not None else None,
+        )
+    )
+    actual = sock.getsockname()
+    scheme = "http" if tls is None else "https"
+    log.info(
+        "bridgehead-control %s serving on %s://%s:%d (data dir %s)",
+        __version__,
+        scheme,
+        actual[0],
+        actual[1],
+        args.data_dir,
+    )
+    if tls is None:
+        log.warning("plain HTTP (--insecure-http): for development on loopback only; agents are not pinned to a CA")
+    server.run(sockets=[sock])
+    return 0
+
+
+def cmd_ca_cert(args: argparse.Namespace) -> int:
+    from bridgehead.control.pki import Authority
+
+    sys.stdout.write(Authority(Path(args.data_dir)).trust_anchor().decode())
+    return 0
+
+
+def cmd_agent_revoke(args: argparse.Namespace) -> int:
+    async def revoke() -> bool:
+        store = _store(args.data_dir)
+        try:
+            return bool(await store.revoke_agent(args.name, CLI, time.time()))
+        finally:
+            await store.close()
+
+    if not asyncio.run(revoke()):
+        raise ConfigError("agent revoke", args.name, "no enrolled, unrevoked agent of that name")
+    print(f"revoked {args.name}: a running control plane disconnects it within a second")
+    return 0
+
+
+def cmd_signing_key(args: argparse.Namespace) -> int:
+    from bridgehead.control.signing_keys import SigningKeys
+
+    keys = SigningKeys(Path(args.data_dir))
+    if args.action == "rotate":
+        new = keys.rotate()
+        print(f"{new.key_id} is now the signing key (endorsed by {new.endorsed_by}); restart the control plane")
+    elif args.action == "retire":
+        keys.retire(args.key_id)
+        print(f"{args.key_id} is no longer published")
+    else:
+        for key in keys.published:
+            mark = "current" if key.key_id == keys.current_id else f"endorsed by {key.endorsed_by or '-'}"
+            print(f"{key.key_id}  {mark}")
+    return 0
+
+
+def _store(data_dir: str):  # type: ignore[no-untyped-def]
+    from bridgehead.control.app import open_store
+
+    return open_store(Path(data_dir), ControlConfig())
+
+
+def cmd_api_token(args: argparse.Namespace) -> int:
+    if args.ttl is not None and args.ttl <= 0:
+        raise ConfigError("--ttl", "", "must be a positive number of seconds")
+    token = new_token(API_TOKEN_PREFIX)
+
+    async def create() -> None:
+        store = _store(args.data_dir)
+        now = time.time()
+        expires_at = now + args.ttl if args.ttl is not None else None
+        await store.add_api_token(token_hash(token), args.role, args.name, now, expires_at)
+        detail = {"token": token_hash(token)[:12], "role": args.role, "name": args.name, "ttl_s": args.ttl}
+        await store.audit(CLI, "api_token.create", detail, now)
+        await store.close()
+
+    asyncio.run(create())
+    print(token)
+    return 0
+
+
+def _when(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cmd_api_token_list(args: argparse.Namespace) -> int:
+    async def read() -> list[ApiTokenRow]:
+        store: SqliteStore = _store(args.data_dir)
+        try:
+            return await store.api_tokens()
+        finally:
+            await store.close()
+
+    rows = [("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "LAST USED", "REVOKED")]
+    for t in asyncio.run(read()):
+        rows.append(
+            (
+                t.id,
+                t.name or "-",
+                t.role,
+                _when(t.created_at),
+                _when(t.expires_at),
+                _when(t.last_used_at),
+                _when(t.revoked_at),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_api_token_revoke(args: argparse.Namespace) -> int:
+    async def revoke() -> bool:
+        store = _store(args.data_dir)
+        try:
+            now = time.time()
+            token = await store.revoke_api_token(args.token_id, now)
+            if token is not None:
+                await store.audit(CLI, "api_token.revoke", {"token": token.id, "name": token.name}, now)
+            return token is not None
+        finally:
+            await store.close()
+
+    if not asyncio.run(revoke()):
+        raise ConfigError("api-token revoke", args.token_id, "no unrevoked API token with that id (api-token list)")
+    print(f"revoked {args.token_id}: a running control plane refuses it from its next request")
+    return 0
+
+
+def cmd_enrollment_token(args: argparse.Namespace) -> int:
+    from bridgehead.control.pki import Authority, fingerprint
+
+    if args.ttl <= 0:
+        raise ConfigError("--ttl", "", "must be a positive number of seconds")
+    if args.uses < 1:
+        raise ConfigError("--uses", "", "must be at least 1")
+    token, secret = new_enrollment_token(fingerprint(Authority(Path(args.data_dir)).trust_anchor()))
+
+    async def create() -> None:
+        store = _store(args.data_dir)
+        now = time.time()
+        await store.add_enrollment_token(token_hash(secret), args.cluster, now + args.ttl, now, args.uses, args.replace)
+        detail = {"cluster": args.cluster, "ttl_s": args.ttl, "uses": args.uses, "replace": args.replace}
+        await store.audit(CLI, "enrollment_token.create", detail, now)
+        await store.close()
+
+    asyncio.run(create())
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridgehead-control", description="The Bridgehead control plane.")
+    parser.add_argument("--version", action="version", version=f"bridgehead-control {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the control plane")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8080 or server.listen)")
+    p.add_argument("--config", help="control.toml")
+    p.add_argument(
+        "--insecure-http", action="store_true", help="serve plain HTTP (loopback addresses only; development)"
+    )
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("ca-cert", help="print the certificate (PEM) that agents and API clients trust")
+    p.add_argument("--data-dir", required=True)
+    p.set_defaults(func=cmd_ca_cert)
+    p = sub.add_parser("agent", help="manage enrolled agents")
+    asub = p.add_subparsers(dest="action", required=True)
+    c = asub.add_parser("revoke", help="refuse an agent from now on and disconnect it")
+    c.add_argument("name")
+    c.add_argument("--data-dir", required=True)
+    c.set_defaults(func=cmd_agent_revoke)
+    p = sub.add_parser("signing-key", help="the keys that sign job offers")
+    ksub = p.add_subparsers(dest="action", required=True)
+    for action, text in (("list", "list published keys"), ("rotate", "make a new signing key, endorsed by the old")):
+        c = ksub.add_parser(action, help=text)
+        c.add_argument("--data-dir", required=True)
+        c.set_defaults(func=cmd_signing_key)
+    c = ksub.add_parser("retire", help="stop publishing a replaced key")
+    c.add_argument("key_id")
+    c.add_argument("--data-dir", required=True)
+    c.set_defaults(func=cmd_signing_key)
+    p = sub.add_parser("api-token", help="manage API tokens")
+    tsub = p.add_subparsers(dest="action", required=True)
+    c = tsub.add_parser("create", help="create a token and print it (shown once)")
+    c.add_argument("--data-dir", required=True)
+    c.add_argument("--role", required=True, choices=ROLES)
+    c.add_argument("--name", default="")
+    c.add_argument("--ttl", type=float, help="seconds until it expires (default: never)")
+    c.set_defaults(func=cmd_api_token)
+    c = tsub.add_parser("list", help="list tokens: id, name, role, created, expires, last used, revoked")
+    c.add_argument("--data-dir", required=True)
+    c.set_defaults(func=cmd_api_token_list)
+    c = tsub.add_parser("revoke", help="refuse a token from now on (by the id that list shows)")
+    c.add_argument("token_id", metavar="ID")
+    c.add_argument("--data-dir", required=True)
+    c.set_defaults(func=cmd_api_token_revoke)
+    p = sub.add_parser("enrollment-token", help="manage agent enrolment tokens")
+    tsub = p.add_subparsers(dest="action", required=True)
+    c = tsub.add_parser("create", help="create a one-time token and print it")
+    c.add_argument("--data-dir", required=True)
+    c.add_argument("--cluster", default="default")
+    c.add_argument("--ttl", type=float, default=86_400.0, help="seconds until it expires (default 1 day)")
+    c.add_argument("--uses", type=int, default=1, help="how many agents it may enrol (default 1)")
+    c.add_argument("--replace", metavar="NAME", help="may enrol NAME again although it is enrolled (a new key)")
+    c.set_defaults(func=cmd_enrollment_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The control plane's TOML configuration (``--config control.toml``); every key optional."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from bridgehead.agent.config import read_toml, split_validation_error
+from bridgehead.control.sinks.config import INSTANCE_NAME, ServiceNowInstance, check_secrets
+from bridgehead.core.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerSection(_Section):
+    listen: str = "127.0.0.1:8080"
+    heartbeat_s: Annotated[float, msgspec.Meta(ge=0.2, le=300)] = 5.0
+    # After a restart, how long running attempts wait for their agents to reconnect before
+    # they are retried elsewhere (agents back off up to control.backoff_max_s, 30 s by default).
+    restart_grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=64 * MiB)] = 4 * MiB
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * MiB)] = 1 * MiB
+    max_wait_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 300.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    # HTTPS (docs/security.md). Empty: a certificate from the control plane's own CA, naming
+    # the listen host, localhost, 127.0.0.1 and ``tls_names``. Given: that certificate and key
+    # (PEM); agents then pin ``tls_ca_file`` (its issuing CA) or, without it, the certificate.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_names: Annotated[list[str], msgspec.Meta(max_length=100)] = []
+    # Agent certificates: their life, renewed by the agent over its session when a third is left.
+    agent_cert_ttl_s: Annotated[float, msgspec.Meta(ge=60, le=5 * 365 * 86_400)] = 90 * 86_400.0
+    # How long a signed job offer is valid (agents remember offers this long to refuse replays).
+    offer_ttl_s: Annotated[int, msgspec.Meta(ge=10, le=86_400)] = 300
+    # The most job slots one agent session may hold (credit it asks for beyond this is ignored).
+    max_agent_credit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    # Connections that have not finished the agent handshake: how many at once, and for how long.
+    max_unauthenticated: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    handshake_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 15.0
+    # Bytes queued for one agent that it has not read yet; beyond this the agent is dropped.
+    max_agent_backlog_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=1024 * MiB)] = 16 * MiB
+    # Parameter schemas published by agents: the largest one compiled, and how many kept.
+    max_schema_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * MiB)] = 256 * 1024
+    max_schemas: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    # The most bytes of records (and of job params, in job lists) in one API answer; a page
+    # holds fewer items rather than more bytes, except a single record larger than this.
+    max_page_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=256 * MiB)] = 4 * MiB
+    # /metrics without a token (a scraper on a trusted network that sends none); by default it
+    # needs a viewer token, which Prometheus sends with ``authorization: {credentials: ...}``.
+    metrics_public: bool = False
+
+
+class JobsSection(_Section):
+    default_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=7 * 86_400)] = 3600.0
+    max_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)] = 7 * 86_400.0
+    default_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    max_params_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * MiB)] = 256 * 1024
+
+
+class SchedulesSection(_Section):
+    # Each schedule is a row and a timer; the cap keeps a runaway script from making millions.
+    max_schedules: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 1000
+
+
+class StoreSection(_Section):
+    backend: Literal["sqlite"] = "sqlite"
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+class ControlConfig(_Section):
+    server: ServerSection = msgspec.field(default_factory=ServerSection)
+    jobs: JobsSection = msgspec.field(default_factory=JobsSection)
+    store: StoreSection = msgspec.field(default_factory=StoreSection)
+    schedules: SchedulesSection = msgspec.field(default_factory=SchedulesSection)
+    # ServiceNow instances that job sinks name (docs/sinks.md).
+    servicenow: dict[str, ServiceNowInstance] = msgspec.field(default_factory=dict)
+
+
+def load_control_config(path: str | None) -> ControlConfig:
+    if path is None:
+        return ControlConfig()
+    raw = read_toml(path)
+    instances = raw.get("servicenow")
+    for name, table in instances.items() if isinstance(instances, dict) else ():
+        if isinstance(table, dict) and "tables" not in table:  # msgspec would not name the instance
+            raise ConfigError(
+                path,
+                f"servicenow.{name}.tables",
+                'required: the tables and import sets sinks may write there, e.g. tables = ["u_user_import"] '
+                "(docs/sinks.md)",
+            )
+    try:
+        config = msgspec.convert(raw, ControlConfig, strict=True)
+    except msgspec.ValidationError as exc:
+        key, problem = split_validation_error(exc)
+        raise ConfigError(path, key, problem) from None
+    for name, instance in config.servicenow.items():
+        if not INSTANCE_NAME.match(name):
+            raise ConfigError(path, f"servicenow.{name}", "a name of letters, digits, '_', '.' and '-'")
+        for problem in check_secrets(name, instance):
+            raise ConfigError(path, f"servicenow.{name}", problem.split(": ", 1)[1])
+    return config
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {value!r}: expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)

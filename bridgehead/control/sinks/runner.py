@@ -1,0 +1,238 @@
+"""``SinkRunner``: delivers each succeeded job's records to the ServiceNow instance its sink
+names, batch by batch, from a durable cursor.
+
+    a job with a sink succeeds (the dispatcher tells us; a scan every few seconds catches the
+    rest, such as deliveries a restart cut short)
+    its delivery starts: records of the final attempt only, cut into batches of the
+    instance's batch_size (kept with the delivery, so a resumed delivery cuts the same ones)
+    batches already finished are skipped; the others go out, up to max_in_flight at once for
+    an import set, one at a time for a table (so two batches never race to insert one key)
+    each finished batch is one commit: its counts, its rejected records, the cursor
+    retries, backoff and 429 pauses are the client's; a refused credential or retries run
+    out mark the delivery failed with the reason, until POST /api/v1/jobs/ID/sync/retry
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from bridgehead.control.config import ControlConfig
+from bridgehead.control.metrics import Metrics
+from bridgehead.control.sinks.allowlist import refusal
+from bridgehead.control.sinks.auth import AuthFailed
+from bridgehead.control.sinks.client import InstanceClient, InstanceUnavailable
+from bridgehead.control.sinks.memberships import Memberships
+from bridgehead.control.sinks.presets import PRESETS, preset_row
+from bridgehead.control.sinks.spec import SinkSpec, parse_sink, to_row
+from bridgehead.control.sinks.targets import ImportSetTarget, Outcome, Row, TableTarget, TargetRefused
+from bridgehead.control.store.base import JobRow
+from bridgehead.control.store.sinks import Rejected
+from bridgehead.control.store.sqlite import SqliteStore
+
+log = logging.getLogger("bridgehead.control.sinks")
+
+_SCAN_S = 2.0
+MAX_REJECTED_KEPT = 10_000  # rejected records kept per job, with the instance's message
+_MAX_DELIVERIES = 8  # jobs delivering at once, all instances together
+_decode = msgspec.json.Decoder()
+
+
+class SinkRunner:
+    def __init__(self, store: SqliteStore, config: ControlConfig, metrics: Metrics) -> None:
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.clients: dict[str, InstanceClient] = {}
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def client(self, name: str) -> InstanceClient:
+        if name not in self.clients:
+            self.clients[name] = InstanceClient(name, self.config.servicenow[name], self.store, self.metrics)
+        return self.clients[name]
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="sink-runner")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._active.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for client in self.clients.values():
+            await client.close()
+
+    def job_finished(self, job_id: str, state: str) -> None:
+        """The dispatcher's word that a job ended: deliver at once rather than at the next scan."""
+        if state == "succeeded":
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                room = _MAX_DELIVERIES - len(self._active)
+                if room > 0:
+                    for job_id in await self.store.deliveries_to_run(room + len(self._active)):
+                        if job_id not in self._active and len(self._active) < _MAX_DELIVERIES:
+                            task = asyncio.create_task(self._deliver(job_id), name=f"sink-{job_id}")
+                            self._active[job_id] = task
+                            self.metrics.sink_delivering.set(len(self._active))
+                            task.add_done_callback(functools.partial(self._ended, job_id))
+            except Exception:
+                log.exception("sink runner: scanning for deliveries failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _SCAN_S)
+            self._wake.clear()
+
+    def _ended(self, job_id: str, _task: object) -> None:
+        self._active.pop(job_id, None)
+        self.metrics.sink_delivering.set(len(self._active))
+        self._wake.set()  # room for the next one
+
+    async def _deliver(self, job_id: str) -> None:
+        job = await self.store.get_job(job_id)
+        if job is None or job.sink is None:
+            return
+        try:
+            spec = parse_sink(job.sink)
+            if spec.servicenow not in self.config.servicenow:
+                raise TargetRefused(f"no [servicenow.{spec.servicenow}] in the control plane's configuration")
+            # Checked at submit too; this catches a job stored before the configuration changed.
+            problem = refusal(spec.servicenow, self.config.servicenow[spec.servicenow], spec)
+            if problem is not None:
+                raise TargetRefused(problem)
+        except (ValueError, TargetRefused) as exc:
+            await self._fail(job, "invalid_sink", str(exc))
+            return
+        instance = self.config.servicenow[spec.servicenow]
+        delivery = await self.store.start_delivery(job_id, instance.batch_size, time.time())
+        try:
+            await Delivery(self, job, spec, delivery.batch_size).run()
+        except AuthFailed as exc:
+            await self._fail(job, "auth_failed", str(exc))
+        except InstanceUnavailable as exc:
+            await self._fail(job, "instance_unavailable", str(exc))
+        except TargetRefused as exc:
+            await self._fail(job, "refused", str(exc))
+        except asyncio.CancelledError:
+            raise  # stopping: the delivery stays "delivering" and resumes at the next start
+        except Exception as exc:
+            log.exception("delivery of job %s failed", job_id)
+            await self._fail(job, "internal", f"{type(exc).__name__}: {exc}")
+        else:
+            await self.store.end_delivery(job_id, "done", None, None, time.time())
+            self.metrics.sink_deliveries.labels(spec.servicenow, "done").inc()
+            counts = await self.store.delivery_counts(job_id)
+            log.info("job %s: delivered to servicenow %s: %s", job_id, spec.servicenow, counts)
+
+    async def _fail(self, job: JobRow, code: str, message: str) -> None:
+        log.error("job %s: delivery failed (%s): %s", job.id, code, message)
+        instance = job.sink.get("servicenow") if isinstance(job.sink, dict) else None
+        self.metrics.sink_deliveries.labels(str(instance or "?"), "failed").inc()
+        await self.store.end_delivery(job.id, "failed", code, message, time.time())
+
+
+class Delivery:
+    """One job's records into one target."""
+
+    def __init__(self, runner: SinkRunner, job: JobRow, spec: SinkSpec, batch_size: int) -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.job = job
+        self.spec = spec
+        self.batch_size = batch_size
+        client = runner.client(spec.servicenow)
+        self.memberships: Memberships | None = None
+        self.room_for_rejected = MAX_REJECTED_KEPT
+        self.target: ImportSetTarget | TableTarget
+        if spec.preset is not None:
+            preset = PRESETS[spec.preset]
+            self.target = TableTarget(client, preset.table, preset.coalesce, preset.on_delete)
+            if preset.members:
+                self.memberships = Memberships(client)
+        elif spec.import_set is not None:
+            self.target = ImportSetTarget(client, spec.import_set)
+        else:
+            self.target = TableTarget(client, spec.table or "", spec.coalesce, spec.on_delete)
+
+    async def run(self) -> None:
+        self.room_for_rejected = MAX_REJECTED_KEPT - await self.store.rejected_count(self.job.id)
+        done = await self.store.delivered_batches(self.job.id)
+        firsts = [f for f in range(1, self.job.record_count + 1, self.batch_size) if f not in done]
+        # Import sets take batches side by side: twice as many lanes as requests in flight, so
+        # a batch is read, mapped and encoded while the others are on the wire, and waits at
+        # the client's limit, ready the moment a request ends. A table's batches go one at a
+        # time (its lookups and inserts must not race another batch holding the same key).
+        parallel = self.runner.config.servicenow[self.spec.servicenow].max_in_flight
+        lanes = 2 * parallel if isinstance(self.target, ImportSetTarget) else 1
+        pending = iter(firsts)
+
+        async def lane() -> None:
+            for first in pending:
+                await self._batch(first)
+
+        await asyncio.gather(*(lane() for _ in range(min(lanes, len(firsts)) or 1)))
+
+    async def _batch(self, first: int) -> None:
+        job = self.job
+        max_bytes = self.runner.config.servicenow[self.spec.servicenow].max_request_bytes
+        last = min(first + self.batch_size - 1, job.record_count)
+        done = first - 1
+        outcomes: list[Outcome] = []
+        rejected: list[Rejected] = []
+        # A batch is the unit kept as delivered; it goes out in requests of at most max_bytes.
+        while done < last:
+            rows = await self.store.records(job.id, job.attempt, done, last - done, max_bytes)
+            if not rows:
+                break
+            records = [(seq, _decode.decode(data)) for seq, data in rows]
+            del rows
+            sent = await self.target.send([self._row(record) for _seq, record in records])
+            if self.memberships is not None:
+                await self.memberships.sync([record for _seq, record in records], sent)
+            outcomes += sent
+            rejected += _rejected(records, sent)
+            done = records[-1][0]
+        if not outcomes:
+            return
+        counts = _counts(outcomes)
+        # The rejected records kept for GET .../sync/errors are bounded; the count never is.
+        rejected = rejected[: max(0, self.room_for_rejected)]
+        self.room_for_rejected -= len(rejected)
+        await self.store.finish_batch(job.id, first, done, counts, rejected, time.time())
+        for outcome, n in counts.items():
+            if n:
+                self.runner.metrics.sink_records.labels(self.spec.servicenow, outcome).inc(n)
+
+    def _row(self, record: Any) -> Row:
+        if not isinstance(record, dict):
+            record = {"value": record}
+        if self.spec.preset is not None:
+            return preset_row(PRESETS[self.spec.preset], record)
+        return Row(to_row(self.spec, record), delete=record.get("op") == "delete")
+
+
+def _counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    counts = dict.fromkeys(("inserted", "updated", "ignored", "skipped", "errors"), 0)
+    for outcome in outcomes:
+        counts["errors" if outcome.status == "error" else outcome.status] += 1
+    return counts
+
+
+def _rejected(records: Sequence[tuple[int, Any]], outcomes: Sequence[Outcome]) -> list[Rejected]:
+    return [
+        Rejected(seq, outcome.status, outcome.message or "rejected", record if isinstance(record, dict) else {})
+        for (seq, record), outcome in zip(records, outcomes, strict=True)
+        if outcome.status == "error"
+    ]

@@ -1,6 +1,0 @@
-"""The ``powershell`` plugin: PowerShell scripts on Windows and Linux hosts
-(docs/plugins/powershell.md)."""
-
-from plugins.powershell.plugin import PowershellPlugin
-
-__all__ = ["PowershellPlugin"]

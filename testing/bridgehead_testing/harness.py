@@ -1,0 +1,406 @@
+"""Real processes on loopback for integration tests: control planes, agents, a cuttable proxy.
+
+Every wait in the tests goes through ``scaled`` so a slow machine can stretch them all at once
+(``BRIDGEHEAD_TEST_TIMEOUT_SCALE=3``) instead of flaking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+TIMEOUT_SCALE = float(os.environ.get("BRIDGEHEAD_TEST_TIMEOUT_SCALE", "1"))
+# The repository: this package lives in testing/bridgehead_testing/ and is installed editable.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def scaled(seconds: float) -> float:
+    return seconds * TIMEOUT_SCALE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + scaled(timeout)
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {scaled(timeout):g} s waiting for {what} (last: {last!r})")
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=scaled(60))
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+# base URL -> the TLS context that trusts that control plane (registered when it starts), so
+# that any ``Api(control.url, ...)`` verifies the server as a real client would.
+TLS_CONTEXTS: dict[str, ssl.SSLContext] = {}
+
+
+def tls_context(ca_pem: bytes) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=ca_pem.decode())
+
+
+def urlopen(url: str | urllib.request.Request, data: Any = None, timeout: float = 10) -> Any:
+    """``urllib.request.urlopen`` that trusts the test control plane the URL belongs to."""
+    full = url if isinstance(url, str) else url.full_url
+    context = TLS_CONTEXTS.get("/".join(full.split("/", 3)[:3]))
+    return urllib.request.urlopen(url, data, timeout=timeout, context=context)  # noqa: S310
+
+
+class Api:
+    """A small JSON client for the job API (stdlib only, so it tests nothing of ours)."""
+
+    def __init__(self, base: str, token: str | None, context: ssl.SSLContext | None = None) -> None:
+        self.base = base
+        self.token = token
+        self.context = context or TLS_CONTEXTS.get(base)
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        headers = {"Content-Type": "application/json"}
+        tok = token if token is not None else self.token
+        if tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=scaled(120), context=self.context) as resp:  # noqa: S310
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw)
+            except ValueError:
+                return exc.code, raw.decode(errors="replace")
+
+    def submit(self, plugin: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        status, body = self.request("POST", "/api/v1/jobs", {"plugin": plugin, "params": params, **extra})
+        assert status in (200, 201), (status, body)
+        return dict(body)
+
+    def job(self, job_id: str, wait: float = 0) -> dict[str, Any]:
+        status, body = self.request("GET", f"/api/v1/jobs/{job_id}" + (f"?wait={wait:g}" if wait else ""))
+        assert status == 200, (status, body)
+        return dict(body)
+
+    def wait_done(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self.job(job_id, wait=max(0.1, min(remaining, 10)))
+            except (OSError, AssertionError):  # the control plane may be restarting
+                job = {"state": "unreachable"}
+                time.sleep(0.2)
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                return job
+            if remaining <= 0:
+                raise AssertionError(f"job {job_id} did not end in {scaled(timeout):g} s: {job}")
+
+    def records(self, job_id: str, page: int = 1000) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            status, body = self.request("GET", f"/api/v1/jobs/{job_id}/records?after={after}&limit={page}")
+            assert status == 200, (status, body)
+            out += body["records"]
+            if body["next"] is None:
+                return out
+            after = body["next"]
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        heartbeat_s: float = 5.0,
+        extra_config: str = "",
+        tls: bool = True,
+        **server: Any,
+    ) -> None:
+        """``server``: keys of the config's [server] table; ``extra_config``: more TOML after it
+        (say a [servicenow.NAME] table). ``tls=False`` serves plain HTTP (``--insecure-http``),
+        only for tests about that mode."""
+        self.data_dir = workdir / "control"
+        self.port = port or free_port()
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.context: ssl.SSLContext | None = None
+        self.config = workdir / "control.toml"
+        lines = ["[server]", f"heartbeat_s = {heartbeat_s}"] + [f"{k} = {json.dumps(v)}" for k, v in server.items()]
+        self.config.write_text("\n".join(lines) + "\n" + extra_config)
+        self.log = workdir / "control.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.admin_token = ""
+
+    def start(self) -> ControlPlane:
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bridgehead.control.cli",
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--config",
+                    str(self.config),
+                    *([] if self.tls else ["--insecure-http"]),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if self.tls:
+            # The CA is made by the first command that needs it (the server, or a token made before).
+            run_cli("bridgehead.control.cli", "ca-cert", "--data-dir", str(self.data_dir))
+            wait_until(lambda: (self.data_dir / "tls" / "anchor.pem").exists(), 20, "the server's certificate")
+            self.context = tls_context((self.data_dir / "tls" / "anchor.pem").read_bytes())
+            TLS_CONTEXTS[self.url] = self.context
+        wait_until(self._healthy, 20, f"control plane on {self.url} (log {self.log})")
+        if not self.admin_token:
+            self.admin_token = self.token("admin")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"control plane exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1, context=self.context) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def token(self, role: str) -> str:
+        return run_cli(
+            "bridgehead.control.cli", "api-token", "create", "--data-dir", str(self.data_dir), "--role", role
+        ).stdout.strip()
+
+    def enrollment_token(self, cluster: str = "default", ttl: float = 600, *extra: str) -> str:
+        return run_cli(
+            "bridgehead.control.cli",
+            "enrollment-token",
+            "create",
+            "--data-dir",
+            str(self.data_dir),
+            "--cluster",
+            cluster,
+            "--ttl",
+            str(ttl),
+            *extra,
+        ).stdout.strip()
+
+    def metrics(self) -> str:
+        """``GET /metrics`` with the admin token (it needs one unless metrics_public)."""
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        with urlopen(urllib.request.Request(self.url + "/metrics", headers=headers)) as resp:  # noqa: S310
+            return str(resp.read().decode())
+
+    def ca_pem(self) -> bytes:
+        return run_cli("bridgehead.control.cli", "ca-cert", "--data-dir", str(self.data_dir)).stdout.encode()
+
+    def api(self, token: str | None = None) -> Api:
+        return Api(self.url, token if token is not None else self.admin_token, self.context)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=scaled(20))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class Agent:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        urls: list[str],
+        cluster: str = "default",
+        extra: str = "",
+        max_concurrent_jobs: int = 8,
+        env: dict[str, str] | None = None,
+        plugins_dir: Path | None = None,
+        disabled_plugins: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.dir = workdir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "agent.toml"
+        self.log = self.dir / "agent.log"
+        self.env = {**os.environ, **(env or {})}
+        self.config.write_text(
+            f'[agent]\nname = "{name}"\ncluster = "{cluster}"\ndata_dir = "{self.dir / "data"}"\n'
+            f"max_concurrent_jobs = {max_concurrent_jobs}\n"
+            + (f'plugins_dir = "{plugins_dir}"\n' if plugins_dir else "")
+            + (f"disabled_plugins = {json.dumps(disabled_plugins)}\n" if disabled_plugins else "")
+            + "\n"
+            + f"[control]\nurls = {json.dumps(urls)}\nbackoff_initial_s = 0.2\nbackoff_max_s = 2.0\n\n{extra}\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def enroll(self, token: str) -> None:
+        result = self.try_enroll(token)
+        assert result.returncode == 0, result.stderr
+
+    def try_enroll(self, token: str) -> subprocess.CompletedProcess[str]:
+        """Enrol with the token on standard input (``--token -``), as an admin should."""
+        return subprocess.run(
+            [sys.executable, "-m", "bridgehead.agent.cli", "enroll", "--config", str(self.config), "--token", "-"],
+            input=token + "\n",
+            capture_output=True,
+            text=True,
+            timeout=scaled(30),
+            env=self.env,
+        )
+
+    def start(self) -> Agent:
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bridgehead.agent.cli", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_connected(api: Api, names: list[str], timeout: float = 20) -> None:
+    def connected() -> bool:
+        status, agents = api.request("GET", "/api/v1/agents")
+        up = {a["name"] for a in agents if a["connected"]} if status == 200 else set()
+        return set(names) <= up
+
+    wait_until(connected, timeout, f"agents {names} connected")
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback whose link can be cut: open connections are dropped and new
+    ones refused until ``restore()``; that is what a network outage looks like to both ends."""
+
+    def __init__(self, target_port: int, scheme: str = "http") -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port = int(self.server.getsockname()[1])
+        self.url = f"{scheme}://127.0.0.1:{self.port}"  # TLS passes through: it is a TCP proxy
+        self.up = True
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up = False
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self._stop = True
+        self.cut()
+        self.server.close()
+
+
+@contextlib.contextmanager
+def stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Freeze a process (SIGSTOP) for the block: it holds its sockets but answers nothing."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGCONT)
