@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from bridgehead_testing.harness import Agent, ControlPlane, wait_connected
+from bridgehead_testing.harness import Agent, Api, ControlPlane, wait_connected
 
 
 @contextmanager
@@ -27,3 +29,15 @@ def cluster(
         finally:
             agent.stop()
             control.stop()
+
+
+def timed_relay_job(api: Api, plugin: str, params: dict[str, Any], expected: int, unit: str) -> float:
+    """Seconds from submitting one job to its end, once it is known to have delivered exactly
+    ``expected`` records (``unit`` names them in the message otherwise)."""
+    start = time.perf_counter()
+    job = api.submit(plugin, params, timeout_s=3600)
+    done = api.wait_done(job["id"], timeout=3600)
+    elapsed = time.perf_counter() - start
+    if done["state"] != "succeeded" or done.get("record_count", 0) != expected:
+        raise SystemExit(f"relay job did not deliver {expected} {unit}: {done}")
+    return elapsed

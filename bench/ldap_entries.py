@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import ldap3
-from _cluster import cluster
-from bridgehead_testing.slapd import Slapd, base_entries, people
+from _cluster import cluster, timed_relay_job
+from bridgehead_testing.ldap_data import base_entries, people
+from bridgehead_testing.slapd import Slapd
 
 from bridgehead.plugins.ldap.client import _decode_entries_raw as decode_entries_raw
 
@@ -88,16 +89,10 @@ def measure(server: Slapd, args: argparse.Namespace) -> None:
             n, elapsed = raw(server, base, args.page_size, entries_raw_only=True)
             floor_rates.append(n / elapsed)
             print(f"run {run}: same, raw-only decoding {n:>8,} entries in {elapsed:6.2f} s = {n / elapsed:>8,.0f}/s")
-            start = time.perf_counter()
-            job = api.submit("ldap", params, timeout_s=3600)
-            done = api.wait_done(job["id"], timeout=3600)
-            elapsed = time.perf_counter() - start
-            count = done.get("record_count", 0)
-            if done["state"] != "succeeded" or count != n:
-                raise SystemExit(f"relay job did not deliver {n} entries: {done}")
-            relay_rates.append(count / elapsed)
-            rate = count / elapsed
-            print(f"run {run}: relay into the store   {count:>8,} entries in {elapsed:6.2f} s = {rate:>8,.0f}/s")
+            elapsed = timed_relay_job(api, "ldap", params, n, "entries")
+            relay_rates.append(n / elapsed)
+            rate = n / elapsed
+            print(f"run {run}: relay into the store   {n:>8,} entries in {elapsed:6.2f} s = {rate:>8,.0f}/s")
     raw_median, relay_median = statistics.median(raw_rates), statistics.median(relay_rates)
     floor_median = statistics.median(floor_rates)
     print(

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 
-import psutil
 import pyodbc
-from _cluster import cluster
+from _cluster import cluster, timed_relay_job
+from bridgehead_testing.rss import RssSampler
 
 BASE = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test;UID=root"
 TABLE = "bench_sql_rows"
@@ -58,32 +57,6 @@ def raw(query: str, fetch_size: int) -> tuple[int, float]:
     return n, elapsed
 
 
-class RssSampler:
-    """Peak resident memory of some processes, sampled every 0.2 s in a thread."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self.start = {name: p.memory_info().rss for name, p in self.procs.items()}
-        self.peak = dict(self.start)
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._done.wait(0.2):
-            for name, proc in self.procs.items():
-                self.peak[name] = max(self.peak[name], proc.memory_info().rss)
-
-    def stop(self) -> str:
-        self._done.set()
-        self._thread.join()
-        mib = 1024 * 1024
-        return ", ".join(
-            f"{name} {self.peak[name] / mib:.0f} MiB (+{(self.peak[name] - self.start[name]) / mib:.0f})"
-            for name in self.procs
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -104,18 +77,13 @@ def main() -> None:
             n, elapsed = raw(query, args.fetch_size)
             raw_rates.append(n / elapsed)
             print(f"run {run}: raw pyodbc fetchmany  {n:>10,} rows in {elapsed:6.2f} s = {n / elapsed:>9,.0f} rows/s")
-            sampler = RssSampler({"agent": agent.proc.pid, "control plane": control.proc.pid})  # type: ignore[union-attr]
-            start = time.perf_counter()
-            job = api.submit("sql", {"connection": "bench", "query": query}, timeout_s=3600)
-            done = api.wait_done(job["id"], timeout=3600)
-            elapsed = time.perf_counter() - start
-            print(f"run {run}: peak RSS while streaming: {sampler.stop()}")
-            count = done.get("record_count", 0)
-            if done["state"] != "succeeded" or count != n:
-                raise SystemExit(f"relay job did not deliver {n} rows: {done}")
-            relay_rates.append(count / elapsed)
-            rate = count / elapsed
-            print(f"run {run}: relay into the store  {count:>10,} rows in {elapsed:6.2f} s = {rate:>9,.0f} rows/s")
+            pids = {"agent": agent.proc.pid, "control plane": control.proc.pid}  # type: ignore[union-attr]
+            with RssSampler(pids) as sampler:
+                elapsed = timed_relay_job(api, "sql", {"connection": "bench", "query": query}, n, "rows")
+            print(f"run {run}: peak RSS while streaming: {sampler.summary()}")
+            relay_rates.append(n / elapsed)
+            rate = n / elapsed
+            print(f"run {run}: relay into the store  {n:>10,} rows in {elapsed:6.2f} s = {rate:>9,.0f} rows/s")
     raw_median, relay_median = statistics.median(raw_rates), statistics.median(relay_rates)
     print(
         f"\nmedian: raw {raw_median:,.0f} rows/s, relay {relay_median:,.0f} rows/s, "

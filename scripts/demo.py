@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import ssl
 import subprocess
@@ -27,16 +26,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bridgehead_testing.slapd import Slapd, base_entries, nested_groups, people, person_dn
+from bridgehead_testing.harness import free_port
+from bridgehead_testing.ldap_data import base_entries, nested_groups, people, person_dn
+from bridgehead_testing.slapd import Slapd
+from demo_jobs import HR_ROWS, demo_jobs, sync_job
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # Trusts the demo's control plane: its CA, as `bridgehead-control ca-cert` prints it.
@@ -79,7 +75,6 @@ def show(title: str, job: dict[str, Any], records: list[dict[str, Any]], columns
         print(f"    … and {job['record_count'] - 8:,} more")
 
 
-HR_ROWS = 5_000
 DEPARTMENTS = ["IT", "HR", "Finance", "Sales", "Operations"]
 
 
@@ -300,81 +295,7 @@ def main() -> None:
             time.sleep(0.1)
         print("• agent demo-agent connected over one outbound websocket (mutual TLS; job offers signed)")
 
-        jobs = [
-            (
-                "All users, one record per element of $.result",
-                {"connection": "internal_api", "path": "/users", "records_path": "result"},
-                ["user_name", "email", "department", "active"],
-            ),
-            (
-                "IT department only (query parameters)",
-                {
-                    "connection": "internal_api",
-                    "path": "/users",
-                    "query": {"department": "IT"},
-                    "records_path": "result",
-                },
-                ["user_name", "department"],
-            ),
-            (
-                "One user, the whole response as one record",
-                {"connection": "internal_api", "path": "/users/7"},
-                ["status", "body"],
-            ),
-            (
-                "A path outside the profile's base_url is refused before any connection",
-                {"connection": "internal_api", "path": "../admin"},
-                ["status"],
-            ),
-        ]
-        sql_jobs = [
-            (
-                "SQL: staff of one department, parameters bound by the driver",
-                {
-                    "connection": "hr_db",
-                    "query": "SELECT id, name, department, salary, hired FROM staff WHERE department = ? ORDER BY id",
-                    "parameters": ["IT"],
-                },
-                ["id", "name", "department", "salary", "hired"],
-            ),
-            (
-                f"SQL: all {HR_ROWS:,} rows streamed, one record each",
-                {"connection": "hr_db", "query": "SELECT * FROM staff ORDER BY id"},
-                ["id", "name", "active"],
-            ),
-            (
-                "SQL: a write on the read-only profile is refused by the database session",
-                {"connection": "hr_db", "query": "DELETE FROM staff"},
-                [],
-            ),
-        ]
         people_base = f"ou=people,{directory.suffix}"
-        sync = {
-            "connection": "corp_ldap",
-            "base": people_base,
-            "filter": "(objectClass=inetOrgPerson)",
-            "attributes": ["uid", "mail"],
-            "mode": "sync",
-            "sync": "demo-people",
-        }
-        ldap_jobs = [
-            (
-                "LDAP over LDAPS: people, paged, one record per entry (forms from the schema)",
-                {"connection": "corp_ldap", "base": people_base, "filter": "(uid=*)", "page_size": 10},
-                ["dn", "uid", "mail", "employeeNumber"],
-            ),
-            (
-                "LDAP: a group with its nested groups expanded",
-                {
-                    "connection": "corp_ldap",
-                    "base": f"ou=groups,{directory.suffix}",
-                    "filter": "(cn=nested-a)",
-                    "expand_groups": True,
-                },
-                ["dn", "member", "member_expanded"],
-            ),
-            ("LDAP sync, first run: every entry is an upsert", sync, ["op", "dn", "mail"]),
-        ]
 
         def run(title: str, plugin: str, params: dict[str, Any], columns: list[str]) -> None:
             job = call("POST", control_url + "/api/v1/jobs?wait=30", token, {"plugin": plugin, "params": params})
@@ -383,16 +304,17 @@ def main() -> None:
             if job["error"]:
                 print(f"    error: {job['error']['code']}: {job['error']['message']}")
 
-        for title, params, columns, plugin in (
-            [(t, p, c, "rest") for t, p, c in jobs]
-            + [(t, p, c, "sql") for t, p, c in sql_jobs]
-            + [(t, p, c, "ldap") for t, p, c in ldap_jobs]
-        ):
+        for title, plugin, params, columns in demo_jobs(directory.suffix):
             run(title, plugin, params, columns)
         directory.replace(person_dn(3), "mail", ["new-address@example.com"])
         directory.delete(person_dn(7))
         print("\n• in the directory: user00003's mail changed, user00007 deleted")
-        run("LDAP sync, next run: only what changed since the first", "ldap", sync, ["op", "id", "dn", "mail"])
+        run(
+            "LDAP sync, next run: only what changed since the first",
+            "ldap",
+            sync_job(people_base),
+            ["op", "id", "dn", "mail"],
+        )
         deliver_to_servicenow(control_url, token, sandbox_url, people_base)
     finally:
         stop_directory()

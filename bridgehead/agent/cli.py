@@ -18,7 +18,6 @@ import ctypes
 import logging
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from bridgehead import __version__
@@ -26,6 +25,7 @@ from bridgehead.agent.config import AgentConfig, check_profiles, check_vault_sec
 from bridgehead.agent.plugin_loader import AnyPlugin, load_plugins
 from bridgehead.core.commands import run_command
 from bridgehead.core.errors import ConfigError
+from bridgehead.core.eventloop import loop_factory
 from bridgehead.core.logs import configure_logging
 from bridgehead.core.redact import MIN_SECRET_LENGTH
 from bridgehead.sdk import Profile
@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         await service.run()
         log.info("agent stopped")
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(main())
     return 0
 
@@ -176,19 +176,6 @@ def cmd_secret_delete(args: argparse.Namespace) -> int:
     vault.delete(args.name)
     print(f"secret {args.name} deleted from {vault.path}")
     return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it runs (not on Windows) and is installed: the agent's round trip for a
-    job is mostly event-loop and socket work, which it does in C (bench/ssh_latency.py's
-    floor, docs/choices.md). Else asyncio's own loop."""
-    if sys.platform == "win32":
-        return None
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def build_parser() -> argparse.ArgumentParser:

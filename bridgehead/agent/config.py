@@ -10,24 +10,23 @@ does not, so that ``secret set`` can add an entry the config already names.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
 from bridgehead.agent.vault import NAME_PATTERN as VAULT_NAME
 from bridgehead.agent.vault import Vault, VaultError
+from bridgehead.core.addresses import is_loopback
 from bridgehead.core.errors import ConfigError
 from bridgehead.core.redact import MIN_SECRET_LENGTH, REDACTOR
+from bridgehead.core.tomlconfig import convert, read_toml
 from bridgehead.sdk import Credential, Profile
 
 MiB = 1024 * 1024
-T = TypeVar("T")
 NameStr = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
@@ -104,46 +103,6 @@ class AgentConfig(_Section):
         return Path(self.agent.data_dir)
 
 
-_AT = re.compile(r"^(?P<problem>.*?)(?: - at (?P<inkey>`key` in )?`\$(?P<path>[^`]*)`)?$", re.S)
-_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<field>[^`]+)`$")
-
-
-def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """Turn msgspec's 'Expected `int`, got `str` - at `$.agent.max_concurrent_jobs`' into
-    (dotted key, problem); an unknown or missing field is named in the key itself."""
-    match = _AT.match(str(exc))
-    if not match:
-        return "", str(exc)
-    path = (match.group("path") or "").lstrip(".")
-    problem = match.group("problem")
-    field = _FIELD.match(problem)
-    if field:
-        path = f"{path}.{field.group('field')}".lstrip(".")
-        problem = "unknown key (is it misspelt?)" if "unknown" in problem else "required key is missing"
-    elif match.group("inkey"):
-        problem = f"table name: {problem}"
-    return path, problem
-
-
-def _convert(value: Any, kind: type[T], path: str, prefix: str) -> T:
-    try:
-        return msgspec.convert(value, kind, strict=True)
-    except msgspec.ValidationError as exc:
-        key, problem = split_validation_error(exc)
-        raise ConfigError(path, ".".join(p for p in (prefix, key) if p), problem) from None
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_control_url(url: str) -> str:
     """Return the problem with a control URL, or '' if it is fine."""
     parts = urlsplit(url)
@@ -154,22 +113,6 @@ def check_control_url(url: str) -> str:
     if parts.scheme in ("http", "ws") and not is_loopback(parts.hostname):
         return f"{url!r}: plain {parts.scheme}:// is accepted only on loopback; use https://"
     return ""
-
-
-def read_toml(path: str) -> dict[str, Any]:
-    """A TOML file's tables; ``ConfigError`` naming the file and the fault otherwise. Shared by
-    every configuration file of the project (agent, control plane, sandbox)."""
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except PermissionError:
-        raise ConfigError(path, "", "permission denied") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
 
 
 # The data_dir of the config loaded last: where resolve_credential reads vault entries.
@@ -189,8 +132,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         for name, table in tables.items():
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name):
                 raise ConfigError(p, f"{section}.{name}", "table name: use letters, digits, '_', '.', '-'")
-            _convert(table, kind, p, f"{section}.{name}")
-    config = _convert(raw, AgentConfig, p, "")
+            convert(table, kind, p, f"{section}.{name}")
+    config = convert(raw, AgentConfig, p, "")
     config.path = p
     global _vault_dir  # noqa: PLW0603 - see resolve_credential
     _vault_dir = config.data_dir
@@ -230,7 +173,7 @@ def load_agent_section(path: str | os.PathLike[str]) -> AgentSection:
     must work where the credentials' variables are not set (systemd's EnvironmentFile sets
     them for the service only)."""
     p = str(path)
-    return _convert(read_toml(p).get("agent"), AgentSection, p, "agent")
+    return convert(read_toml(p).get("agent"), AgentSection, p, "agent")
 
 
 def _check_credential(path: str, name: str, cred: CredentialSection) -> None:
@@ -323,5 +266,5 @@ def check_profiles(config: AgentConfig, profile_types: dict[str, type[Profile]])
             raise ConfigError(
                 config.path, f"connections.{name}.plugin", f"no plugin {plugin!r} is loaded (loaded: {known})"
             )
-        parsed[name] = _convert(table, profile_types[plugin], config.path, f"connections.{name}")
+        parsed[name] = convert(table, profile_types[plugin], config.path, f"connections.{name}")
     return parsed

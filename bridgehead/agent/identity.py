@@ -18,7 +18,6 @@ import base64
 import datetime
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bridgehead.core.errors import BridgeheadError
+from bridgehead.core.files import ensure_private_dir, write_private
 from bridgehead.protocol import SigningKey
 from bridgehead.protocol.signing import OfferRefused, hello_bytes, public_signing_key
 
@@ -39,38 +39,6 @@ IDENTITY_FILE = "identity.json"
 
 class NotEnrolled(BridgeheadError):
     exit_code = 2
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-
-
-def make_private_tree(path: Path) -> None:
-    """The directory and everything in it 0700 (directories) / 0600 (files), whatever mode
-    they were found with: a data dir holds keys, tokens and records. Symbolic links are left
-    alone (chmod would follow them out of the tree)."""
-    ensure_private_dir(path)
-    for root, dirs, files in os.walk(path):
-        for name in dirs:
-            entry = os.path.join(root, name)
-            if not os.path.islink(entry):
-                os.chmod(entry, 0o700)
-        for name in files:
-            entry = os.path.join(root, name)
-            if not os.path.islink(entry):
-                os.chmod(entry, 0o600)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Atomically and durably, mode 0600 (a crash leaves the old file or the new one)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ``cryptography.x509`` is imported where it is used: it costs an idle agent 1 MB of RSS

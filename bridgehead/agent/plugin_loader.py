@@ -1,69 +1,81 @@
-"""Finding plugins: the ``bridgehead.plugins`` entry-point group, then a ``plugins_dir``.
+"""Finding plugins: the built-ins, the ``bridgehead.plugins`` entry-point group, a ``plugins_dir``.
 
-Built-in plugins are registered through the same entry-point group as third-party ones
-(see pyproject.toml), so nothing here knows their names. A drop-in module in
-``plugins_dir`` (a ``name.py`` file or a ``name/`` package) exposes its class as ``PLUGIN``;
-that is how admins add plugins to the single binary, which cannot pip-install anything.
+Three sources, one path through here (as datasette's ``DEFAULT_PLUGINS`` beside its
+entry points)::
 
-A plugin that fails to import or to validate is rejected here, at load time, with a logged
-reason; the agent starts without it rather than failing on its first job.
+    BUILTIN_PLUGINS          name -> "module:Class", a static list: a frozen binary carries
+                             no entry-point metadata, and nothing here depends on it
+    entry points             group ``bridgehead.plugins``, an installed package's plugins
+    plugins_dir              ``name.py`` or ``name/__init__.py`` exposing ``PLUGIN``: how
+                             admins add plugins to the single binary, which cannot pip-install
+
+Each source names its plugins before anything is imported (the built-in's key, the entry
+point's name, the file's name), and that name must be the class's ``name``. So a plugin in
+``disabled`` is never imported, and a third-party plugin that takes a built-in's name is
+refused before it is imported: built-in names are reserved (to replace a built-in, give the
+replacement another name and disable the built-in). A plugin that fails to import or to
+validate is rejected with a logged reason; the agent starts without it rather than failing
+on its first job.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.metadata
 import importlib.util
-import inspect
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import msgspec
-
-from bridgehead.core.errors import InvalidParams
-from bridgehead.sdk import Params, Plugin, Profile
+from bridgehead.sdk.checks import AnyPlugin, PluginLoadError, params_schema, parse_params, validate_plugin_class
 
 ENTRY_POINT_GROUP = "bridgehead.plugins"
+# The plugins shipped in this package, loaded like any other (tests/unit/test_plugin_loader.py
+# checks this list against bridgehead/plugins/). Strings, so that nothing is imported for a
+# disabled one; a frozen build lists these modules as hidden imports.
+BUILTIN_PLUGINS: Mapping[str, str] = {
+    "echo": "bridgehead.plugins.echo:EchoPlugin",
+    "rest": "bridgehead.plugins.rest:RestPlugin",
+    "sql": "bridgehead.plugins.sql:SqlPlugin",
+    "ldap": "bridgehead.plugins.ldap:LdapPlugin",
+    "ssh": "bridgehead.plugins.ssh:SshPlugin",
+    "powershell": "bridgehead.plugins.powershell:PowershellPlugin",
+}
 log = logging.getLogger("bridgehead.agent.plugins")
 
-AnyPlugin = Plugin[Any, Any]
+__all__ = ["AnyPlugin", "PluginLoadError", "load_plugins", "parse_params", "params_schema", "validate_plugin_class"]
 
 
-class PluginLoadError(Exception):
-    pass
+@dataclass(frozen=True)
+class Candidate:
+    """A plugin known by name, not imported yet: ``load`` imports it and returns the class."""
+
+    name: str
+    origin: str
+    load: Callable[[], object]
+    builtin: bool = False
 
 
-def validate_plugin_class(obj: object, origin: str) -> type[AnyPlugin]:
-    """Check that ``obj`` is a usable plugin class; raise ``PluginLoadError`` saying why not."""
-    if not (inspect.isclass(obj) and issubclass(obj, Plugin)):
-        raise PluginLoadError(f"{origin}: {obj!r} is not a subclass of bridgehead.sdk.Plugin")
-    name = getattr(obj, "name", None)
-    if not isinstance(name, str) or not name.isidentifier():
-        raise PluginLoadError(f"{origin}: plugin name {name!r} must be an identifier")
-    if not (inspect.isclass(getattr(obj, "params_type", None)) and issubclass(obj.params_type, Params)):
-        raise PluginLoadError(f"{origin}: params_type must be a subclass of bridgehead.sdk.Params")
-    if not (inspect.isclass(obj.profile_type) and issubclass(obj.profile_type, Profile)):
-        raise PluginLoadError(f"{origin}: profile_type must be a subclass of bridgehead.sdk.Profile")
-    if inspect.isabstract(obj) or not inspect.iscoroutinefunction(obj.run):
-        raise PluginLoadError(f"{origin}: run() must be implemented as 'async def'")
-    try:
-        msgspec.json.schema(obj.params_type)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the schema is unusable
-        raise PluginLoadError(f"{origin}: params_type has no JSON schema: {exc}") from None
-    return obj
+def _import_object(reference: str) -> object:
+    """``"package.module:Attribute"``, imported."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
-def _from_entry_points() -> Iterable[tuple[str, object]]:
+def _builtins() -> Iterator[Candidate]:
+    for name, reference in BUILTIN_PLUGINS.items():
+        yield Candidate(name, f"built-in {name} ({reference})", functools.partial(_import_object, reference), True)
+
+
+def _from_entry_points() -> Iterator[Candidate]:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            yield f"entry point {ep.name} ({ep.value})", ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the agent
-            log.error("plugin rejected: entry point %s (%s) failed to import: %s", ep.name, ep.value, exc)
+        yield Candidate(ep.name, f"entry point {ep.name} ({ep.value})", ep.load)
 
 
-def _from_directory(directory: Path) -> Iterable[tuple[str, object]]:
+def _from_directory(directory: Path) -> Iterator[Candidate]:
     for path in sorted(directory.iterdir()):
         if path.name.startswith(("_", ".")):
             continue
@@ -73,58 +85,73 @@ def _from_directory(directory: Path) -> Iterable[tuple[str, object]]:
             file = path
         else:
             continue
-        module_name = f"bridgehead_dropin_{path.stem}"
-        origin = f"plugins_dir module {file}"
-        try:
-            spec = importlib.util.spec_from_file_location(
-                module_name, file, submodule_search_locations=[str(path)] if path.is_dir() else None
-            )
-            if spec is None or spec.loader is None:
-                raise PluginLoadError("not importable")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the agent
-            sys.modules.pop(module_name, None)
-            log.error("plugin rejected: %s failed to import: %s", origin, exc)
-            continue
-        if not hasattr(module, "PLUGIN"):
-            log.error("plugin rejected: %s defines no PLUGIN", origin)
-            continue
-        yield origin, module.PLUGIN
+        yield Candidate(path.stem, f"plugins_dir module {file}", functools.partial(_drop_in_plugin, path, file))
+
+
+def _drop_in_plugin(path: Path, file: Path) -> object:
+    """Import the drop-in module at ``file`` (``path`` is the file or its package dir); its ``PLUGIN``."""
+    module_name = f"bridgehead_dropin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(
+        module_name, file, submodule_search_locations=[str(path)] if path.is_dir() else None
+    )
+    if spec is None or spec.loader is None:
+        raise PluginLoadError("not importable")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    if not hasattr(module, "PLUGIN"):
+        raise PluginLoadError("defines no PLUGIN")
+    return module.PLUGIN
+
+
+def _load(candidate: Candidate) -> type[AnyPlugin]:
+    """Import ``candidate`` and check it; ``PluginLoadError`` says why it cannot be used."""
+    try:
+        obj = candidate.load()
+    except PluginLoadError as exc:
+        raise PluginLoadError(f"{candidate.origin} {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the agent
+        raise PluginLoadError(f"{candidate.origin} failed to import: {exc}") from None
+    cls = validate_plugin_class(obj, candidate.origin)
+    if cls.name != candidate.name:
+        raise PluginLoadError(
+            f"{candidate.origin}: the class is named {cls.name!r}; it must be registered under "
+            f"that name (so that disabled_plugins can skip it without importing it)"
+        )
+    return cls
 
 
 def load_plugins(plugins_dir: Path | None = None, disabled: Iterable[str] = ()) -> dict[str, AnyPlugin]:
-    """Instantiate every plugin found, keyed by name; ``disabled`` names are skipped."""
+    """Instantiate every plugin found, keyed by name: the built-ins, then entry points, then
+    ``plugins_dir`` in file-name order. ``disabled`` names are skipped before any import."""
     skip = set(disabled)
-    found: dict[str, AnyPlugin] = {}
-    sources: list[tuple[str, object]] = list(_from_entry_points())
+    candidates: list[Candidate] = [*_builtins(), *_from_entry_points()]
     if plugins_dir is not None:
-        sources += list(_from_directory(plugins_dir))
-    for origin, obj in sources:
+        candidates += _from_directory(plugins_dir)
+    found: dict[str, AnyPlugin] = {}
+    for candidate in candidates:
+        if candidate.name in skip:
+            log.info("plugin %s disabled by agent.disabled_plugins (%s not imported)", candidate.name, candidate.origin)
+            continue
+        if not candidate.builtin and candidate.name in BUILTIN_PLUGINS:
+            log.error(
+                "plugin rejected: %s: the name %r is a built-in plugin's (disable the built-in and "
+                "give this one another name to replace it)",
+                candidate.origin,
+                candidate.name,
+            )
+            continue
+        if candidate.name in found:
+            log.error("plugin rejected: %s: the name %r is taken already", candidate.origin, candidate.name)
+            continue
         try:
-            cls = validate_plugin_class(obj, origin)
+            cls = _load(candidate)
         except PluginLoadError as exc:
             log.error("plugin rejected: %s", exc)
             continue
-        if cls.name in skip:
-            log.info("plugin %s disabled by agent.disabled_plugins", cls.name)
-            continue
-        if cls.name in found:
-            log.error("plugin rejected: %s: the name %r is taken already", origin, cls.name)
-            continue
         found[cls.name] = cls()
     return found
-
-
-def parse_params(plugin: AnyPlugin, params: Mapping[str, Any]) -> Params:
-    """Validate a job's params against the plugin's schema; ``InvalidParams`` says where."""
-    try:
-        return msgspec.convert(params, plugin.params_type, strict=True)
-    except msgspec.ValidationError as exc:
-        raise InvalidParams(f"params for plugin {plugin.name!r}: {exc}") from None
-
-
-def params_schema(plugin: AnyPlugin) -> dict[str, Any]:
-    schema: dict[str, Any] = msgspec.json.schema(plugin.params_type)
-    return schema

@@ -26,7 +26,7 @@ from bridgehead.agent.plugin_loader import AnyPlugin, parse_params
 from bridgehead.agent.stream import OutboundStream, SpoolBudget, StreamClosed
 from bridgehead.core.errors import ConfigError, JobError, UnknownConnection, UnknownPlugin
 from bridgehead.core.redact import REDACTOR
-from bridgehead.protocol import Accept, ErrorInfo, Offer, Reject
+from bridgehead.protocol import Accept, ErrorInfo, Offer, Reject, SyncState
 from bridgehead.protocol.messages import JobStatus
 from bridgehead.sdk import Credential, JobContext, NoProfile, Profile
 
@@ -119,7 +119,7 @@ class Runner:
         attempt = Attempt(offer.job_id, offer.attempt, offer.plugin, self.new_stream(offer.job_id, offer.attempt))
         self.attempts[key] = attempt
         attempt.task = asyncio.create_task(
-            self._run(attempt, plugin, params, profile, credential, offer.timeout_s),
+            self._run(attempt, plugin, params, profile, credential, offer.timeout_s, offer.sync_state),
             name=f"job {offer.job_id}#{offer.attempt}",
         )
         # Whether it ends, fails, is cancelled or abandoned, its slot frees when the task ends.
@@ -170,6 +170,7 @@ class Runner:
         profile: Profile,
         credential: Credential | None,
         timeout_s: float,
+        previous_sync_state: SyncState | None = None,
     ) -> None:
         job_log = logging.LoggerAdapter(log, {"job_id": attempt.offer_job_id, "attempt": attempt.attempt})
         ctx: JobContext[Any] = JobContext(
@@ -182,6 +183,7 @@ class Runner:
             max_record_bytes=self.config.limits.max_record_bytes,
             logger=job_log,
             connections=functools.partial(self.connection, plugin.name),
+            previous_sync_state=previous_sync_state,
         )
         status: JobStatus = "succeeded"
         error: ErrorInfo | None = None

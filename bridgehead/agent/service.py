@@ -18,22 +18,27 @@ import ssl
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridgehead import __version__
+from bridgehead.agent import offers
 from bridgehead.agent.backoff import backoff
 from bridgehead.agent.config import AgentConfig
-from bridgehead.agent.identity import Identity, cert_expiry, cert_public_key, make_csr, make_private_tree
+from bridgehead.agent.credentials import Credentials
+from bridgehead.agent.dialing import SessionEnded, describe, expect, websocket_url
+from bridgehead.agent.identity import Identity
 from bridgehead.agent.journal import Journal
+from bridgehead.agent.outbox import FRAME_OVERHEAD, take_pass
 from bridgehead.agent.plugin_loader import AnyPlugin, params_schema
 from bridgehead.agent.runner import Attempt, Key, Runner
 from bridgehead.agent.stream import SpoolBudget
 from bridgehead.agent.tls import client_context, proxy_for
 from bridgehead.core.errors import ConfigError
+from bridgehead.core.files import make_private_tree
 from bridgehead.protocol import (
     SUBPROTOCOL,
     Abandon,
@@ -55,32 +60,16 @@ from bridgehead.protocol import (
     JobRef,
     Offer,
     PluginInfo,
-    Progress,
     ProtocolError,
     Reject,
-    Renew,
     Welcome,
     pack,
 )
-from bridgehead.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_UNSUPPORTED_VERSION
-from bridgehead.protocol.signing import OfferRefused, OfferVerifier
+from bridgehead.protocol.jobs import resume_from
+from bridgehead.protocol.signing import OfferVerifier
 from bridgehead.sdk import Profile
 
 log = logging.getLogger("bridgehead.agent")
-
-AGENT_PATH = "/api/v1/agent/connect"
-# Bytes of a records frame besides the records themselves (type, ids, seq, brackets).
-FRAME_OVERHEAD = 512
-
-
-def websocket_url(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    host = rest.split("/", 1)[0]
-    return {"http": "ws", "https": "wss"}.get(scheme, scheme) + "://" + host + AGENT_PATH
-
-
-class SessionEnded(Exception):
-    """The control plane closed the session on purpose (with a reason we log)."""
 
 
 class AgentService:
@@ -109,7 +98,7 @@ class AgentService:
             PluginInfo(name=p.name, version=p.version, params_schema=params_schema(p)) for p in plugins.values()
         ]
         self.verifier = OfferVerifier(identity.trusted_signing_keys(), identity.agent, config.control.max_clock_skew_s)
-        self._renewing = False
+        self.credentials = Credentials(identity, self.verifier)
         self._restore()
 
     # --- state carried over a restart ----------------------------------------------------
@@ -233,7 +222,7 @@ class AgentService:
             except ConfigError as exc:
                 log.error("cannot connect to %s: %s", url, exc)
             except (OSError, TimeoutError, websockets.WebSocketException, ProtocolError) as exc:
-                log.warning("connection to %s%s failed: %s", url, via, _describe(exc))
+                log.warning("connection to %s%s failed: %s", url, via, describe(exc))
             except Exception:  # noqa: BLE001 - a bug costs one session, never the agent
                 log.exception("connection to %s failed unexpectedly", url)
             finally:
@@ -254,7 +243,7 @@ class AgentService:
     async def _serve(self, ws: ClientConnection, url: str) -> None:
         session = AgentSession(self.limits.max_message_bytes)
         timeout = self.config.control.connect_timeout_s
-        challenge = _expect(session.receive(await asyncio.wait_for(ws.recv(), timeout)), Challenge)
+        challenge = expect(session.receive(await asyncio.wait_for(ws.recv(), timeout)), Challenge)
         # The server certificate this connection sees goes into the hello's signature, so a
         # relay terminating TLS with any other certificate cannot pass the hello on.
         ssl_object = ws.transport.get_extra_info("ssl_object")
@@ -277,8 +266,8 @@ class AgentService:
         await ws.send(session.send(hello))
         # The welcome may share its frame with what followed it at once (an offer, say).
         first = session.receive(await asyncio.wait_for(ws.recv(), timeout))
-        welcome = _expect(first[:1], Welcome)
-        self._learn_signing_keys(welcome)
+        welcome = expect(first[:1], Welcome)
+        self.credentials.learn_signing_keys(welcome)
         self._apply_resume(welcome)
         for message in first[1:]:
             self._handle(message)
@@ -291,7 +280,7 @@ class AgentService:
         )
         if self.draining:
             self._control.append(Drain(reason="agent stopping"))
-        self._renewing = False  # a request lost with an earlier session is asked again
+        self.credentials.renewing = False  # a request lost with an earlier session is asked again
         self._renew_if_due()
         tasks = [
             asyncio.create_task(self._reader(ws, session, welcome.heartbeat_s * 2), name="reader"),
@@ -307,50 +296,22 @@ class AgentService:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _learn_signing_keys(self, welcome: Welcome) -> None:
-        """Pin the signing keys a trusted key endorses (a rotation on the control plane)."""
-        learned = self.verifier.learn(welcome.signing_keys)
-        if learned:
-            known = {k.key_id for k in self.identity.signing_keys}
-            self.identity.save_signing_keys(self.identity.signing_keys + [k for k in learned if k.key_id not in known])
-            log.info("pinned new job-signing key(s): %s", ", ".join(k.key_id for k in learned))
-
     def _renew_if_due(self) -> None:
-        """Ask for a new certificate once a third of the current one's life is left."""
-        if self._renewing or not self.identity.certificate or not self.connected:
-            return
-        not_before, not_after = self.identity.cert_window()
-        if time.time() < not_after - (not_after - not_before) / 3:
-            return
-        self._renewing = True
-        log.info(
-            "client certificate expires %s: asking for a new one",
-            time.strftime("%Y-%m-%d %H:%M", time.gmtime(not_after)),
-        )
-        self._control.append(Renew(csr=make_csr(self.identity.key, self.identity.agent).decode()))
-        self._wake()
-
-    def _on_certificate(self, message: Certificate) -> None:
-        self._renewing = False
-        pem = message.certificate.encode()
-        try:
-            if cert_public_key(pem) != self.identity.public_key:
-                raise ValueError("it is for another key")
-        except ValueError as exc:
-            log.error("the control plane sent a certificate this agent cannot use (%s): kept the old one", exc)
-            return
-        self.identity.save_certificate(pem)
-        log.info("client certificate renewed until %s", cert_expiry(pem).strftime("%Y-%m-%d %H:%M"))
+        if self.connected:
+            renew = self.credentials.renewal_due()
+            if renew is not None:
+                self._control.append(renew)
+                self._wake()
 
     def _apply_resume(self, welcome: Welcome) -> None:
         verdicts = {(r.job_id, r.attempt): r for r in welcome.resume}
         for key in list(self.runner.attempts):
-            verdict = verdicts.get(key)
-            if verdict is None or verdict.action == "abandon":
+            acked = resume_from(verdicts.get(key))
+            if acked is None:
                 log.warning("job %s attempt %d: the control plane no longer wants it; dropping it", *key)
                 self.runner.abandon(key)  # a running one frees its slot: Credit follows
             else:
-                self.runner.attempts[key].stream.resume(verdict.acked_seq)
+                self.runner.attempts[key].stream.resume(acked)
         for key in self.lost:  # reported; the control plane has decided their fate
             self.budget.release(self.journal.remove_job(*key))
         self.lost.clear()
@@ -367,7 +328,7 @@ class AgentService:
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Offer):
-            refusal = self._refusal(message)
+            refusal = offers.refusal(message, self.verifier, self.journal, self.runner.attempts)
             if refusal is not None:
                 self._control.append(refusal)
                 self._control.append(Credit(n=1))
@@ -400,38 +361,13 @@ class AgentService:
             if key in self.runner.attempts:
                 self.runner.abandon(key)
         elif isinstance(message, Certificate):
-            self._on_certificate(message)
+            self.credentials.on_certificate(message)
         elif isinstance(message, Error):
             raise SessionEnded(f"{message.code}: {message.message}")
 
-    def _refusal(self, offer: Offer) -> Reject | None:
-        """A reject for an offer that must not run (signature, address, expiry, replay)."""
-        now = time.time()
-        try:
-            self.verifier.check(offer, now)
-            if (offer.job_id, offer.attempt) not in self.runner.attempts and self.journal.offer_seen(
-                offer.job_id, offer.attempt
-            ):
-                raise OfferRefused(
-                    "offer_replayed", f"job {offer.job_id} attempt {offer.attempt} was accepted here before"
-                )
-        except OfferRefused as exc:
-            log.error("refused an offer for job %s attempt %d: %s", offer.job_id, offer.attempt, exc)
-            return Reject(
-                job_id=offer.job_id, attempt=offer.attempt, error=ErrorInfo(code=exc.code, message=exc.message[:8000])
-            )
-        # Remembered (in the commit that precedes the accept) until it could no longer verify.
-        self.journal.remember_offer(offer.job_id, offer.attempt, offer.expires_at + self.verifier.max_skew_s, now)
-        return None
-
     async def _writer(self, ws: ClientConnection, session: AgentSession) -> None:
-        """Send what is ready, packed into as few frames as the size limit allows.
-
-        Per pass: control frames first (accept, reject, credit, heartbeat), then one batch of
-        records per attempt, progress, and completions whose records are all sent. The
-        journal is committed before a pass that carries an accept or a completion, since both
-        promise that something is on disk.
-        """
+        """Send what is ready (``outbox.take_pass``), packed into as few frames as the size
+        limit allows; the journal is committed first when a pass promises durability."""
         limits = self.limits
         max_bytes = min(limits.max_message_bytes, session.max_message_bytes)
         batch_bytes = max_bytes - FRAME_OVERHEAD
@@ -440,42 +376,13 @@ class AgentService:
             self._wakeup.clear()
             busy = True
             while busy:
-                busy = False
-                parts: list[bytes] = []
-                durable = bool(self._control)
-                while self._control:
-                    parts.append(session.send(self._control.popleft()))
-                for attempt in list(self.runner.attempts.values()):
-                    stream = attempt.stream
-                    if stream.closed:
-                        continue
-                    batch = stream.take_batch(limits.batch_records, batch_bytes)
-                    if batch is not None:
-                        first, arrays = batch
-                        bodies = [array.body for array in arrays]
-                        parts.append(session.send_records(stream.job_id, stream.attempt, first, bodies))
-                        busy = busy or stream.has_unsent()
-                    if stream.progress_dirty:
-                        stream.progress_dirty = False
-                        done, total, text = stream.last_progress
-                        parts.append(
-                            session.send(
-                                Progress(
-                                    job_id=stream.job_id,
-                                    attempt=stream.attempt,
-                                    done=done,
-                                    total=total,
-                                    message=text[:8000],
-                                )
-                            )
-                        )
-                    if stream.completion is not None and stream.completion_ready():
-                        stream.completion_sent = True
-                        durable = True
-                        parts.append(session.send(stream.completion))
-                if durable:
+                ready = take_pass(
+                    self._control, list(self.runner.attempts.values()), session, limits.batch_records, batch_bytes
+                )
+                busy = ready.busy
+                if ready.durable:
                     self.journal.commit()  # persist, then acknowledge
-                for frame in pack(parts, max_bytes):
+                for frame in pack(ready.parts, max_bytes):
                     await ws.send(frame)
 
     async def _heartbeat(self, interval_s: float) -> None:
@@ -485,33 +392,3 @@ class AgentService:
             running = [JobRef(job_id=a.offer_job_id, attempt=a.attempt) for a in self.runner.attempts.values()]
             self._control.append(Heartbeat(running=running))
             self._wake()
-
-
-M = TypeVar("M")
-
-
-def _expect(messages: list[Any], kind: type[M]) -> M:
-    """The one handshake message expected here; an ``error`` ends the session with its reason."""
-    if len(messages) == 1 and isinstance(messages[0], kind):
-        return messages[0]
-    if messages and isinstance(messages[0], Error):
-        raise SessionEnded(f"{messages[0].code}: {messages[0].message}")
-    got = ", ".join(type(m).__name__.lower() for m in messages)
-    raise ProtocolError("unexpected_message", f"expected {kind.__name__.lower()}, got {got}")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, websockets.ConnectionClosed) and exc.rcvd is not None:
-        code, reason = exc.rcvd.code, exc.rcvd.reason
-        if code == CLOSE_AUTH_FAILED:
-            return f"authentication refused: {reason} (re-enrol the agent if its identity was revoked)"
-        if code == CLOSE_UNSUPPORTED_VERSION:
-            return f"protocol version refused: {reason}"
-        return f"closed by the control plane ({code}): {reason}"
-    if isinstance(exc, websockets.InvalidStatus):
-        return f"handshake refused with HTTP {exc.response.status_code}"
-    if isinstance(exc, websockets.InvalidProxyStatus):
-        status, phrase = exc.response.status_code, exc.response.reason_phrase
-        hint = ": check the proxy user and password (control.proxy_credential)" if status in (401, 407) else ""
-        return f"the proxy refused the tunnel with HTTP {status} {phrase}{hint}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

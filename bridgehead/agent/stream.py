@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from bridgehead.agent.journal import Journal
-from bridgehead.protocol import Complete, ErrorInfo, SyncState
+from bridgehead.protocol import Complete, ErrorInfo, SyncState, jobs
 from bridgehead.protocol.messages import JobStatus
 from bridgehead.sdk.records import RecordArray
 
@@ -251,10 +251,10 @@ class OutboundStream:
             self.mem.insert(i + offset, run)
 
     def on_ack(self, seq: int) -> None:
-        if seq <= self.acked:
+        acked = jobs.next_acked(self.acked, seq, self.record_count)
+        if acked is None:
             return
-        seq = min(seq, self.record_count)
-        self.acked = seq
+        self.acked = seq = acked
         mem = self.mem
         popped = 0
         while mem:
@@ -343,7 +343,11 @@ class OutboundStream:
         return self.completion
 
     def completion_ready(self) -> bool:
-        return self.completion is not None and not self.completion_sent and self.sent >= self.record_count
+        return (
+            self.completion is not None
+            and not self.completion_sent
+            and jobs.completion_ready(self.sent, self.record_count)
+        )
 
     def close(self) -> None:
         self.closed = True

@@ -25,23 +25,23 @@ from pathlib import Path
 
 from bridgehead import __version__
 from bridgehead.control.auth import API_TOKEN_PREFIX, ROLES, new_enrollment_token, new_token, token_hash
-from bridgehead.control.config import ControlConfig, load_control_config, parse_listen
-from bridgehead.control.listening import bind
+from bridgehead.control.config import ControlConfig, load_control_config
 from bridgehead.control.store.base import CLI, ApiTokenRow
 from bridgehead.control.store.sqlite import SqliteStore
+from bridgehead.core.addresses import is_loopback, parse_listen
 from bridgehead.core.commands import run_command
 from bridgehead.core.errors import ConfigError
+from bridgehead.core.files import write_private
 from bridgehead.core.logs import configure_logging
+from bridgehead.core.serve import HttpServer, bind
 
 log = logging.getLogger("bridgehead.control")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from bridgehead.control.app import ControlPlane, build_app
-    from bridgehead.control.pki import Authority, write_private
-    from bridgehead.control.tls import PeerCertWebSocketProtocol, is_loopback, prepare_tls
+    from bridgehead.control.pki import Authority
+    from bridgehead.control.tls import PeerCertWebSocketProtocol, prepare_tls
 
     # A belt to the data dir's chmod: whatever this process creates is its own alone.
     os.umask(0o077)
@@ -62,22 +62,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     control = ControlPlane(data_dir, config, tls)
     if tls is not None:
         write_private(control.authority.anchor_file, tls.trust_anchor_pem)
-    app = build_app(control)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            loop="uvloop",
-            http="httptools",
-            ws=PeerCertWebSocketProtocol,
-            ws_max_size=config.server.max_message_bytes + 1024,
-            ws_ping_interval=None,  # agents send protocol heartbeats, answered by the gateway
-            lifespan="on",
-            proxy_headers=False,  # no X-Forwarded-* rewriting: the API is not served behind trusted proxies
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=10,
-            ssl_context_factory=(lambda _config, _default: tls.context) if tls is not None else None,
-        )
+    server = HttpServer(
+        build_app(control),
+        graceful_shutdown_s=10,
+        ws=PeerCertWebSocketProtocol,
+        ws_max_size=config.server.max_message_bytes + 1024,
+        ws_ping_interval=None,  # agents send protocol heartbeats, answered by the gateway
+        ssl_context=tls.context if tls is not None else None,
     )
     actual = sock.getsockname()
     scheme = "http" if tls is None else "https"
@@ -91,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if tls is None:
         log.warning("plain HTTP (--insecure-http): for development on loopback only; agents are not pinned to a CA")
-    server.run(sockets=[sock])
+    server.run([sock])
     return 0
 
 

@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from bridgehead.agent.config import read_toml, split_validation_error
 from bridgehead.control.sinks.config import INSTANCE_NAME, ServiceNowInstance, check_secrets
 from bridgehead.core.errors import ConfigError
+from bridgehead.core.tomlconfig import convert, read_toml
 
 MiB = 1024 * 1024
 
@@ -96,21 +96,10 @@ def load_control_config(path: str | None) -> ControlConfig:
                 'required: the tables and import sets sinks may write there, e.g. tables = ["u_user_import"] '
                 "(docs/sinks.md)",
             )
-    try:
-        config = msgspec.convert(raw, ControlConfig, strict=True)
-    except msgspec.ValidationError as exc:
-        key, problem = split_validation_error(exc)
-        raise ConfigError(path, key, problem) from None
+    config = convert(raw, ControlConfig, path)
     for name, instance in config.servicenow.items():
         if not INSTANCE_NAME.match(name):
             raise ConfigError(path, f"servicenow.{name}", "a name of letters, digits, '_', '.' and '-'")
         for problem in check_secrets(name, instance):
             raise ConfigError(path, f"servicenow.{name}", problem.split(": ", 1)[1])
     return config
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--listen {value!r}: expected HOST:PORT")
-    return host.strip("[]") or "127.0.0.1", int(port)

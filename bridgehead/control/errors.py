@@ -1,14 +1,13 @@
-"""Errors of the control plane's API.
+"""Errors of the HTTP layer itself (the services' own are ``services.errors``).
 
     ApiError                 answered as ``{"error": {"code", "message"}}`` with ``status``
-    ├── BadRequest           400/422: the request does not fit the contract
-    ├── Unauthorized         401: no or unknown bearer token
-    ├── Forbidden            403: the token's role may not do this
-    ├── NotFound             404
-    └── Conflict             409: idempotency key reuse, a job in the wrong state
+    ├── BadRequest           422: the request's body or query does not fit the contract
+    └── Unauthorized         401: no bearer token sent
 
-Handlers raise these; one exception handler renders them. Anything else is a bug, logged
-with its traceback and answered as a 500 with no detail.
+Also 413 (``ApiError(status=413)``) for a body over ``server.max_request_bytes``. Handlers
+raise these, services raise theirs; ``http.responses`` renders both, mapping a service
+error's class to its status. Anything else is a bug, logged with its traceback and answered
+as a 500 with no detail.
 """
 
 from __future__ import annotations
@@ -35,18 +34,3 @@ class BadRequest(ApiError):
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
-
-
-class Forbidden(ApiError):
-    status = 403
-    code = "forbidden"
-
-
-class NotFound(ApiError):
-    status = 404
-    code = "not_found"
-
-
-class Conflict(ApiError):
-    status = 409
-    code = "conflict"

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridgehead import __version__
-from bridgehead.control.dispatcher import AgentLink, Flooding
+from bridgehead.control.dispatch import AgentLink, Flooding
 from bridgehead.control.pki import AgentCert, PkiError, agent_identity
 from bridgehead.protocol import (
     SUBPROTOCOL,
@@ -43,7 +43,7 @@ from bridgehead.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_POLICY_VIOLATION
 from bridgehead.protocol.signing import hello_bytes
 
 if TYPE_CHECKING:
-    from bridgehead.control.app import ControlPlane
+    from bridgehead.control.plane import ControlPlane
 
 log = logging.getLogger("bridgehead.control.gateway")
 CLOSE_TRY_AGAIN_LATER = 1013

@@ -1,99 +1,29 @@
 """The OpenAPI 3.1 description of the job API, served at ``/api/v1/openapi.json``.
 
-Request schemas come from the same msgspec structs that validate the requests, so the
-description cannot drift from what the server accepts.
+Request schemas come from the same msgspec structs that validate the requests
+(``services.requests``, ``schedules.models``), so the description cannot drift from what the
+server accepts; answers are described by ``services.shapes``.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from bridgehead import __version__
-from bridgehead.control.api import ApiTokenRequest, EnrollmentTokenRequest, EnrollRequest, JobSubmit
-from bridgehead.control.schedules.api import Schedule, ScheduleCreate, SchedulePatch
-
-
-class ErrorBody(msgspec.Struct):
-    code: str
-    message: str
-
-
-class ErrorResponse(msgspec.Struct):
-    error: ErrorBody
-
-
-class Job(msgspec.Struct):
-    id: str
-    plugin: str
-    cluster: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    attempt: int
-    max_attempts: int
-    agent: str | None
-    error: ErrorBody | None
-    record_count: int
-    timeout_s: float
-    idempotency_key: str | None
-    cancel_requested: bool
-    params: dict[str, Any]
-    sink: dict[str, Any] | None
-    progress: dict[str, Any] | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-
-
-class RecordsPage(msgspec.Struct):
-    records: list[dict[str, Any]]
-    next: int | None
-    attempt: int
-
-
-class Agent(msgspec.Struct):
-    name: str
-    cluster: str
-    connected: bool
-    version: str
-    plugins: list[str]
-    running: int
-    draining: bool
-    connections: list[str]
-    enrolled_at: float
-    last_seen: float | None
-    certificate_expires_at: float | None
-    revoked: bool
-
-
-class ApiToken(msgspec.Struct):
-    id: str  # public: the start of the token's hash
-    name: str
-    role: Literal["viewer", "operator", "admin"]
-    created_at: float
-    expires_at: float | None
-    last_used_at: float | None
-    revoked_at: float | None
-
-
-class NewApiToken(ApiToken):
-    token: str  # the secret, shown only in this answer
-
-
-class AuditEntry(msgspec.Struct):
-    id: int
-    at: float
-    actor: str  # an API token's id, or "cli", "enrollment-token"
-    actor_name: str  # the token's label
-    address: str  # the client's address, or "local" for the CLI
-    action: str
-    detail: dict[str, Any]
-
-
-class AuditPage(msgspec.Struct):
-    entries: list[AuditEntry]
-    next: int | None
+from bridgehead.control.schedules.models import Schedule, ScheduleCreate, SchedulePatch
+from bridgehead.control.services.requests import ApiTokenRequest, EnrollmentTokenRequest, EnrollRequest, JobSubmit
+from bridgehead.control.services.shapes import (
+    Agent,
+    ApiToken,
+    AuditPage,
+    ErrorResponse,
+    Job,
+    NewApiToken,
+    RecordsPage,
+)
 
 
 def _ref(name: str) -> dict[str, Any]:

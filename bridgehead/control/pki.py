@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from bridgehead.core.files import ensure_private_dir, write_private
+
 AGENT_URI = "urn:bridgehead:agent:"
 CLUSTER_URI = "urn:bridgehead:cluster:"
 CA_LIFETIME = datetime.timedelta(days=3650)
@@ -49,35 +51,6 @@ class PkiError(Exception):
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-
-
-def write_private(path: Path, data: bytes, exclusive: bool = False) -> bool:
-    """Write ``data`` to ``path`` (mode 0600) durably and atomically. ``exclusive``: only if
-    ``path`` does not exist yet; returns False when another writer got there first."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-        else:
-            os.replace(tmp, path)
-            return True
-    finally:
-        if exclusive:
-            tmp.unlink(missing_ok=True)
-    return True
 
 
 def pem(cert: x509.Certificate) -> bytes:

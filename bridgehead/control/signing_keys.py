@@ -18,7 +18,8 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bridgehead.control.pki import PkiError, ensure_private_dir, write_private
+from bridgehead.control.pki import PkiError
+from bridgehead.core.files import ensure_private_dir, write_private
 from bridgehead.protocol import SigningKey
 from bridgehead.protocol.signing import b64, endorse, key_id, raw_public
 

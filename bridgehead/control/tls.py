@@ -9,7 +9,6 @@ with the DER bytes rather than PEM text, which is what the gateway parses.
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +21,6 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from bridgehead.control.config import ControlConfig
 from bridgehead.control.pki import Authority, PkiError, der_fingerprint, server_context
 from bridgehead.core.errors import ConfigError
-
-LOOPBACK_NAMES = ("localhost",)
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,4 @@
-"""What the agent and the control plane share: the error tree, logging, redaction, config reading."""
+"""What the agent, the control plane and the sandbox share: the error tree (``errors``),
+logging (``logs``), redaction (``redact``), running a command (``commands``), reading TOML
+configuration (``tomlconfig``), private data-dir files (``files``), listen addresses
+(``addresses``), the event loop (``eventloop``) and serving HTTP with uvicorn (``serve``)."""

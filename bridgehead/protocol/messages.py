@@ -110,12 +110,30 @@ class Welcome(msgspec.Struct, tag="welcome", frozen=True):
     signing_keys: Annotated[list[SigningKey], msgspec.Meta(max_length=16)] = []
 
 
+class SyncState(msgspec.Struct, frozen=True, kw_only=True):
+    """What a sync job leaves for the next run of the same sync (``params.sync``): kept by the
+    control plane and handed to that next run, on whichever agent, as the offer's ``sync_state``.
+
+    ``ids`` are the identities (``entryUUID``, ``objectGUID``: 16 bytes each) present at this
+    run, sorted and concatenated; base64 on the wire. ``version`` is the state this run
+    started from: the control plane keeps the new state only if none replaced it meanwhile.
+    """
+
+    name: Name
+    version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    watermark: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    ids: bytes = b""
+
+
 class Offer(msgspec.Struct, tag="offer", frozen=True):
     """A job attempt for the agent to run, sent only while the agent has credit.
 
     Signed by the control plane (Ed25519, ``bridgehead.protocol.signing``) over every field but
     the signature: the agent runs it only if the signature verifies with a key it pinned, the
     offer names this agent, it has not expired, and its job id and attempt are new to it.
+    ``sync_state``: for a job whose params name a sync (``params.sync``), the state its run
+    starts from (an agent older than this field ignores it and refuses such an offer, whose
+    signature then does not verify for it).
     """
 
     job_id: JobId
@@ -128,6 +146,7 @@ class Offer(msgspec.Struct, tag="offer", frozen=True):
     expires_at: Annotated[int, msgspec.Meta(ge=0)] = 0  # unix seconds
     key_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
     signature: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    sync_state: SyncState | None = None
 
 
 class Ack(msgspec.Struct, tag="ack", frozen=True):
@@ -255,21 +274,6 @@ class Progress(msgspec.Struct, tag="progress", frozen=True):
     done: Annotated[int, msgspec.Meta(ge=0)] | None = None
     total: Annotated[int, msgspec.Meta(ge=0)] | None = None
     message: Text = ""
-
-
-class SyncState(msgspec.Struct, frozen=True, kw_only=True):
-    """What a sync job leaves for the next run of the same sync (``params.sync``): kept by the
-    control plane and handed to that next run, on whichever agent, as ``params.sync_state``.
-
-    ``ids`` are the identities (``entryUUID``, ``objectGUID``: 16 bytes each) present at this
-    run, sorted and concatenated; base64 on the wire. ``version`` is the state this run
-    started from: the control plane keeps the new state only if none replaced it meanwhile.
-    """
-
-    name: Name
-    version: Annotated[int, msgspec.Meta(ge=0)] = 0
-    watermark: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
-    ids: bytes = b""
 
 
 class Complete(msgspec.Struct, tag="complete", frozen=True):

@@ -6,6 +6,7 @@ matters and no field can be left outside the signature by reordering it.
 
     offer      control plane -> agent, Ed25519 by a job-signing key the agent pinned at
                enrolment: job id, attempt, plugin, params, timeout, agent, issued/expires
+               and, for a sync job, the sync state its run starts from
     hello      agent -> control plane, by the agent's enrolled key: nonce, agent, cluster and
                the SHA-256 of the server certificate the agent saw (a channel binding)
     endorsement  an old signing key vouching for its successor (key rotation without
@@ -45,21 +46,27 @@ class OfferRefused(Exception):
 
 
 def offer_bytes(offer: Offer) -> bytes:
-    """What an offer's signature covers: every field but the signature itself."""
-    return _canonical.encode(
-        [
-            OFFER_CONTEXT,
-            offer.job_id,
-            offer.attempt,
-            offer.plugin,
-            offer.params,
-            offer.timeout_s,
-            offer.agent,
-            offer.issued_at,
-            offer.expires_at,
-            offer.key_id,
-        ]
-    )
+    """What an offer's signature covers: every field but the signature itself.
+
+    ``sync_state`` is appended only when present, so an offer without one signs exactly as
+    before the field existed (agents that predate it verify those); one with it does not
+    verify for such an agent, which refuses it rather than run a sync from the wrong state.
+    """
+    signed: list[object] = [
+        OFFER_CONTEXT,
+        offer.job_id,
+        offer.attempt,
+        offer.plugin,
+        offer.params,
+        offer.timeout_s,
+        offer.agent,
+        offer.issued_at,
+        offer.expires_at,
+        offer.key_id,
+    ]
+    if offer.sync_state is not None:
+        signed.append(offer.sync_state)
+    return _canonical.encode(signed)
 
 
 def hello_bytes(nonce: str, agent: str, cluster: str, server_cert_sha256: str) -> bytes:

@@ -16,9 +16,9 @@ from typing import Any
 
 import msgspec
 
-from bridgehead.agent.plugin_loader import AnyPlugin, parse_params, validate_plugin_class
 from bridgehead.core.errors import InvalidParams, UnknownConnection
 from bridgehead.sdk import Credential, JobContext
+from bridgehead.sdk.checks import AnyPlugin, parse_params, validate_plugin_class
 from bridgehead.sdk.records import RecordArray
 
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024

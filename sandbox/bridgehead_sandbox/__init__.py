@@ -16,14 +16,14 @@ docs/sandbox.md summarises):
 
 Data lives in SQLite (WAL) in the data dir and survives a restart. Modules:
 
-    cli        the command: ``bridgehead-sandbox serve``
+    cli        the command: ``bridgehead-sandbox serve`` (started by ``bridgehead.core.serve``)
     config     the TOML configuration
     app        the parts, the routes, the per-request layer (faults, auth, rate limit)
     table_api, import_api, oauth_api, admin_api   the HTTP endpoints
     query      encoded queries (sans-I/O)      records    ServiceNow's record shape
     store      tables in memory + SQLite       transform  transform maps    imports  import sets
     auth       users, tokens and grants        limits     rate limit, body size
-    faults     fault injection, request stats  server     uvicorn, and dropping a connection
+    faults     fault injection, request stats  server     dropping a connection (uvicorn protocol)
     errors     ServiceNow's error envelope     responses  JSON in and out
 """
 

@@ -22,7 +22,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridgehead.agent.config import split_validation_error
+from bridgehead.core.tomlconfig import split_validation_error
 from bridgehead_sandbox.config import FaultsSection, RateLimitSection
 from bridgehead_sandbox.errors import SnError, bad_body, bad_request
 from bridgehead_sandbox.responses import json_response, read_json

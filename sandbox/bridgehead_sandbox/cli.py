@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
-from bridgehead.control.config import parse_listen
+from bridgehead.core.addresses import parse_listen
 from bridgehead.core.commands import run_command
 from bridgehead.core.errors import ConfigError
 from bridgehead.core.logs import configure_logging
@@ -39,33 +38,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError("--listen", "", str(exc)) from None
     # Imported once the configuration is known to be good: a bad one is refused in a blink.
-    import uvicorn
-
-    from bridgehead.control.listening import bind
+    from bridgehead.core.serve import HttpServer, bind
     from bridgehead_sandbox.app import Sandbox, build_app
 
     configure_logging(config.instance.log_level, config.instance.log_format)
     sock = bind(host, port)
     sandbox = Sandbox(Path(args.data_dir), config)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_app(sandbox),
-            loop="uvloop" if sys.platform != "win32" else "asyncio",
-            http=sandbox.connections.protocol_class(),
-            ws="none",
-            lifespan="on",
-            limit_concurrency=config.limits.max_connections,
-            proxy_headers=False,  # links are built from the Host header the client sent
-            server_header=False,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
+    server = HttpServer(
+        build_app(sandbox),
+        graceful_shutdown_s=5,
+        http=sandbox.connections.protocol_class(),
+        limit_concurrency=config.limits.max_connections,
+        server_header=False,
     )
-    # uvicorn stops gracefully on SIGTERM and then raises the signal again with the handler that
-    # was there before it; this one makes that a no-op (exit 0, not death by signal), and also
-    # covers a SIGTERM that arrives before uvicorn has installed its own.
-    signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
     actual = sock.getsockname()
     log.info(
         "bridgehead-sandbox %s: a STAND-IN for a ServiceNow instance (not ServiceNow), for demos and tests, "
@@ -76,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.data_dir,
         sandbox.store.total,
     )
-    server.run(sockets=[sock])
+    server.run([sock])
     log.info("bridgehead-sandbox stopped")
     return 0
 

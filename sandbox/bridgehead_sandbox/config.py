@@ -9,15 +9,13 @@ file the sandbox is a stand-in instance with user ``admin``/``admin``, OAuth cli
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 
 import msgspec
 
-from bridgehead.agent.config import read_toml, split_validation_error
 from bridgehead.core.errors import ConfigError
+from bridgehead.core.tomlconfig import convert, read_toml
 from bridgehead_sandbox import query
-
-T = TypeVar("T")
 
 MiB = 1024 * 1024
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_]{1,80}$")
@@ -140,15 +138,6 @@ def load_config(path: str | None) -> SandboxConfig:
     config = convert(raw, SandboxConfig, path, "")
     check(config, path)
     return config
-
-
-def convert(raw: Any, kind: type[T], path: str, prefix: str) -> T:
-    """Validate ``raw`` as ``kind``; a fault becomes a ConfigError naming the dotted key."""
-    try:
-        return msgspec.convert(raw, kind, strict=True)
-    except msgspec.ValidationError as exc:
-        key, problem = split_validation_error(exc)
-        raise ConfigError(path, ".".join(p for p in (prefix, key) if p), problem) from None
 
 
 def check(config: SandboxConfig, path: str) -> None:

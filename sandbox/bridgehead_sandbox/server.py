@@ -1,15 +1,15 @@
-"""Serving the sandbox with uvicorn, and dropping a connection on purpose.
+"""Dropping a connection on purpose, in a sandbox served by uvicorn.
 
 Why uvicorn with Starlette (not aiohttp.web, where ``request.transport`` makes a drop a
-one-liner): it is what the control plane serves with, so the sandbox shares its stack,
-its process model and its SIGTERM handling. ASGI gives an app no handle on the socket, and
-an app that fails before it answers makes uvicorn send a 500, which is an answer, not a drop.
-So the sandbox runs uvicorn's httptools protocol through a subclass that only records each
-connection's transport by peer address (the address uvicorn puts in ``scope["client"]``);
-a dropped request aborts its transport (the client sees a reset or a closed connection and
-no status line) and then waits for uvicorn to notice the loss, after which uvicorn sends
-nothing. The subclass overrides only ``connection_made``/``connection_lost``, the asyncio
-protocol interface, not uvicorn internals.
+one-liner): it is what the control plane serves with, so the sandbox shares its stack, its
+process model and its SIGTERM handling (one start-up for both: ``bridgehead.core.serve``). ASGI
+gives an app no handle on the socket, and an app that fails before it answers makes uvicorn
+send a 500, which is an answer, not a drop. So the sandbox runs uvicorn's httptools protocol
+through a subclass that only records each connection's transport by peer address (the address
+uvicorn puts in ``scope["client"]``); a dropped request aborts its transport (the client sees a
+reset or a closed connection and no status line) and then waits for uvicorn to notice the loss,
+after which uvicorn sends nothing. The subclass overrides only
+``connection_made``/``connection_lost``, the asyncio protocol interface, not uvicorn internals.
 """
 
 from __future__ import annotations

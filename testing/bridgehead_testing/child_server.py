@@ -4,7 +4,8 @@ The server runs in the foreground with its output appended to a log file (kept a
 restarts, so ``log_tail(since=offset)`` reads one start's lines). ``start`` waits until
 ``probe`` says it answers, and picks new ports if another process took one between
 ``free_port()`` and the server binding it (a race the suite lost now and then). Subclasses
-give the command line, the probe, how to pick ports and how to stop.
+give the command line, the probe and how to pick ports; ``stop`` terminates and reaps the
+process, and a server that needs more (sshd's sessions) overrides it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from bridgehead_testing.harness import scaled
+from bridgehead_testing.harness import scaled, terminate
 
 
 class PortTaken(Exception):
@@ -46,9 +47,6 @@ class ChildServer:
         """Called before each spawn (sshd rewrites its config with the current port)."""
 
     def address(self) -> str:
-        raise NotImplementedError
-
-    def stop(self, timeout: float = 10) -> None:
         raise NotImplementedError
 
     # --- shared --------------------------------------------------------------------------
@@ -114,6 +112,12 @@ class ChildServer:
             f"{self.name} did not answer on {self.address()} within {scaled(timeout):g} s (last: {last}); "
             f"log {self.log_file}:\n{self.log_tail(since=offset)}"
         )
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM (each of these servers' orderly shutdown), then SIGKILL if it has not exited
+        within ``timeout`` (scaled); reap it. Idempotent."""
+        proc, self._proc = self._proc, None
+        terminate(proc, timeout)
 
     def restart(self) -> Self:
         """Stop and start again, on the same ports if they are still free."""

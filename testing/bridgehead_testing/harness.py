@@ -1,4 +1,5 @@
-"""Real processes on loopback for integration tests: control planes, agents, a cuttable proxy.
+"""Real processes on loopback for integration tests: control planes and agents (outages are in
+``outages``).
 
 Every wait in the tests goes through ``scaled`` so a slow machine can stretch them all at once
 (``BRIDGEHEAD_TEST_TIMEOUT_SCALE=3``) instead of flaking.
@@ -6,7 +7,6 @@ Every wait in the tests goes through ``scaled`` so a slow machine can stretch th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,11 +14,10 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,21 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
     return result
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> int:
+    """SIGTERM (a graceful stop for each of the project's programs and the servers the tests
+    run), then SIGKILL if it has not exited within ``timeout`` (scaled); its exit code."""
+    if proc is None:
+        return 0
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=scaled(timeout))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 # base URL -> the TLS context that trusts that control plane (registered when it starts), so
@@ -234,14 +248,7 @@ class ControlPlane:
         self.proc.wait()
 
     def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=scaled(20))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return terminate(self.proc, 20)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -307,14 +314,7 @@ class Agent:
         self.proc.wait()
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=scaled(timeout))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return terminate(self.proc, timeout)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -327,80 +327,3 @@ def wait_connected(api: Api, names: list[str], timeout: float = 20) -> None:
         return set(names) <= up
 
     wait_until(connected, timeout, f"agents {names} connected")
-
-
-class CuttableProxy:
-    """A TCP proxy on loopback whose link can be cut: open connections are dropped and new
-    ones refused until ``restore()``; that is what a network outage looks like to both ends."""
-
-    def __init__(self, target_port: int, scheme: str = "http") -> None:
-        self.target = ("127.0.0.1", target_port)
-        self.server = socket.socket()
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(64)
-        self.port = int(self.server.getsockname()[1])
-        self.url = f"{scheme}://127.0.0.1:{self.port}"  # TLS passes through: it is a TCP proxy
-        self.up = True
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            if not self.up:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        self.up = False
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
-
-    def restore(self) -> None:
-        self.up = True
-
-    def close(self) -> None:
-        self._stop = True
-        self.cut()
-        self.server.close()
-
-
-@contextlib.contextmanager
-def stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    """Freeze a process (SIGSTOP) for the block: it holds its sockets but answers nothing."""
-    proc.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGCONT)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -63,18 +61,6 @@ class SandboxServer(ChildServer):
                 return "" if response.status == 200 else f"HTTP {response.status}"
         except (urllib.error.URLError, OSError) as exc:
             return str(exc)
-
-    def stop(self, timeout: float = 10) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=scaled(timeout))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
     # --- the instance, as a test reads and steers it ------------------------------------
 

@@ -136,6 +136,14 @@ class Channel:
 
     async def handshake(self, identity: ScriptedIdentity, capacity: int = 4, **hello: Any) -> dict[str, Any]:
         """Challenge, a correctly signed hello, and the welcome (returned)."""
+        await self.say_hello(identity, capacity, **hello)
+        [welcome, *_rest] = await self.recv()
+        assert "welcome" == welcome["type"], welcome
+        return welcome
+
+    async def say_hello(self, identity: ScriptedIdentity, capacity: int = 4, **hello: Any) -> None:
+        """Read the challenge and answer it with a hello signed as ``identity``; ``hello`` adds or
+        overrides fields."""
         [challenge] = await self.recv()
         assert "challenge" == challenge["type"], challenge
         await self.send(
@@ -149,9 +157,6 @@ class Channel:
                 **hello,
             }
         )
-        [welcome, *_rest] = await self.recv()
-        assert "welcome" == welcome["type"], welcome
-        return welcome
 
     async def close(self) -> None:
         await self.ws.close()

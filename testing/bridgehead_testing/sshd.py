@@ -8,9 +8,10 @@ a sudo rule that asks for that password when sudo is installed. ``make_client_ke
 client key pair with ssh-keygen, optionally encrypted.
 
 Everything here needs root (sshd checks passwords in /etc/shadow itself and switches to the
-user) and Linux (stop() finds the sessions in /proc). The pytest fixtures ``sshd`` (a fresh server
-per test) and ``test_user`` (session scope) are in tests/integration/conftest.py; this module needs
-no pytest, so that scripts can start a server with it too.
+user) and Linux (stop() finds the sessions in /proc, with ``processes``). The pytest fixtures
+``sshd`` (a fresh server per test) and ``test_user`` (session scope) are in
+tests/integration/conftest.py; this module needs no pytest, so that scripts can start a server
+with it too.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from bridgehead_testing.child_server import ChildServer
 from bridgehead_testing.harness import free_port, scaled
+from bridgehead_testing.processes import descendants, freeze_and_kill, live_processes, ssh_connection_to
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = Path("/usr/bin/ssh-keygen")
@@ -188,80 +190,6 @@ def openssh_version() -> tuple[int, int]:
     if match is None:
         raise SshdError(f"cannot tell the OpenSSH version from: {result.stderr.strip()}")
     return int(match[1]), int(match[2])
-
-
-# --- finding an instance's processes (Linux /proc) -----------------------------------------------
-
-
-def _live_processes() -> dict[int, int]:
-    """pid -> parent pid of every process that is not a zombie."""
-    out: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name (field 2) may hold spaces and parentheses; the fields after it do not.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields and fields[0] != b"Z":
-            out[int(entry.name)] = int(fields[1])
-    return out
-
-
-def _descendants(root: int) -> set[int]:
-    parents = _live_processes()
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
-        found |= frontier
-    return found
-
-
-def _ssh_connection_to(pid: int) -> tuple[str, int] | None:
-    """(server address, port) from the process's SSH_CONNECTION, which sshd gives every session."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read()
-    except OSError:
-        return None
-    for var in environ.split(b"\0"):
-        if var.startswith(b"SSH_CONNECTION="):
-            parts = var.split(b"=", 1)[1].split()
-            if len(parts) == 4 and parts[3].isdigit():
-                return parts[2].decode(errors="replace"), int(parts[3])
-    return None
-
-
-def _freeze_and_kill(find: Callable[[], set[int]]) -> set[int]:
-    """SIGSTOP what ``find`` returns until it finds nothing new, then SIGKILL all of it and wait.
-
-    Stopping first means that nothing forks its way out while the set is collected.
-    """
-    me = os.getpid()
-    stopped: set[int] = set()
-    for _ in range(100):
-        new = find() - stopped - {me}
-        if not new:
-            break
-        for pid in new:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-        stopped |= new
-    for pid in stopped:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    # SIGKILL is delivered asynchronously: a process may still show as running for a moment after
-    # kill() returns. They are not our children, so there is no wait(); watch /proc instead.
-    deadline = time.monotonic() + scaled(10)
-    while stopped & set(_live_processes()):
-        if time.monotonic() > deadline:
-            raise SshdError(f"processes survived SIGKILL: {sorted(stopped & set(_live_processes()))}")
-        time.sleep(0.01)
-    return stopped
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -457,7 +385,7 @@ class Sshd(ChildServer):
         try:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGSTOP)  # no new connections while we collect the old
-                _freeze_and_kill(lambda: _descendants(proc.pid))
+                freeze_and_kill(lambda: descendants(proc.pid))
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -469,4 +397,4 @@ class Sshd(ChildServer):
                     proc.kill()
                     proc.wait()
             ours = {(self.host, port) for port in self._ports}
-            _freeze_and_kill(lambda: {pid for pid in _live_processes() if _ssh_connection_to(pid) in ours})
+            freeze_and_kill(lambda: {pid for pid in live_processes() if ssh_connection_to(pid) in ours})

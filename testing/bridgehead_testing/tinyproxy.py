@@ -21,14 +21,12 @@ never skip. This module needs no pytest, so that scripts can start a proxy with 
 from __future__ import annotations
 
 import re
-import signal
 import socket
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from bridgehead_testing.child_server import ChildServer, PortTaken
-from bridgehead_testing.harness import free_port, scaled
+from bridgehead_testing.harness import free_port
 
 TINYPROXY = Path("/usr/bin/tinyproxy")
 
@@ -130,19 +128,6 @@ class Tinyproxy(ChildServer):
         except OSError as exc:
             return repr(exc)
         return "" if head.startswith(b"HTTP/1.") and b"tinyproxy" in head else f"answer {head[:200]!r}"
-
-    def stop(self, timeout: float = 10) -> None:
-        """Terminate tinyproxy (it closes its tunnels as it exits) and reap it; idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=scaled(timeout))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
     # -- what went through --
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from bridgehead_testing.harness import Agent, ControlPlane
-from bridgehead_testing.slapd import Slapd, session_entries, small_entries
+from bridgehead_testing.ldap_data import session_entries, small_entries
+from bridgehead_testing.slapd import Slapd
 from bridgehead_testing.sshd import Sshd, TestUser, ensure_test_user
 
 

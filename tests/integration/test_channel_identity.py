@@ -153,18 +153,7 @@ async def attempt_session(url: str, identity: ScriptedIdentity, context: ssl.SSL
         return Outcome("handshake", detail=" <- ".join(chain))
     errors: list[str] = []
     try:
-        [challenge] = await channel.recv()
-        assert "challenge" == challenge["type"], challenge
-        await channel.send(
-            {
-                "type": "hello",
-                "agent": identity.name,
-                "cluster": identity.cluster,
-                "signature": identity.sign_hello(challenge["nonce"], channel.binding),
-                "capacity": 1,
-                "plugins": [{"name": "echo"}],
-            }
-        )
+        await channel.say_hello(identity, capacity=1)
         while True:
             for message in await channel.recv():
                 if "welcome" == message["type"]:

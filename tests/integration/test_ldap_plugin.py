@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import psutil
 from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
-from bridgehead_testing.slapd import SESSION_PEOPLE, Slapd, person_dn
+from bridgehead_testing.ldap_data import SESSION_PEOPLE, person_dn
+from bridgehead_testing.slapd import Slapd
 
 AgentFactory = Callable[..., Agent]
 

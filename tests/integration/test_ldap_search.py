@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 from bridgehead_testing.harness import free_port, scaled
-from bridgehead_testing.slapd import (
+from bridgehead_testing.ldap_data import (
     BIG_GROUP_SIZE,
     SESSION_PEOPLE,
-    Slapd,
     group_dn,
     person_description,
     person_dn,
     person_photo,
 )
+from bridgehead_testing.slapd import Slapd
 
 from bridgehead.core.errors import JobError
 from bridgehead.plugins.ldap import LdapPlugin

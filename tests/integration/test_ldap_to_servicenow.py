@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.ldap_data import group_dn, person_dn
 from bridgehead_testing.sandbox_server import SandboxServer
-from bridgehead_testing.slapd import Slapd, group_dn, person_dn
+from bridgehead_testing.slapd import Slapd
 
 SECRET_ENV = "BH_TEST_SN_SECRET"  # noqa: S105 - the name of a variable, not a secret
 

@@ -116,7 +116,7 @@ def test_every_change_is_audited_with_who_and_where(control: ControlPlane, agent
     who = {(e["action"], e["actor"], e["actor_name"], e["address"]) for e in entries}
     alice = whoami(control, admin_token)[1]["token"]
     expected = {
-        ("bridgehead.agent.enroll", "enrollment-token", "", "127.0.0.1"),
+        ("agent.enroll", "enrollment-token", "", "127.0.0.1"),
         ("api_token.create", alice, "alice", "127.0.0.1"),
         ("job.submit", made["id"], "bob", "127.0.0.1"),
         ("job.cancel", made["id"], "bob", "127.0.0.1"),

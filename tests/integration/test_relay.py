@@ -11,17 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from bridgehead_testing.harness import (
-    ROOT,
-    Agent,
-    ControlPlane,
-    CuttableProxy,
-    free_port,
-    scaled,
-    stopped,
-    wait_connected,
-    wait_until,
-)
+from bridgehead_testing.harness import ROOT, Agent, ControlPlane, free_port, scaled, wait_connected, wait_until
+from bridgehead_testing.outages import CuttableProxy, stopped
 
 AgentFactory = Callable[..., Agent]
 

@@ -15,16 +15,9 @@ from typing import Any
 
 import ldap3
 import pytest
-from bridgehead_testing.slapd import (
+from bridgehead_testing.ldap_data import (
     BIG_GROUP_SIZE,
-    MODULE_DIR,
     SESSION_PEOPLE,
-    SLAPADD,
-    SLAPD,
-    SOFT_SIZE_LIMIT,
-    Slapd,
-    SlapdError,
-    Transport,
     base_entries,
     group_dn,
     people,
@@ -34,6 +27,7 @@ from bridgehead_testing.slapd import (
     small_entries,
     to_ldif,
 )
+from bridgehead_testing.slapd import MODULE_DIR, SLAPADD, SLAPD, SOFT_SIZE_LIMIT, Slapd, SlapdError, Transport
 from ldap3.core.exceptions import LDAPBindError, LDAPSocketOpenError, LDAPStartTLSError
 
 PEOPLE_FILTER = "(objectClass=inetOrgPerson)"

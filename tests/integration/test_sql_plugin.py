@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import datetime
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psutil
-import pyodbc
 import pytest
+from bridgehead_testing.databases import MARIA, PG, admin, mariadb_account
 from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.rss import RssSampler
 
 AgentFactory = Callable[..., Agent]
 
-PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
-MARIA = "Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Database=test"
 MARIA_USER = "bh_pw_test"
 MARIA_PASSWORD = "right"  # noqa: S105 - the test account's real password, made and dropped by the fixture
 WRONG_PASSWORD = "Wr0ng-pw-9d4c2a"  # noqa: S105 - looked for in messages and logs
@@ -74,10 +71,6 @@ password_env = "{PASSWORD_ENV}"
 BIG_ROWS = 1_000_000
 EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 DAY_ONE = datetime.date(2024, 1, 1)
-
-
-def admin(connection_string: str) -> Any:
-    return pyodbc.connect(connection_string + ";UID=root", autocommit=True, timeout=10)
 
 
 def tag() -> str:
@@ -140,18 +133,8 @@ def check_records_in_order(api: Api, job_id: str) -> int:
 @pytest.fixture(scope="module")
 def maria_user() -> Iterator[str]:
     """A MariaDB account with a password and SELECT on test.*, for the wrong-password test."""
-    conn = admin(MARIA)
-    cur = conn.cursor()
-    for host in ("%", "localhost"):
-        cur.execute(f"DROP USER IF EXISTS '{MARIA_USER}'@'{host}'")
-        cur.execute(f"CREATE USER '{MARIA_USER}'@'{host}' IDENTIFIED BY '{MARIA_PASSWORD}'")
-        cur.execute(f"GRANT SELECT ON test.* TO '{MARIA_USER}'@'{host}'")
-    try:
-        yield MARIA_USER
-    finally:
-        for host in ("%", "localhost"):
-            cur.execute(f"DROP USER IF EXISTS '{MARIA_USER}'@'{host}'")
-        conn.close()
+    with mariadb_account(MARIA_USER, MARIA_PASSWORD) as user:
+        yield user
 
 
 class SqlAgent:
@@ -201,36 +184,6 @@ SLEEP = {"pg": "SELECT pg_sleep({s}) AS s, '{tag}' AS tag", "maria": "SELECT SLE
 CONNECTION = {"pg": "pg", "maria": "maria"}
 
 
-class RssSampler:
-    """Samples the resident memory of some processes every 0.2 s, in a thread."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self.start = {name: p.memory_info().rss for name, p in self.procs.items()}
-        self.peak = dict(self.start)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            for name, proc in self.procs.items():
-                try:
-                    self.peak[name] = max(self.peak[name], proc.memory_info().rss)
-                except psutil.Error:
-                    pass
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def growth_mb(self) -> dict[str, float]:
-        return {name: round((self.peak[name] - self.start[name]) / 2**20, 1) for name in self.procs}
-
-
 # --- a. volume ----------------------------------------------------------------------------
 
 
@@ -249,7 +202,7 @@ def test_a_million_rows_arrive_once_and_in_order_in_bounded_memory(
         done = api.wait_done(job["id"], timeout=240)
         streamed_s = time.monotonic() - started
     assert ("succeeded", BIG_ROWS, 1) == (done["state"], done["record_count"], done["attempt"]), done
-    growth = rss.growth_mb()
+    growth = rss.growth_mib()
     print(f"1M rows streamed in {streamed_s:.1f} s; peak RSS growth (MB): {growth}")
     assert growth["agent"] < 150, f"agent RSS grew by {growth['agent']} MB (start {rss.start['agent'] / 2**20:.0f} MB)"
     assert growth["control"] < 150, (

@@ -22,6 +22,9 @@ from typing import Any
 
 import pyodbc
 import pytest
+from bridgehead_testing.databases import MARIA as MARIA_TEST
+from bridgehead_testing.databases import PG
+from bridgehead_testing.databases import admin as root_connection
 from bridgehead_testing.harness import scaled
 
 from bridgehead.core.errors import JobError
@@ -30,16 +33,15 @@ from bridgehead.plugins.sql.statements import Lexing, statement_count
 from bridgehead.sdk import Credential
 from bridgehead.sdk.testing import run_plugin
 
-PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
 # OPTION=67108864 is MariaDB Connector/ODBC's MULTI_STATEMENTS flag: off by default, on here.
-MARIA = "Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Database=test;OPTION=67108864"
+MARIA = MARIA_TEST + ";OPTION=67108864"
 DATABASES = {"pg": PG, "maria": MARIA}
 ROOT_USER = Credential(username="root")
 
 
 def admin(db: str) -> Any:
     """A plain root connection of the test itself (autocommit), to set up and inspect."""
-    return pyodbc.connect(DATABASES[db] + ";UID=root", autocommit=True, timeout=10)
+    return root_connection(DATABASES[db])
 
 
 @dataclass

@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
-import pyodbc
 import pytest
+from bridgehead_testing.databases import MARIA, PG, admin, mariadb_account
 from bridgehead_testing.harness import ROOT, free_port, scaled
 
 from bridgehead.core.errors import JobError, SourceError
@@ -33,18 +33,11 @@ from bridgehead.plugins.sql.params import SqlProfile
 from bridgehead.sdk import Credential
 from bridgehead.sdk.testing import run_plugin
 
-PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
-MARIA = "Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Database=test"
 DATABASES = {"pg": PG, "maria": MARIA}
 ROOT_USER = Credential(username="root")
 # 25,000 characters with 2-, 3- and 4-byte UTF-8 in them, so truncation or re-encoding shows.
 LONG_TEXT = ("héllo wörld € 😀 " * 2000)[:25_000]
 ALL_BYTES = bytes(range(256))
-
-
-def admin(connection_string: str) -> Any:
-    """A root connection of the test itself (autocommit), to set up and inspect."""
-    return pyodbc.connect(connection_string + ";UID=root", autocommit=True, timeout=10)
 
 
 def scalar(connection_string: str, query: str, *parameters: Any) -> Any:
@@ -518,18 +511,8 @@ MARIA_PASSWORD = "right"  # noqa: S105 - the test account's password, made and d
 @pytest.fixture
 def maria_user() -> Iterator[str]:
     """A MariaDB account bh_pw_test with password 'right' and SELECT on test.*."""
-    conn = admin(MARIA)
-    cur = conn.cursor()
-    for host in ("%", "localhost"):
-        cur.execute(f"DROP USER IF EXISTS 'bh_pw_test'@'{host}'")
-        cur.execute(f"CREATE USER 'bh_pw_test'@'{host}' IDENTIFIED BY '{MARIA_PASSWORD}'")
-        cur.execute(f"GRANT SELECT ON test.* TO 'bh_pw_test'@'{host}'")
-    try:
-        yield "bh_pw_test"
-    finally:
-        for host in ("%", "localhost"):
-            cur.execute(f"DROP USER IF EXISTS 'bh_pw_test'@'{host}'")
-        conn.close()
+    with mariadb_account("bh_pw_test", MARIA_PASSWORD) as user:
+        yield user
 
 
 async def test_wrong_password_on_mariadb_is_auth_failed_and_not_echoed(plugin: SqlPlugin, maria_user: str) -> None:

@@ -273,7 +273,7 @@ async def test_twenty_jobs_reuse_one_transport(
     assert 1 == sshd.log_tail(2000).count("Accepted publickey")
     # The pooled transport's socket has Nagle off: with it on, each command waited ~40 ms
     # for the server's delayed ACK (bench/ssh_latency.py measures the difference).
-    (pool,) = plugin._hosts.values()
+    (pool,) = plugin.hosts.pools()
     assert pool._transport is not None
     assert pool._transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
@@ -286,14 +286,14 @@ async def test_each_command_after_the_first_finds_its_session_open(
     key = Credential(username=test_user.name, private_key_file=str(client_key))
     for i in range(5):
         assert f"{i}\n" == (await ssh(plugin, pinned(sshd), key, {"command": f"echo {i}"}))[0]["stdout"]
-    (pool,) = plugin._hosts.values()
+    (pool,) = plugin.hosts.pools()
     assert (1, 4) == (pool.connects, pool.spares_used)
 
     plain = SshPlugin()
     try:
         for _ in range(3):
             await ssh(plain, pinned(sshd, spare_session=False), key, {"command": "true"})
-        (pool,) = plain._hosts.values()
+        (pool,) = plain.hosts.pools()
         assert (1, 0) == (pool.connects, pool.spares_used)
     finally:
         await plain.aclose()
@@ -324,7 +324,7 @@ async def test_sessions_stay_within_a_server_max_sessions_equal_to_the_profile(
             ]
             *_, last, _ = await asyncio.gather(*jobs)
             assert f"{i}\n" == last[0]["stdout"]
-        (pool,) = plugin._hosts.values()
+        (pool,) = plugin.hosts.pools()
         assert pool.connects == 1 and pool.spares_used > 0
         # Refusals ("no more sessions") may happen while a close is on its way: they are
         # waited out, and nothing the plugin sends makes sshd drop the connection.
@@ -359,7 +359,7 @@ async def test_an_idle_transport_is_closed_after_idle_timeout_s(
 ) -> None:
     key = Credential(username=test_user.name, private_key_file=str(client_key))
     await ssh(plugin, pinned(sshd, idle_timeout_s=0.5), key, {"command": "true"})
-    (pool,) = plugin._hosts.values()
+    (pool,) = plugin.hosts.pools()
     transport = pool._transport
     assert transport is not None and transport.is_active()
     deadline = time.monotonic() + scaled(5)
@@ -407,7 +407,7 @@ async def test_a_connection_cut_mid_command_is_source_unavailable_and_replaced(
     """The server side of the connection dies while a command runs (its sshd processes
     killed, as on a crash; the listener stays): the job fails at once, not at its timeout,
     and the next job connects afresh."""
-    from bridgehead_testing.sshd import _descendants, _freeze_and_kill  # noqa: PLC0415 - the fixture's own process tools
+    from bridgehead_testing.processes import descendants, freeze_and_kill  # noqa: PLC0415 - the fixture's own process tools
 
     marker = f"bh{uuid.uuid4().hex[:12]}"
     key = Credential(username=test_user.name, private_key_file=str(client_key))
@@ -420,12 +420,12 @@ async def test_a_connection_cut_mid_command_is_source_unavailable_and_replaced(
     listener = sshd._proc
     assert listener is not None
     cut = time.monotonic()
-    await asyncio.to_thread(_freeze_and_kill, lambda: _descendants(listener.pid))
+    await asyncio.to_thread(freeze_and_kill, lambda: descendants(listener.pid))
     error = await asyncio.wait_for(job, scaled(10))
     assert "source_unavailable" == error.code, error.message
     assert time.monotonic() - cut < scaled(5)
     assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
-    (pool,) = plugin._hosts.values()
+    (pool,) = plugin.hosts.pools()
     assert 2 == pool.connects
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bridgehead.protocol
 import bridgehead.sdk
 
 SDK = {
     "Credential",
+    "Fetcher",
     "InvalidParams",
     "JobContext",
     "JobError",
@@ -16,11 +19,15 @@ SDK = {
     "PolicyDenied",
     "Profile",
     "Record",
+    "RecordArray",
     "RecordSink",
     "RecordTooLarge",
     "SourceError",
     "SourceUnavailable",
     "SyncState",
+    "redact",
+    "redact_bytes",
+    "register_secret",
 }
 
 
@@ -28,6 +35,12 @@ def test_sdk_exports_exactly_its_surface() -> None:
     """bridgehead.sdk.__all__ is the documented plugin surface, and every name exists."""
     assert SDK == set(bridgehead.sdk.__all__)
     assert [] == [name for name in bridgehead.sdk.__all__ if not hasattr(bridgehead.sdk, name)]
+
+
+def test_every_sdk_name_is_documented() -> None:
+    """docs/plugins.md, the plugin author's guide, mentions each name the SDK exports."""
+    guide = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text()
+    assert [] == [name for name in bridgehead.sdk.__all__ if f"`{name}`" not in guide]
 
 
 def test_protocol_exports_exist_and_cover_every_message() -> None:

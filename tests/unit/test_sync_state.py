@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from bridgehead.agent.journal import Journal
+from bridgehead.control.store.base import JobRow
 from bridgehead.control.store.sqlite import SqliteStore
 from bridgehead.plugins.ldap.sync import ACTIVE_DIRECTORY, GENERIC, OPENLDAP, scheme_for
 from bridgehead.protocol import Complete, SyncState, decode_agent_frame, encode
@@ -23,15 +24,23 @@ def state(version: int, watermark: str) -> SyncState:
     return SyncState(name="people", version=version, watermark=watermark)
 
 
+async def running(store: SqliteStore, job_id: str) -> None:
+    """A job on its first attempt (only the current attempt's end keeps its sync state)."""
+    await store.insert_job(JobRow(id=job_id, plugin="ldap", params={}, cluster="c"))
+    await store.start_attempt(job_id, 1, "agent", 0.0)
+
+
 async def test_state_is_kept_only_from_the_version_it_started_from(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = SqliteStore(tmp_path / "store.db")
     try:
-        assert store.sync_state("people") is None
+        for job_id in ("j1", "j2", "j3", "j4"):
+            await running(store, job_id)
+        assert await store.sync_state("people") is None
         first = SyncState(name="people", version=0, watermark="w1", ids=IDS)
         await store.finish_job("j1", 1, "succeeded", None, None, 3, 1.0, first)
-        assert SyncState(name="people", version=1, watermark="w1", ids=IDS) == store.sync_state("people")
+        assert SyncState(name="people", version=1, watermark="w1", ids=IDS) == await store.sync_state("people")
         # Two runs started from version 1; the first to finish wins, the other is not kept.
         await store.finish_job(
             "j2", 1, "succeeded", None, None, 0, 2.0, SyncState(name="people", version=1, watermark="w2")
@@ -40,11 +49,13 @@ async def test_state_is_kept_only_from_the_version_it_started_from(
             await store.finish_job(
                 "j3", 1, "succeeded", None, None, 0, 3.0, SyncState(name="people", version=1, watermark="w3")
             )
-        assert ("w2", 2) == (store.sync_state("people").watermark, store.sync_state("people").version)  # type: ignore[union-attr]
+        kept = await store.sync_state("people")
+        assert kept is not None
+        assert ("w2", 2) == (kept.watermark, kept.version)
         assert any("another run has replaced" in r.getMessage() for r in caplog.records)
         # A failed job's state is never kept.
         await store.finish_job("j4", 1, "failed", "x", "y", 0, 4.0, SyncState(name="people", version=2, watermark="w4"))
-        assert "w2" == store.sync_state("people").watermark  # type: ignore[union-attr]
+        assert "w2" == getattr(await store.sync_state("people"), "watermark", None)
         (summary,) = await store.sync_states()
         assert ("people", 2, "w2", 0, "j2") == (
             summary.name,
@@ -54,7 +65,7 @@ async def test_state_is_kept_only_from_the_version_it_started_from(
             summary.job_id,
         )
         await store.delete_sync_state("people")
-        assert store.sync_state("people") is None
+        assert await store.sync_state("people") is None
     finally:
         await store.close()
 

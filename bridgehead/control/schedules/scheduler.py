@@ -13,9 +13,10 @@ changes), then handles every schedule that is due:
   recorded; after a crash between the two, the occurrence is still due and runs again, and
   the store hands back the job it already made instead of a second one.
 
-One lock serialises every run and every change of a schedule (the API's run, enable,
-disable and delete take it too), so the "previous run still going?" check and the job it
-allows cannot interleave with another's.
+One lock serialises every run and every change of a schedule (run, enable, disable and
+delete in ``schedules.service`` take it too), so the "previous run still going?" check and
+the job it allows cannot interleave with another's. Jobs are made through the job service,
+with the same checks as any submission; a refusal is recorded as the run's error.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from bridgehead.control.api import Api, JobSubmit
-from bridgehead.control.errors import ApiError, Conflict, NotFound
 from bridgehead.control.schedules.times import ScheduleSpecError, next_occurrence, utc_iso, zone
-from bridgehead.control.store.base import JobRow, ScheduleRow, Store
+from bridgehead.control.services.errors import Conflict, NotFound, ServiceError
+from bridgehead.control.services.jobs import JobService
+from bridgehead.control.services.requests import JobSubmit
+from bridgehead.control.store.base import Store
+from bridgehead.control.store.rows import JobRow, ScheduleRow
 
 log = logging.getLogger("bridgehead.control.schedules")
 
@@ -53,9 +56,9 @@ def following(schedule: ScheduleRow, after: float) -> float:
 
 
 class Scheduler:
-    def __init__(self, store: Store, api: Api) -> None:
+    def __init__(self, store: Store, jobs: JobService) -> None:
         self.store = store
-        self.api = api
+        self.jobs = jobs
         self.lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -114,8 +117,8 @@ class Scheduler:
             await self.store.record_schedule_skip(schedule.name, next_at, True, None)
             return
         try:
-            job, _created = await self.api.create_job(self._submit(schedule, occurrence_key(schedule.name, occurrence)))
-        except ApiError as exc:  # the template no longer fits, e.g. its plugin left the cluster
+            job, _created = await self.jobs.submit(self._submit(schedule, occurrence_key(schedule.name, occurrence)))
+        except ServiceError as exc:  # the template no longer fits, e.g. its plugin left the cluster
             log.warning("schedule %r: run due at %s made no job: %s", schedule.name, _iso(occurrence), exc.message)
             await self.store.record_schedule_skip(schedule.name, next_at, False, (exc.code, exc.message))
             return
@@ -124,7 +127,7 @@ class Scheduler:
 
     async def run_now(self, name: str) -> JobRow:
         """``POST /api/v1/schedules/{name}/run``: a run outside the timetable (which it does
-        not move), refused with 409 while the previous run is going."""
+        not move), refused (``Conflict``) while the previous run is going."""
         async with self.lock:
             schedule = await self.store.get_schedule(name)
             if schedule is None:
@@ -134,7 +137,7 @@ class Scheduler:
                 raise Conflict(f"schedule {name!r}: {busy}; runs never overlap", code="schedule_busy")
             now = time.time()
             key = f"schedule:{name}:manual:{datetime.fromtimestamp(now, UTC).isoformat()}"
-            job, _created = await self.api.create_job(self._submit(schedule, key))
+            job, _created = await self.jobs.submit(self._submit(schedule, key))
             await self.store.record_schedule_run(name, job.id, now, schedule.next_run_at)
         self.wake()
         return job

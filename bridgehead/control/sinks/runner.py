@@ -33,9 +33,7 @@ from bridgehead.control.sinks.memberships import Memberships
 from bridgehead.control.sinks.presets import PRESETS, preset_row
 from bridgehead.control.sinks.spec import SinkSpec, parse_sink, to_row
 from bridgehead.control.sinks.targets import ImportSetTarget, Outcome, Row, TableTarget, TargetRefused
-from bridgehead.control.store.base import JobRow
-from bridgehead.control.store.sinks import Rejected
-from bridgehead.control.store.sqlite import SqliteStore
+from bridgehead.control.store.base import JobRow, Rejected, Store
 
 log = logging.getLogger("bridgehead.control.sinks")
 
@@ -46,7 +44,7 @@ _decode = msgspec.json.Decoder()
 
 
 class SinkRunner:
-    def __init__(self, store: SqliteStore, config: ControlConfig, metrics: Metrics) -> None:
+    def __init__(self, store: Store, config: ControlConfig, metrics: Metrics) -> None:
         self.store = store
         self.config = config
         self.metrics = metrics

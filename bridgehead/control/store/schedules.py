@@ -1,165 +1,53 @@
-"""What the SQLite store keeps for recurring schedules (bridgehead.control.schedules).
-
-One row per schedule: its definition, and the state the scheduler needs after a restart:
-the next occurrence (a past one means a run was missed while the control plane was down)
-and the last run's job (a run never overlaps the previous one).
-"""
+"""The schedules part of the store contract: recurring schedules and their run state."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sqlite3
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+import abc
+from collections.abc import Awaitable
+from typing import Literal
 
-from bridgehead.control.store.base import ScheduleRow, json_size
-
-T = TypeVar("T")
-
-SCHEDULE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schedules (
-    name TEXT PRIMARY KEY,
-    cron TEXT NOT NULL,
-    timezone TEXT NOT NULL,
-    job TEXT NOT NULL,
-    enabled INTEGER NOT NULL,
-    next_run_at REAL,
-    last_run_at REAL,
-    last_job_id TEXT,
-    runs INTEGER NOT NULL DEFAULT 0,
-    skipped_overlaps INTEGER NOT NULL DEFAULT 0,
-    last_error_code TEXT,
-    last_error_message TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_run_at) WHERE enabled = 1;
-"""
-
-_COLUMNS = (
-    "name, cron, timezone, job, enabled, next_run_at, last_run_at, last_job_id, runs, skipped_overlaps, "
-    "last_error_code, last_error_message, created_at"
-)
+from bridgehead.control.store.rows import ScheduleRow
 
 
-def _schedule(row: tuple[Any, ...]) -> ScheduleRow:
-    return ScheduleRow(
-        name=row[0],
-        cron=row[1],
-        timezone=row[2],
-        job=json.loads(row[3]),
-        enabled=bool(row[4]),
-        next_run_at=row[5],
-        last_run_at=row[6],
-        last_job_id=row[7],
-        runs=row[8],
-        skipped_overlaps=row[9],
-        last_error_code=row[10],
-        last_error_message=row[11],
-        created_at=row[12],
-    )
-
-
-class ScheduleTables:
-    """Mixed into SqliteStore (its ``db`` and group-committed ``_write``)."""
-
-    db: sqlite3.Connection
-
-    def _write(self, op: Callable[[], T], isolated: bool = False) -> asyncio.Future[T]:
-        raise NotImplementedError
-
+class ScheduleStore(abc.ABC):
+    @abc.abstractmethod
     async def add_schedule(self, schedule: ScheduleRow, limit: int) -> Literal["created", "exists", "full"]:
-        def op() -> Literal["created", "full"]:
-            # Counted in the insert's own transaction, so concurrent creations cannot pass the limit.
-            (count,) = self.db.execute("SELECT count(*) FROM schedules").fetchone()
-            if count >= limit:
-                return "full"
-            self.db.execute(
-                f"INSERT INTO schedules ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - fixed column list
-                (
-                    schedule.name,
-                    schedule.cron,
-                    schedule.timezone,
-                    json.dumps(schedule.job),
-                    int(schedule.enabled),
-                    schedule.next_run_at,
-                    schedule.last_run_at,
-                    schedule.last_job_id,
-                    schedule.runs,
-                    schedule.skipped_overlaps,
-                    schedule.last_error_code,
-                    schedule.last_error_message,
-                    schedule.created_at,
-                ),
-            )
-            return "created"
+        """Insert ``schedule``: "created", or "exists" (its name is taken), or "full" (``limit``
+        schedules exist already: counted in the insert's transaction, so concurrent creations
+        cannot pass it)."""
 
-        try:
-            return await self._write(op, isolated=True)
-        except sqlite3.IntegrityError:
-            return "exists"
+    @abc.abstractmethod
+    async def get_schedule(self, name: str) -> ScheduleRow | None: ...
 
-    async def get_schedule(self, name: str) -> ScheduleRow | None:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM schedules WHERE name=?", (name,)).fetchone()  # noqa: S608
-        return _schedule(row) if row else None
-
+    @abc.abstractmethod
     async def list_schedules(self, after: str = "", limit: int = -1, max_bytes: int | None = None) -> list[ScheduleRow]:
-        cursor = self.db.execute(
-            f"SELECT {_COLUMNS} FROM schedules WHERE name > ? ORDER BY name LIMIT ?",  # noqa: S608
-            (after, limit),
-        )
-        out: list[ScheduleRow] = []
-        size = 0
-        for row in cursor:  # each holds a job template (up to jobs.max_params_bytes): stop at max_bytes
-            out.append(_schedule(row))
-            size += json_size(out[-1].job)
-            if max_bytes is not None and size >= max_bytes:
-                cursor.close()
-                break
-        return out
+        """By name, after ``after``; at most ``limit`` (-1: all), stopping once their job
+        templates (``json_size``) reach ``max_bytes`` (at least one)."""
 
+    @abc.abstractmethod
     async def due_schedules(self, now: float) -> list[ScheduleRow]:
-        rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM schedules WHERE enabled=1 AND next_run_at<=? ORDER BY next_run_at, name",  # noqa: S608
-            (now,),
-        ).fetchall()
-        return [_schedule(r) for r in rows]
+        """Enabled schedules whose ``next_run_at`` is at or before ``now``, earliest first (then
+        by name)."""
 
+    @abc.abstractmethod
     async def next_schedule_at(self) -> float | None:
-        row = self.db.execute("SELECT min(next_run_at) FROM schedules WHERE enabled=1").fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+        """The earliest ``next_run_at`` of the enabled schedules."""
 
+    @abc.abstractmethod
     async def delete_schedule(self, name: str) -> bool:
-        return await self._write(lambda: self.db.execute("DELETE FROM schedules WHERE name=?", (name,)).rowcount > 0)
+        """False if there was none."""
 
+    @abc.abstractmethod
     async def set_schedule_enabled(self, name: str, enabled: bool, next_run_at: float | None) -> bool:
-        return await self._write(
-            lambda: (
-                self.db.execute(
-                    "UPDATE schedules SET enabled=?, next_run_at=? WHERE name=?", (int(enabled), next_run_at, name)
-                ).rowcount
-                > 0
-            )
-        )
+        """False if there is none."""
 
-    def record_schedule_run(self, name: str, job_id: str, now: float, next_run_at: float | None) -> Awaitable[Any]:
-        return self._write(
-            lambda: self.db.execute(
-                "UPDATE schedules SET last_job_id=?, last_run_at=?, next_run_at=?, runs=runs+1, "
-                "last_error_code=NULL, last_error_message=NULL WHERE name=?",
-                (job_id, now, next_run_at, name),
-            )
-        )
+    @abc.abstractmethod
+    def record_schedule_run(self, name: str, job_id: str, now: float, next_run_at: float | None) -> Awaitable[object]:
+        """A run made job ``job_id``: count it, clear the last error, set the next occurrence."""
 
+    @abc.abstractmethod
     def record_schedule_skip(
         self, name: str, next_run_at: float | None, overlap: bool, error: tuple[str, str] | None
-    ) -> Awaitable[Any]:
-        code, message = error if error is not None else (None, None)
-        return self._write(
-            lambda: self.db.execute(
-                "UPDATE schedules SET next_run_at=?, skipped_overlaps=skipped_overlaps+?, "
-                "last_error_code=coalesce(?, last_error_code), last_error_message=coalesce(?, last_error_message) "
-                "WHERE name=?",
-                (next_run_at, int(overlap), code, message, name),
-            )
-        )
+    ) -> Awaitable[object]:
+        """A due run made no job, because the previous run is still going (``overlap``: counted)
+        or because of ``error`` (code, message: kept); move on to ``next_run_at``."""

@@ -15,10 +15,9 @@ from typing import Any
 import ldap3
 from ldap3.core import exceptions as lx
 
-from bridgehead.core.errors import InvalidParams, JobError, SourceError, SourceUnavailable
 from bridgehead.plugins.ldap.params import LdapProfile, check_url
 from bridgehead.plugins.ldap.values import Form, form_for
-from bridgehead.sdk import Credential
+from bridgehead.sdk import Credential, InvalidParams, JobError, SourceError, SourceUnavailable
 
 log = logging.getLogger("bridgehead.plugins.ldap")
 

@@ -39,7 +39,9 @@ class LdapParams(Params):
     # those deleted since (docs/plugins/ldap.md#sync).
     mode: Literal["search", "sync"] = "search"
     sync: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")] | None = None
-    # Set by the control plane when it hands a sync job to an agent; not for job authors.
+    # Set by a control plane older than the offer's ``sync_state`` (which it now travels in,
+    # as ``ctx.previous_sync_state``); kept so such a control plane's sync jobs still run. Not
+    # for job authors: a current control plane's offer state takes precedence.
     sync_state: SyncState | None = None
 
     def __post_init__(self) -> None:

@@ -7,7 +7,7 @@ The flow of a job::
     single-valued, which are binary; kept for the agent's lifetime)
     request page after page of page_size entries                   (a worker thread)
       and encode each page's entries to records                    (a second thread)
-    hand the pages to the agent's stream, at most four ahead of it (bridgehead.sdk.pipeline.Fetcher):
+    hand the pages to the agent's stream, at most four ahead of it (bridgehead.sdk.Fetcher):
       a full stream holds the search (backpressure), so memory holds a few pages at most
     unbind
 
@@ -29,14 +29,12 @@ from typing import Any, Literal, TypeVar
 import ldap3
 import msgspec
 
-from bridgehead.core.errors import InvalidParams, SourceError
 from bridgehead.plugins.ldap.client import Live, check_limits, close, connect, forms_from_schema, job_error
 from bridgehead.plugins.ldap.groups import GroupMembers
 from bridgehead.plugins.ldap.params import LdapParams, LdapProfile
 from bridgehead.plugins.ldap.sync import SyncRun
 from bridgehead.plugins.ldap.values import EntryEncoder, Form
-from bridgehead.sdk import JobContext
-from bridgehead.sdk.pipeline import Fetcher
+from bridgehead.sdk import Fetcher, InvalidParams, JobContext, SourceError
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """Sync mode: only what changed since the previous run of the same named sync.
 
-A run, given the state the control plane kept from the previous run (``params.sync_state``)::
+A run, given the state the control plane kept from the previous run (``ctx.previous_sync_state``)::
 
     1. scan: every entry the filter matches, reading only its identity and change stamp
        (cheap): the identities present now, and the highest stamp now
@@ -32,16 +32,39 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ldap3.utils.conv import escape_filter_chars
 
-from bridgehead.core.errors import InvalidParams, SourceError
-from bridgehead.plugins.ldap.values import guid_string
-from bridgehead.protocol import SyncState
+from bridgehead.plugins.ldap.params import LdapParams, LdapProfile
+from bridgehead.plugins.ldap.values import EntryEncoder, guid_string
+from bridgehead.sdk import InvalidParams, JobContext, SourceError, SyncState
 
-if TYPE_CHECKING:
-    from bridgehead.plugins.ldap.search import Search
+
+class Search(Protocol):
+    """What a sync run uses of the search it belongs to (``search.Search``, which starts the run):
+    named here as a protocol so that the two modules do not import each other."""
+
+    ctx: JobContext[LdapProfile]
+    params: LdapParams
+    conn: Any
+    encoder: EntryEncoder
+    filter: str
+    attributes: list[str]
+    decorate: Callable[[dict[str, Any], dict[str, list[bytes]]], bool] | None
+
+    async def stream(self) -> None: ...
+
+    def scan(
+        self,
+        filter_: str,
+        attributes: list[str],
+        visit: Callable[[str, dict[str, list[bytes]]], None],
+        *,
+        doing: str,
+        scope: str | None = None,
+    ) -> int: ...
+
 
 ID_BYTES = 16
 
@@ -112,7 +135,10 @@ class SyncRun:
         self.blocking = blocking
         ctx, params = search.ctx, search.params
         self.ctx = ctx
-        self.previous = params.sync_state or SyncState(name=params.sync or "")
+        # In the offer (``ctx.previous_sync_state``); a control plane from before that field
+        # put it in the params instead, and with one the offer carries none.
+        given = ctx.previous_sync_state if ctx.previous_sync_state is not None else params.sync_state
+        self.previous = given or SyncState(name=params.sync or "")
         if self.previous.name != params.sync:
             raise InvalidParams(f"sync_state is for sync {self.previous.name!r}, not {params.sync!r}")
         if len(self.previous.ids) % ID_BYTES:

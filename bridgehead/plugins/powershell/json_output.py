@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridgehead.core.errors import SourceError
-from bridgehead.plugins.ssh.output import CommandOutput
-from bridgehead.plugins.ssh.params import MiB
-from bridgehead.sdk import JobContext
+from bridgehead.plugins.powershell.params import MiB
+from bridgehead.plugins.ssh import CommandOutput
+from bridgehead.sdk import JobContext, SourceError
 
 # The array is parsed whole: this bounds the memory it takes.
 MAX_JSON_BYTES = 64 * MiB

@@ -33,10 +33,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from bridgehead.core.errors import SourceError
 from bridgehead.plugins.powershell.params import PowershellParams, PowershellProfile, encoded_command
-from bridgehead.plugins.ssh.output import CommandOutput
-from bridgehead.sdk import JobContext
+from bridgehead.plugins.ssh import CommandOutput
+from bridgehead.sdk import JobContext, SourceError
 
 _READ_BYTES = 64 * 1024
 _AHEAD = 8

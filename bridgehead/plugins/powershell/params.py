@@ -10,10 +10,12 @@ import msgspec
 
 from bridgehead.plugins.powershell.call import COMMAND_NAME, PARAMETER_NAME, call_allowed, call_script, check_call
 from bridgehead.plugins.powershell.call import parse_pattern as parse_call_pattern
-from bridgehead.plugins.ssh.params import MiB, SshProfile
+from bridgehead.plugins.ssh import SshProfile
 from bridgehead.sdk import Params
 
 log = logging.getLogger("bridgehead.plugin.powershell")
+
+MiB = 1024 * 1024
 
 # Keys that only mean something to an SSH connection: refused on the other transports, so a
 # profile never looks safer than it is (a host_key on a WinRM profile checks nothing).

@@ -5,8 +5,9 @@ Three transports, chosen by the profile (docs/plugins/powershell.md):
 - ``ssh`` (default): PowerShell 7 over SSH, as ``pwsh -NoProfile -NonInteractive
   -EncodedCommand <base64>`` (base64 of the UTF-16LE text: any script, no shell quoting).
   Everything about the connection (host keys, credentials, jump hosts, warm transports,
-  timeouts that TERM then KILL the remote process) is the ssh plugin's, whose profile keys
-  this plugin's profile shares. Tested for real through sshd with a stand-in interpreter.
+  timeouts that TERM then KILL the remote process) is the ssh plugin's: this plugin holds
+  an ``SshHosts`` of its own (composed, not inherited) and its profile shares ssh's keys.
+  Tested for real through sshd with a stand-in interpreter.
 - ``psrp``: WinRM / PowerShell Remoting with pypsrp (bridgehead/plugins/powershell/psrp.py).
   UNVERIFIED against a real WinRM server (none can run here).
 - ``local``: a child process on the agent's machine (bridgehead/plugins/powershell/local.py). Tested for
@@ -20,35 +21,30 @@ becomes one record (objects as they are, other values as ``{"value": ...}``).
 
 from __future__ import annotations
 
-from typing import Any
-
-from bridgehead.core.errors import InvalidParams, PolicyDenied
 from bridgehead.plugins.powershell.json_output import JsonOutput
 from bridgehead.plugins.powershell.local import LocalScripts
 from bridgehead.plugins.powershell.params import PowershellParams, PowershellProfile, encoded_command
 from bridgehead.plugins.powershell.psrp import PsrpSessions
-from bridgehead.plugins.ssh.output import CommandOutput
-from bridgehead.plugins.ssh.params import SshParams, SshProfile
-from bridgehead.plugins.ssh.plugin import SshPlugin
-from bridgehead.sdk import JobContext
+from bridgehead.plugins.ssh import CommandOutput, SshHosts, SshParams
+from bridgehead.sdk import InvalidParams, JobContext, Plugin, PolicyDenied
 
 
-class PowershellPlugin(SshPlugin):
+class PowershellPlugin(Plugin[PowershellParams, PowershellProfile]):
     name = "powershell"
     version = "2"
-    params_type = PowershellParams  # type: ignore[assignment]
+    params_type = PowershellParams
     profile_type = PowershellProfile
+    safe_to_repeat = False  # a script may change the host: never run twice by the relay
 
     def __init__(self) -> None:
-        super().__init__()
+        # The ssh transport is the ssh plugin's machinery, held here (pools of its own, as a
+        # separate plugin instance always had); psrp's blocking calls share its threads.
+        self.ssh = SshHosts()
+        self._executor = self.ssh.executor
         self.local = LocalScripts()
         self.psrp = PsrpSessions(self._executor)
 
-    def check_policy(self, profile: SshProfile, params: Any) -> None:
-        if not isinstance(params, PowershellParams):
-            raise InvalidParams("powershell params expected")
-        if not isinstance(profile, PowershellProfile):
-            raise InvalidParams("a powershell profile expected")
+    def check_policy(self, profile: PowershellProfile, params: PowershellParams) -> None:
         if params.script is not None:
             if not profile.allow_scripts:
                 raise PolicyDenied(
@@ -65,9 +61,9 @@ class PowershellPlugin(SshPlugin):
         if params.timeout_s is not None and params.timeout_s > profile.timeout_s:
             raise InvalidParams(f"timeout_s {params.timeout_s:g} is over the profile's timeout_s {profile.timeout_s:g}")
 
-    async def run(self, ctx: JobContext[Any], params: Any) -> None:
-        self.check_policy(ctx.profile, params)
-        profile: PowershellProfile = ctx.profile
+    async def run(self, ctx: JobContext[PowershellProfile], params: PowershellParams) -> None:
+        self.check_policy(ctx.profile, params)  # again: a job may reach run without the agent's check
+        profile = ctx.profile
         output_type = JsonOutput if params.output == "json" else CommandOutput
         if profile.transport == "ssh":
             command = [profile.executable, "-NoProfile", "-NonInteractive", "-EncodedCommand"]
@@ -75,7 +71,7 @@ class PowershellPlugin(SshPlugin):
             ssh_params = SshParams(
                 connection=params.connection, command=command, host=params.host, timeout_s=params.timeout_s
             )
-            await self.execute(ctx, ssh_params, output_type)
+            await self.ssh.execute(ctx, ssh_params, output_type)
             return
         output = output_type(ctx, profile.inline_output_bytes, profile.max_output_bytes)
         if profile.transport == "local":
@@ -85,4 +81,4 @@ class PowershellPlugin(SshPlugin):
 
     async def aclose(self) -> None:
         await self.psrp.aclose()
-        await super().aclose()
+        await self.ssh.aclose()

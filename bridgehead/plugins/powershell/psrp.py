@@ -35,10 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bridgehead.core.errors import SourceError, SourceUnavailable
 from bridgehead.plugins.powershell.params import PowershellParams, PowershellProfile, wrapped_script
-from bridgehead.plugins.ssh.output import CommandOutput
-from bridgehead.sdk import Credential, JobContext
+from bridgehead.plugins.ssh import CommandOutput
+from bridgehead.sdk import Credential, JobContext, SourceError, SourceUnavailable
 
 log = logging.getLogger("bridgehead.plugin.powershell")
 

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from bridgehead.core.errors import JobError, SourceError, SourceUnavailable
 from bridgehead.plugins.rest.params import RestProfile
 from bridgehead.plugins.rest.urls import Target
+from bridgehead.sdk import JobError, SourceError, SourceUnavailable
 
 if TYPE_CHECKING:
     import ssl

@@ -8,13 +8,21 @@ import re
 
 import msgspec
 
-from bridgehead.core.errors import PolicyDenied, SourceError
-from bridgehead.core.redact import REDACTOR
 from bridgehead.plugins.rest.client import Response, SessionPool, fetch
 from bridgehead.plugins.rest.params import SAFE_TO_REPEAT_METHODS, RestParams, RestProfile
 from bridgehead.plugins.rest.records import item_record, items_at, response_record
 from bridgehead.plugins.rest.urls import build_url
-from bridgehead.sdk import Credential, JobContext, JobError, Plugin
+from bridgehead.sdk import (
+    Credential,
+    JobContext,
+    JobError,
+    Plugin,
+    PolicyDenied,
+    SourceError,
+    redact,
+    redact_bytes,
+    register_secret,
+)
 
 _PROGRESS_EVERY = 10_000
 _SNIPPET_CHARS = 200
@@ -64,9 +72,7 @@ class RestPlugin(Plugin[RestParams, RestProfile]):
             # Already registered when the agent resolved the credential; not when a test or
             # another host drives the plugin with a Credential of its own.
             for secret in _secrets(ctx.credential, authorization):
-                REDACTOR.add(secret)
-            if ctx.credential is not None and ctx.credential.username and ctx.credential.password:
-                REDACTOR.add_basic_auth(ctx.credential.username, ctx.credential.password)
+                register_secret(secret)
 
         safe = self.is_safe_to_repeat(params)
         response = await fetch(
@@ -123,11 +129,11 @@ def _redacted(response: Response) -> Response:
     """``response`` with every registered secret masked, in any of its forms: a target that
     echoes the request (its Authorization header, a password in a form) must not put one of
     the agent's secrets into a record. One regex pass over the body; no copy when none is in it."""
-    body = REDACTOR.redact_bytes(response.body)
+    body = redact_bytes(response.body)
     return dataclasses.replace(
         response,
-        reason=REDACTOR.redact(response.reason),
-        headers=[(name, REDACTOR.redact(value)) for name, value in response.headers],
+        reason=redact(response.reason),
+        headers=[(name, redact(value)) for name, value in response.headers],
         body=response.body if body is response.body else bytearray(body),
     )
 
@@ -153,7 +159,11 @@ def _status_error(method: str, display: str, response: Response, retry_safe: boo
 
 
 def _secrets(credential: Credential | None, authorization: str | None) -> list[str]:
+    """What ``authorization`` reveals: the header, the token or password, and for basic
+    auth the base64 of ``user:password`` (the form the header carries)."""
     values = [authorization] if authorization else []
     if credential is not None:
         values += [v for v in (credential.token, credential.password) if v]
+        if credential.username and credential.password:
+            values.append(base64.b64encode(f"{credential.username}:{credential.password}".encode()).decode("ascii"))
     return values

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from bridgehead.core.errors import JobError
+from bridgehead.sdk import JobError
 
 _decode_any = msgspec.json.Decoder()
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from bridgehead.core.errors import InvalidParams, PolicyDenied
 from bridgehead.plugins.rest.params import QueryValue
+from bridgehead.sdk import InvalidParams, PolicyDenied
 
 # Characters RFC 3986 allows in a path or query as they are; everything else is %-encoded.
 _PATH_SAFE = "/%:@!$&'()*+,;=~"

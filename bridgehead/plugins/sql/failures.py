@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bridgehead.core.errors import JobError, SourceError, SourceUnavailable
+from bridgehead.sdk import JobError, SourceError, SourceUnavailable
 
 _TAGS = re.compile(r"^(\s*\[[^\]]*\])+\s*")
 _CALL = re.compile(r"\s*\((SQL\w+)\)\s*$")

@@ -1,7 +1,7 @@
 """The ``sql`` plugin's job params and connection-profile keys (msgspec structs, no I/O).
 
 A profile names its database in exactly one way: an ODBC ``connection_string``, a ``dsn``
-from odbc.ini, or a ``jdbc_url`` as a MID Server admin has it (translated by ``jdbc.py``).
+from odbc.ini, or a ``jdbc_url`` as a MID Server admin has it (translated by ``jdbc/``).
 Secrets never sit in any of them: the profile's ``credential`` supplies user and password,
 so they reach neither the config file's readers nor the logs.
 """

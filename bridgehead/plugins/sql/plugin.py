@@ -28,14 +28,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bridgehead.core.errors import InvalidParams, JobError, SourceError
 from bridgehead.plugins.sql.failures import connection_lost, job_error, sqlstate_and_text
 from bridgehead.plugins.sql.odbc_describe import column_type_names
 from bridgehead.plugins.sql.params import SqlParams, SqlProfile
 from bridgehead.plugins.sql.pool import Pool, Session
 from bridgehead.plugins.sql.rows import Column, RowEncoder
-from bridgehead.sdk import Credential, JobContext, Plugin
-from bridgehead.sdk.pipeline import Fetcher
+from bridgehead.sdk import Credential, Fetcher, InvalidParams, JobContext, JobError, Plugin, SourceError
 
 T = TypeVar("T")
 

@@ -21,13 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bridgehead.core.errors import PolicyDenied, SourceError
 from bridgehead.plugins.sql import odbc_string
 from bridgehead.plugins.sql.dialects import Dialect, dialect_for
 from bridgehead.plugins.sql.failures import job_error
 from bridgehead.plugins.sql.params import SqlProfile
 from bridgehead.plugins.sql.session_thread import SessionThread
-from bridgehead.sdk import Credential
+from bridgehead.sdk import Credential, PolicyDenied, SourceError
 
 log = logging.getLogger("bridgehead.plugins.sql")
 T = TypeVar("T")

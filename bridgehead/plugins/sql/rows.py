@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from bridgehead.sdk.records import RecordArray
+from bridgehead.sdk import RecordArray
 
 _UTC = datetime.UTC
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}

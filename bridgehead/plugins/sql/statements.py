@@ -39,7 +39,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bridgehead.core.errors import PolicyDenied
+from bridgehead.sdk import PolicyDenied
 
 READING_WORDS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "SHOW", "EXPLAIN", "DESCRIBE", "DESC"})
 _REFUSED_WORDS = {"INTO": "SELECT ... INTO makes a table, writes a file on the server or sets a session variable"}

@@ -14,12 +14,11 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 from paramiko.message import Message
 
-from bridgehead.core.errors import SourceError, SourceUnavailable
 from bridgehead.plugins.ssh.on_transport import OnTransport
 from bridgehead.plugins.ssh.output import CommandOutput
 from bridgehead.plugins.ssh.params import SshParams, SshProfile
 from bridgehead.plugins.ssh.transports import HostTransports
-from bridgehead.sdk import JobContext
+from bridgehead.sdk import JobContext, SourceError, SourceUnavailable
 
 _READ_BYTES = 64 * 1024
 _POLL_S = 0.05

@@ -20,8 +20,8 @@ import uuid
 
 import paramiko
 
-from bridgehead.core.errors import SourceError, SourceUnavailable
 from bridgehead.plugins.ssh.on_transport import OnTransport
+from bridgehead.sdk import SourceError, SourceUnavailable
 
 _CHUNK = 192 * 1024  # 256 KiB of base64 a record: well under max_record_bytes
 

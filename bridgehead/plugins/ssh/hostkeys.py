@@ -16,8 +16,8 @@ from pathlib import Path
 
 import paramiko
 
-from bridgehead.core.errors import SourceError
 from bridgehead.plugins.ssh.params import SshProfile
+from bridgehead.sdk import SourceError
 
 log = logging.getLogger("bridgehead.plugins.ssh")
 # Appends to a known_hosts file, one at a time within the agent.

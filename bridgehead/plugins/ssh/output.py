@@ -18,8 +18,7 @@ import codecs
 import time
 from typing import Any
 
-from bridgehead.core.errors import SourceError
-from bridgehead.sdk import JobContext
+from bridgehead.sdk import JobContext, SourceError
 
 STREAMS = ("stdout", "stderr")
 _PROGRESS_EVERY_S = 1.0

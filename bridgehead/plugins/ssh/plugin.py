@@ -1,5 +1,6 @@
 """``SshPlugin``: one command on one host, its output streamed as records (the command's
-side is bridgehead/plugins/ssh/command.py; this module loads without paramiko).
+side is bridgehead/plugins/ssh/command.py, its transports bridgehead/plugins/ssh/hosts.py;
+this module loads without paramiko).
 
 The flow of a job::
 
@@ -21,21 +22,9 @@ seconds later, then the channel is closed. (OpenSSH delivers "signal" requests s
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-from typing import TYPE_CHECKING, Any
-
-from bridgehead.core.errors import InvalidParams, JobError, PolicyDenied, SourceError, SourceUnavailable
-from bridgehead.plugins.ssh.output import CommandOutput
+from bridgehead.plugins.ssh.hosts import SshHosts
 from bridgehead.plugins.ssh.params import SshParams, SshProfile
-from bridgehead.sdk import Credential, JobContext, Plugin
-
-if TYPE_CHECKING:
-    import paramiko
-
-    from bridgehead.plugins.ssh.transports import HostTransports
-
-_MAX_THREADS = 64
+from bridgehead.sdk import InvalidParams, JobContext, Plugin, PolicyDenied
 
 
 class SshPlugin(Plugin[SshParams, SshProfile]):
@@ -46,8 +35,7 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
     safe_to_repeat = False  # a command may change the host: never run twice by the relay
 
     def __init__(self) -> None:
-        self._hosts: dict[tuple[str, Credential | None, str], HostTransports] = {}
-        self._executor = concurrent.futures.ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="ssh")
+        self.hosts = SshHosts()
 
     def check_policy(self, profile: SshProfile, params: SshParams) -> None:
         if params.command is not None:
@@ -65,72 +53,12 @@ class SshPlugin(Plugin[SshParams, SshProfile]):
         if params.timeout_s is not None and params.timeout_s > profile.timeout_s:
             raise InvalidParams(f"timeout_s {params.timeout_s:g} is over the profile's timeout_s {profile.timeout_s:g}")
 
-    def transports(self, name: str, profile: SshProfile, credential: Credential | None, host: str) -> HostTransports:
-        # paramiko and the code on it come with the first job, not at agent start: about 5 MB
-        # an agent that never runs one does not carry (the idle-memory goal, DESIGN.md).
-        from bridgehead.plugins.ssh.transports import HostTransports  # noqa: PLC0415
-
-        key = (name, credential, host.lower())
-        pool = self._hosts.get(key)
-        if pool is None or pool.profile != profile:
-            pool = self._hosts[key] = HostTransports(name, profile, credential, host, self._executor)
-        return pool
-
     async def run(self, ctx: JobContext[SshProfile], params: SshParams) -> None:
         self.check_policy(ctx.profile, params)  # again: a job may reach run without the agent's check
-        await self.execute(ctx, params)
-
-    async def execute(
-        self, ctx: JobContext[Any], params: SshParams, output: type[CommandOutput] = CommandOutput
-    ) -> None:
-        """Run ``params`` (a command, or a file transfer) on the host's warm transport; the
-        command's records are ``output``'s (the powershell plugin brings its own)."""
-        profile = ctx.profile
-        host = profile.target(params.host)
-        pool = self.transports(params.connection, profile, ctx.credential, host)
-        if profile.jump is not None:
-            pool.via = await self._jump_route(ctx, params.connection, profile.jump)
-        transport = await pool.acquire(ctx.remaining_s)
-        from bridgehead.plugins.ssh.command import Command  # noqa: PLC0415 - with paramiko, above
-        from bridgehead.plugins.ssh.files import FileTransfer  # noqa: PLC0415
-
-        try:
-            if params.op == "exec":
-                await Command(ctx, params, transport, pool, output).run()
-            else:
-                await FileTransfer(ctx, params, transport, pool).run()
-        except SourceUnavailable:
-            pool.discard(transport)
-            raise
-        finally:
-            pool.release()
-
-    async def _jump_route(self, ctx: JobContext[SshProfile], name: str, jump: str) -> Any:
-        """How to reach a host through profile ``jump``: a direct-tcpip channel on the jump
-        host's warm transport (its own host key and credential checked as for any job)."""
-        try:
-            jump_profile, jump_credential = ctx.other_connection(jump)
-        except JobError as exc:
-            raise SourceError(f"connection {name!r}: its jump host: {exc.message}", code="invalid_profile") from None
-        if not isinstance(jump_profile, SshProfile) or jump_profile.jump is not None or jump_profile.host is None:
-            raise SourceError(
-                f"connection {name!r}: jump = {jump!r} must name an ssh profile with one host and no jump of its own",
-                code="invalid_profile",
-            )
-        jump_pool = self.transports(jump, jump_profile, jump_credential, jump_profile.host)
-        jump_transport = await jump_pool.acquire(ctx.remaining_s)
-        jump_pool.release()  # the transport stays pooled; the channel opened on it is the target's
-
-        def via(host: str, port: int, timeout: float) -> paramiko.Channel:
-            return jump_transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
-
-        return via
+        await self.hosts.execute(ctx, params)
 
     async def aclose(self) -> None:
-        pools, self._hosts = list(self._hosts.values()), {}
-        for pool in pools:
-            await pool.aclose()
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        await self.hosts.aclose()
 
 
 def check_command(profile: SshProfile, params: SshParams) -> None:

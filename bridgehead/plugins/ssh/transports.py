@@ -29,10 +29,9 @@ from typing import Any
 
 import paramiko
 
-from bridgehead.core.errors import SourceError, SourceUnavailable
 from bridgehead.plugins.ssh import hostkeys
 from bridgehead.plugins.ssh.params import SshProfile
-from bridgehead.sdk import Credential
+from bridgehead.sdk import Credential, SourceError, SourceUnavailable
 
 log = logging.getLogger("bridgehead.plugins.ssh")
 _KEEPALIVE_S = 30

@@ -10,14 +10,13 @@ batch sent twice is counted once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
-T = TypeVar("T")
+from bridgehead.control.store.rows import COUNTS, Delivery, Rejected
+from bridgehead.control.store.sqlite.writer import GroupCommit
 
 SINK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sink_deliveries (
@@ -64,50 +63,29 @@ CREATE TABLE IF NOT EXISTS oauth_tokens (
 );
 """
 
-COUNTS = ("inserted", "updated", "ignored", "skipped", "errors")
 
+def queue_delivery_now(db: sqlite3.Connection, job_id: str, attempt: int, now: float) -> bool:
+    """Inside the running transaction: the pending delivery of a succeeded job with a sink.
 
-@dataclass(frozen=True)
-class Delivery:
-    job_id: str
-    instance: str
-    state: str
-    batch_size: int
-    total: int
-    error_code: str | None
-    error_message: str | None
-    started_at: float
-    finished_at: float | None
-
-
-@dataclass(frozen=True)
-class Rejected:
-    seq: int
-    status: str
-    message: str
-    record: dict[str, Any]
-
-
-class SinkTables:
-    """Mixed into SqliteStore (its ``db`` and group-committed ``_write``)."""
-
-    db: sqlite3.Connection
-
-    def _write(self, op: Callable[[], T], isolated: bool = False) -> asyncio.Future[T]:
-        raise NotImplementedError
-
-    # --- deliveries ----------------------------------------------------------------------
-
-    def queue_delivery(self, job_id: str, attempt: int, now: float) -> None:
-        """Part of the commit that ends a job as succeeded: a job with a sink gets its pending
-        delivery in that same commit, so no succeeded job is ever left undelivered. (Runs
-        inside the store's write transaction.)"""
-        self.db.execute(
+    ``finish_job`` calls this in the commit that ends a job as succeeded, so no succeeded job
+    is ever left undelivered. False if there is nothing to queue (no sink, another attempt,
+    not succeeded) or the delivery is queued already.
+    """
+    return bool(
+        db.execute(
             "INSERT OR IGNORE INTO sink_deliveries (job_id, instance, state, batch_size, total, started_at, "
             "updated_at) SELECT id, COALESCE(json_extract(sink, '$.servicenow'), ''), 'pending', 0, record_count, "
-            "?, ? FROM jobs WHERE id=? AND attempt=? AND sink IS NOT NULL",
+            "?, ? FROM jobs WHERE id=? AND attempt=? AND state='succeeded' AND sink IS NOT NULL",
             (now, now, job_id, attempt),
-        )
+        ).rowcount
+    )
+
+
+class SinkTables(GroupCommit):
+    # --- deliveries ----------------------------------------------------------------------
+
+    def queue_delivery(self, job_id: str, attempt: int, now: float) -> Awaitable[bool]:
+        return self._write(lambda: queue_delivery_now(self.db, job_id, attempt, now))
 
     async def deliveries_to_run(self, limit: int) -> list[str]:
         """Deliveries pending, or cut short by a restart (still ``delivering``)."""

@@ -23,11 +23,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridgehead.core.errors import JobError
-from bridgehead.sdk import JobContext
 from bridgehead.sdk.records import RecordArray
+
+if TYPE_CHECKING:
+    from bridgehead.sdk.plugin import JobContext
 
 _STOP_POLL_S = 0.1
 _PROGRESS_EVERY_S = 1.0
@@ -36,6 +38,9 @@ _STOP_GRACE_S = 10.0
 
 
 class Fetcher:
+    """A blocking source read by two threads (fetch, encode) a few batches ahead of the loop;
+    ``stream`` runs them and hands every batch to the job's context."""
+
     def __init__(
         self,
         fetch: Callable[[int], list[Any]],

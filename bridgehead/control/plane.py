@@ -1,0 +1,95 @@
+"""The control plane's parts, made once and held for the process's life: the store, the
+dispatcher, the sink runner, the scheduler, and the services the HTTP layer, the scheduler
+and the agent gateway call (``bridgehead.control.services``).
+
+It imports neither the HTTP layer nor the gateway, which both take it as a parameter.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from pathlib import Path
+
+from bridgehead.control.config import ControlConfig
+from bridgehead.control.dispatch import Dispatcher
+from bridgehead.control.metrics import Metrics
+from bridgehead.control.pki import Authority
+from bridgehead.control.schedules.scheduler import Scheduler
+from bridgehead.control.schedules.service import ScheduleService
+from bridgehead.control.schemas import SchemaRegistry
+from bridgehead.control.services.agents import AgentService
+from bridgehead.control.services.checks import SubmitChecks
+from bridgehead.control.services.jobs import JobService
+from bridgehead.control.services.syncs import SyncService
+from bridgehead.control.services.tokens import TokenService
+from bridgehead.control.signing_keys import SigningKeys
+from bridgehead.control.sinks.runner import SinkRunner
+from bridgehead.control.store.sqlite import SqliteStore
+from bridgehead.control.tls import TlsSetup
+from bridgehead.core.files import make_private_tree
+from bridgehead.protocol.signing import OfferSigner
+
+DB_FILE = "control.db"
+
+
+def open_store(data_dir: Path, config: ControlConfig) -> SqliteStore:
+    # 0700/0600 whatever they were found with: the database holds records and OAuth refresh
+    # tokens, tls/ and signing/ hold keys (before the database opens: its -wal and -shm take
+    # its mode).
+    make_private_tree(data_dir)
+    return SqliteStore(data_dir / DB_FILE, synchronous=config.store.synchronous.upper())
+
+
+class ControlPlane:
+    """The app-long registry of the control plane's parts."""
+
+    def __init__(self, data_dir: Path, config: ControlConfig, tls: TlsSetup | None = None) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.store = open_store(data_dir, config)
+        self.authority = Authority(data_dir)
+        self.signing_keys = SigningKeys(data_dir)
+        # None: plain HTTP on loopback (--insecure-http); agents then prove their key only.
+        self.tls = tls
+        self.metrics = Metrics()
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.metrics,
+            heartbeat_s=config.server.heartbeat_s,
+            restart_grace_s=config.server.restart_grace_s,
+            signer=OfferSigner(self.signing_keys.current, config.server.offer_ttl_s),
+            max_credit=config.server.max_agent_credit,
+        )
+        self.sinks = SinkRunner(self.store, config, self.metrics)
+        self.dispatcher.on_finished.append(self.sinks.job_finished)
+        self.schemas = SchemaRegistry(config.server.max_schema_bytes, config.server.max_schemas)
+        self.unauthenticated = 0  # agent connections still in their handshake (gateway)
+        # Ids are a random per-process prefix and a counter: unique across restarts and
+        # nodes, and without a system call per job (uuid4 reads os.urandom each time).
+        self._id_prefix = secrets.token_hex(8)
+        self._id_counter = itertools.count(1)
+
+        checks = SubmitChecks(config, self.dispatcher, self.schemas)
+        self.jobs = JobService(config, self.store, self.dispatcher, checks, self.new_id)
+        self.syncs = SyncService(self.store, self.sinks.job_finished)
+        self.agents = AgentService(
+            config,
+            self.store,
+            self.dispatcher,
+            self.authority,
+            self.signing_keys,
+            lambda: self.trust_anchor_pem,
+            self.new_id,
+        )
+        self.tokens = TokenService(config, self.store)
+        self.scheduler = Scheduler(self.store, self.jobs)
+        self.schedules = ScheduleService(config, self.store, self.jobs, self.scheduler)
+
+    @property
+    def trust_anchor_pem(self) -> bytes:
+        """What agents pin and verify this server with (served at ``GET /api/v1/ca``)."""
+        return self.tls.trust_anchor_pem if self.tls is not None else self.authority.trust_anchor()
+
+    def new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter):016x}"

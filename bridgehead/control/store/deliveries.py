@@ -1,0 +1,95 @@
+"""The deliveries part of the store contract: each succeeded job's delivery into its sink.
+
+A delivery is *queued* (``pending``) in the commit that ends its job as succeeded (see
+``JobStore.finish_job``; ``queue_delivery`` is the same operation on its own), *started*
+(``delivering``, its batch size fixed for good), and *ended* (``done`` or ``failed``; a
+failed one may be retried, back to ``pending``).
+
+Its cursor is the set of finished batches, each written in one commit with its counts and
+rejected records. After a restart, delivery resumes with the batches not in it; a batch that
+was in flight is sent again, which the sink's coalesce keys make harmless. Counts are sums
+over finished batches, so a batch finished twice is counted once.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Sequence
+
+from bridgehead.control.store.rows import Delivery, Rejected
+
+
+class DeliveryStore(abc.ABC):
+    @abc.abstractmethod
+    def queue_delivery(self, job_id: str, attempt: int, now: float) -> Awaitable[bool]:
+        """Queue the delivery of job ``job_id`` if it succeeded as ``attempt`` and has a sink;
+        True if this queued it, False if there was nothing to queue or it was queued already
+        (an existing delivery is never reset)."""
+
+    @abc.abstractmethod
+    async def deliveries_to_run(self, limit: int) -> list[str]:
+        """Job ids of deliveries pending or cut short by a restart (``delivering``), in the
+        order they were queued; at most ``limit``."""
+
+    @abc.abstractmethod
+    async def start_delivery(self, job_id: str, batch_size: int, now: float) -> Delivery:
+        """The queued delivery, started: its batch size is fixed the first time, for good (a
+        resumed delivery cuts the same batches, whatever the configuration says by then)."""
+
+    @abc.abstractmethod
+    async def delivery(self, job_id: str) -> Delivery | None: ...
+
+    @abc.abstractmethod
+    async def delivered_batches(self, job_id: str) -> set[int]:
+        """The first seqs of the batches finished (the cursor)."""
+
+    @abc.abstractmethod
+    def finish_batch(
+        self,
+        job_id: str,
+        first_seq: int,
+        last_seq: int,
+        counts: dict[str, int],
+        rejected: Sequence[Rejected],
+        now: float,
+    ) -> Awaitable[object]:
+        """One batch's outcome, counts (``COUNTS``) and rejected records in one commit: the
+        cursor moves. Finishing a batch again replaces its outcome."""
+
+    @abc.abstractmethod
+    def end_delivery(
+        self, job_id: str, state: str, error_code: str | None, error_message: str | None, now: float
+    ) -> Awaitable[object]:
+        """Set the delivery's state (``done`` and ``failed`` also set ``finished_at``)."""
+
+    @abc.abstractmethod
+    def retry_delivery(self, job_id: str, now: float) -> Awaitable[object]:
+        """A failed delivery back to ``pending``, its error cleared; others are left alone."""
+
+    @abc.abstractmethod
+    async def delivery_counts(self, job_id: str) -> dict[str, int]:
+        """Sums over the finished batches: each of ``COUNTS`` and ``delivered`` (records)."""
+
+    @abc.abstractmethod
+    async def rejected_count(self, job_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def rejected(self, job_id: str, after: int, limit: int) -> list[Rejected]:
+        """Rejected records past seq ``after``, by seq; at most ``limit``."""
+
+    @abc.abstractmethod
+    async def delivery_finished(self, job_id: str) -> bool:
+        """Whether the job's run is over, delivery included: ended, and if it succeeded with a
+        sink, its delivery ``done`` or ``failed``. True for an unknown job (for schedules: a
+        run whose job is gone does not hold the next one back)."""
+
+    # --- the sinks' OAuth refresh tokens ---------------------------------------------------
+
+    @abc.abstractmethod
+    async def refresh_token(self, instance: str) -> tuple[str, str] | None:
+        """``(token, origin)`` of the newest refresh token kept for ``instance``."""
+
+    @abc.abstractmethod
+    def keep_refresh_token(self, instance: str, token: str, origin: str, now: float) -> Awaitable[object]:
+        """Keep ``instance``'s newest refresh token the moment it rotates; ``origin`` is a hash
+        of the configured token it descends from."""

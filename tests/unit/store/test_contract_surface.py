@@ -1,0 +1,34 @@
+"""The contract is the whole surface: callers hold a ``Store``, so a backend's public method
+that the contract lacks would be a concrete type leaking into them."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from bridgehead.control.store.base import Store
+from bridgehead.control.store.memory import MemoryStore
+from bridgehead.control.store.sqlite import SqliteStore
+
+EXTRAS = {SqliteStore: set(), MemoryStore: {"reopen"}}  # MemoryStore.reopen: restarts, for tests
+
+
+def public_methods(cls: type) -> set[str]:
+    return {name for name, _ in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("backend", [SqliteStore, MemoryStore], ids=lambda b: b.__name__)
+def test_a_backend_adds_no_public_method_to_the_contract(backend: type[Store]) -> None:
+    assert EXTRAS[backend] == public_methods(backend) - public_methods(Store)
+    assert not inspect.isabstract(backend)
+
+
+def test_every_read_is_async_but_external_changes() -> None:
+    sync = {
+        name
+        for name in public_methods(Store)
+        if not inspect.iscoroutinefunction(getattr(Store, name))
+        and "Awaitable" not in str(inspect.signature(getattr(Store, name)).return_annotation)
+    }
+    assert {"external_changes"} == sync

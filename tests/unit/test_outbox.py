@@ -1,0 +1,97 @@
+"""Unit tests of one pass of the agent's writer (bridgehead.agent.outbox): what goes out, in
+which order, and when the journal must be committed first."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridgehead.agent.journal import Journal
+from bridgehead.agent.outbox import take_pass
+from bridgehead.agent.runner import Attempt
+from bridgehead.agent.stream import OutboundStream, SpoolBudget
+from bridgehead.protocol import (
+    Accept,
+    AgentMessage,
+    AgentSession,
+    Challenge,
+    Complete,
+    Credit,
+    Hello,
+    Progress,
+    Records,
+    ServerSession,
+    Welcome,
+)
+
+MAX = 1 << 20
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal(tmp_path / "journal.db")
+    yield j
+    j.close()
+
+
+def open_sessions() -> tuple[ServerSession, AgentSession]:
+    server, agent = ServerSession(MAX), AgentSession(MAX)
+    agent.receive(server.send(Challenge(nonce="n" * 32)))
+    server.receive(agent.send(Hello(agent="a", cluster="c", signature="x")))
+    agent.receive(server.send(Welcome(session_id="s", heartbeat_s=5.0, lease_s=10.0, max_message_bytes=MAX)))
+    return server, agent
+
+
+def attempt(journal: Journal, job_id: str) -> Attempt:
+    journal.add_job(job_id, 1, "echo", 0.0)
+    stream = OutboundStream(
+        job_id, 1, journal, SpoolBudget(MAX), window_records=100, window_bytes=MAX, wake=lambda: None
+    )
+    return Attempt(job_id, 1, "echo", stream)
+
+
+def received(server: ServerSession, parts: list[bytes]) -> list[AgentMessage]:
+    return [message for part in parts for message in server.receive(part)]
+
+
+async def test_control_frames_then_records_then_the_completion(journal: Journal) -> None:
+    """Accepts and credit go first; a job's records precede its completion in the same pass."""
+    server, session = open_sessions()
+    job = attempt(journal, "j1")
+    await job.stream.put_many([b'{"n":1}', b'{"n":2}'])
+    job.stream.progress(1, 2, "half")
+    job.stream.finish("succeeded", None)
+    control: deque[AgentMessage] = deque([Accept(job_id="j1", attempt=1), Credit(n=1)])
+    ready = take_pass(control, [job], session, batch_records=100, batch_bytes=MAX)
+    kinds = [type(m) for m in received(server, ready.parts)]
+    assert [Accept, Credit, Records, Progress, Complete] == kinds
+    assert ready.durable  # an accept and a completion: the journal is committed before sending
+    assert not control
+
+
+async def test_a_completion_waits_while_records_remain_unsent(journal: Journal) -> None:
+    """With a batch smaller than the output, the completion goes only in the pass that sends the last record."""
+    server, session = open_sessions()
+    job = attempt(journal, "j1")
+    await job.stream.put_many([b'{"n":1}', b'{"n":2}', b'{"n":3}'])
+    job.stream.finish("succeeded", None)
+    first = take_pass(deque(), [job], session, batch_records=2, batch_bytes=MAX)
+    assert [Records] == [type(m) for m in received(server, first.parts)]
+    assert first.busy and not first.durable
+    second = take_pass(deque(), [job], session, batch_records=2, batch_bytes=MAX)
+    records, complete = received(server, second.parts)
+    assert isinstance(records, Records) and 3 == records.seq
+    assert isinstance(complete, Complete) and 3 == complete.record_count
+    assert second.durable
+
+
+async def test_a_pass_with_nothing_to_promise_needs_no_commit(journal: Journal) -> None:
+    server, session = open_sessions()
+    job = attempt(journal, "j1")
+    await job.stream.put_many([b'{"n":1}'])
+    ready = take_pass(deque(), [job], session, batch_records=100, batch_bytes=MAX)
+    assert [Records] == [type(m) for m in received(server, ready.parts)]
+    assert not ready.durable and not ready.busy
