@@ -21,19 +21,22 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bridgehead import __version__
 from bridgehead.control.auth import API_TOKEN_PREFIX, ROLES, new_enrollment_token, new_token, token_hash
 from bridgehead.control.config import ControlConfig, load_control_config
-from bridgehead.control.store.base import CLI, ApiTokenRow
-from bridgehead.control.store.sqlite import SqliteStore
+from bridgehead.control.store.base import CLI, ApiTokenRow, Store
 from bridgehead.core.addresses import is_loopback, parse_listen
 from bridgehead.core.commands import run_command
 from bridgehead.core.errors import ConfigError
 from bridgehead.core.files import write_private
 from bridgehead.core.logs import configure_logging
 from bridgehead.core.serve import HttpServer, bind
+
+T = TypeVar("T")
 
 log = logging.getLogger("bridgehead.control")
 
@@ -94,14 +97,10 @@ def cmd_ca_cert(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_revoke(args: argparse.Namespace) -> int:
-    async def revoke() -> bool:
-        store = _store(args.data_dir)
-        try:
-            return bool(await store.revoke_agent(args.name, CLI, time.time()))
-        finally:
-            await store.close()
+    async def revoke(store: Store) -> bool:
+        return bool(await store.revoke_agent(args.name, CLI, time.time()))
 
-    if not asyncio.run(revoke()):
+    if not _with_store(args.data_dir, revoke):
         raise ConfigError("agent revoke", args.name, "no enrolled, unrevoked agent of that name")
     print(f"revoked {args.name}: a running control plane disconnects it within a second")
     return 0
@@ -124,10 +123,19 @@ def cmd_signing_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(data_dir: str):  # type: ignore[no-untyped-def]
-    from bridgehead.control.app import open_store
+def _with_store(data_dir: str, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run ``work`` on the data dir's store, closed whatever happens. The CLI opens its own
+    connection beside a running control plane, which notices its commits (external_changes)."""
+    from bridgehead.control.plane import open_store
 
-    return open_store(Path(data_dir), ControlConfig())
+    async def run() -> T:
+        store = open_store(Path(data_dir), ControlConfig())
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def cmd_api_token(args: argparse.Namespace) -> int:
@@ -135,16 +143,14 @@ def cmd_api_token(args: argparse.Namespace) -> int:
         raise ConfigError("--ttl", "", "must be a positive number of seconds")
     token = new_token(API_TOKEN_PREFIX)
 
-    async def create() -> None:
-        store = _store(args.data_dir)
+    async def create(store: Store) -> None:
         now = time.time()
         expires_at = now + args.ttl if args.ttl is not None else None
         await store.add_api_token(token_hash(token), args.role, args.name, now, expires_at)
         detail = {"token": token_hash(token)[:12], "role": args.role, "name": args.name, "ttl_s": args.ttl}
         await store.audit(CLI, "api_token.create", detail, now)
-        await store.close()
 
-    asyncio.run(create())
+    _with_store(args.data_dir, create)
     print(token)
     return 0
 
@@ -156,15 +162,11 @@ def _when(at: float | None) -> str:
 
 
 def cmd_api_token_list(args: argparse.Namespace) -> int:
-    async def read() -> list[ApiTokenRow]:
-        store: SqliteStore = _store(args.data_dir)
-        try:
-            return await store.api_tokens()
-        finally:
-            await store.close()
+    async def read(store: Store) -> list[ApiTokenRow]:
+        return await store.api_tokens()
 
     rows = [("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "LAST USED", "REVOKED")]
-    for t in asyncio.run(read()):
+    for t in _with_store(args.data_dir, read):
         rows.append(
             (
                 t.id,
@@ -183,18 +185,14 @@ def cmd_api_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_api_token_revoke(args: argparse.Namespace) -> int:
-    async def revoke() -> bool:
-        store = _store(args.data_dir)
-        try:
-            now = time.time()
-            token = await store.revoke_api_token(args.token_id, now)
-            if token is not None:
-                await store.audit(CLI, "api_token.revoke", {"token": token.id, "name": token.name}, now)
-            return token is not None
-        finally:
-            await store.close()
+    async def revoke(store: Store) -> bool:
+        now = time.time()
+        token = await store.revoke_api_token(args.token_id, now)
+        if token is not None:
+            await store.audit(CLI, "api_token.revoke", {"token": token.id, "name": token.name}, now)
+        return token is not None
 
-    if not asyncio.run(revoke()):
+    if not _with_store(args.data_dir, revoke):
         raise ConfigError("api-token revoke", args.token_id, "no unrevoked API token with that id (api-token list)")
     print(f"revoked {args.token_id}: a running control plane refuses it from its next request")
     return 0
@@ -209,15 +207,13 @@ def cmd_enrollment_token(args: argparse.Namespace) -> int:
         raise ConfigError("--uses", "", "must be at least 1")
     token, secret = new_enrollment_token(fingerprint(Authority(Path(args.data_dir)).trust_anchor()))
 
-    async def create() -> None:
-        store = _store(args.data_dir)
+    async def create(store: Store) -> None:
         now = time.time()
         await store.add_enrollment_token(token_hash(secret), args.cluster, now + args.ttl, now, args.uses, args.replace)
         detail = {"cluster": args.cluster, "ttl_s": args.ttl, "uses": args.uses, "replace": args.replace}
         await store.audit(CLI, "enrollment_token.create", detail, now)
-        await store.close()
 
-    asyncio.run(create())
+    _with_store(args.data_dir, create)
     print(token)
     return 0
 
