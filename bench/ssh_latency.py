@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,8 +181,14 @@ def measure(
 
         # One kept-alive HTTP connection, as a real client of the job API would hold: a new
         # TCP connection per job would charge the relay for the bench's own client.
-        host, port = control.url.removeprefix("http://").rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port))
+        # HTTPS with the control plane's own CA, as every client of the API talks to it.
+        url = urllib.parse.urlsplit(control.url)
+        assert url.hostname is not None and url.port is not None
+        conn: http.client.HTTPConnection = (
+            http.client.HTTPSConnection(url.hostname, url.port, context=control.context)
+            if url.scheme == "https"
+            else http.client.HTTPConnection(url.hostname, url.port)
+        )
         headers = {"Authorization": f"Bearer {api.token}", "Content-Type": "application/json"}
 
         def submit(body: bytes) -> None:
