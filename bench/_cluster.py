@@ -14,13 +14,23 @@ from bridgehead_testing.harness import Agent, Api, ControlPlane, wait_connected
 
 @contextmanager
 def cluster(
-    agent_extra: str = "", max_concurrent_jobs: int = 8, **server: object
+    agent_extra: str = "", max_concurrent_jobs: int = 8, synchronous: str = "full", **server: object
 ) -> Iterator[tuple[ControlPlane, Agent]]:
+    """A control plane and one enrolled, connected agent. ``synchronous``: both sides'
+    durability setting (``full``, the default: power-loss safe; ``normal``: process-crash safe)."""
     with tempfile.TemporaryDirectory(prefix="bridgehead-bench-") as tmp:
         workdir = Path(tmp)
         (workdir / "cp").mkdir()
-        control = ControlPlane(workdir / "cp", **server).start()  # type: ignore[arg-type]
-        agent = Agent(workdir, "bench-agent", [control.url], extra=agent_extra, max_concurrent_jobs=max_concurrent_jobs)
+        store = f'[store]\nsynchronous = "{synchronous}"\n'
+        control = ControlPlane(workdir / "cp", extra_config=store, **server).start()  # type: ignore[arg-type]
+        agent = Agent(
+            workdir,
+            "bench-agent",
+            [control.url],
+            extra=agent_extra,
+            max_concurrent_jobs=max_concurrent_jobs,
+            options={"synchronous": synchronous},
+        )
         try:
             agent.enroll(control.enrollment_token())
             agent.start()

@@ -44,6 +44,10 @@ class AgentSection(_Section):
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    # full: the journal is flushed to stable storage before the agent acknowledges a job or
+    # reports it done (survives power loss); normal: committed only (survives a crash of the
+    # agent process; the last acknowledgements can vanish with the machine).
+    synchronous: Literal["normal", "full"] = "full"
 
 
 class ControlSection(_Section):

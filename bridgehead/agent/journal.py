@@ -6,10 +6,14 @@ plane and that either overflowed the in-memory window or belong to a finished at
 (so that a finished attempt's output survives an agent restart and is re-sent, rather than
 the job being run again). Rows leave the spool only when the control plane acknowledges them.
 
-Writes join one open transaction, committed by ``commit()``: the connection's writer calls
-it before it sends any frame that promises durability (``accept``, ``complete``), and a
-timer calls it every second. So one commit serves every job that changed in between, and
-nothing is acknowledged before it is on disk.
+Writes join one open transaction. The connection's writer calls ``make_durable()`` before it
+sends any frame that promises durability (``accept``, ``complete``): it commits, and by
+default (``agent.synchronous = "full"``) waits for a flush of the WAL that covers the commit,
+off the event loop (``bridgehead.core.wal_sync``), so an acknowledgement survives a power
+loss; with ``"normal"`` the commit alone (survives a crash of the agent process only). A
+timer also commits every second, bounding how long spooled records wait uncommitted. So one
+commit and one flush serve every job that changed in between, and nothing is acknowledged
+before it is on disk.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
+from bridgehead.core.wal_sync import WalSync
 from bridgehead.protocol import ErrorInfo, SyncState, encode
 from bridgehead.protocol.messages import JobStatus
 
@@ -70,7 +75,9 @@ class JournaledJob:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durable: bool = True) -> None:
+        """``durable``: ``make_durable`` flushes to stable storage (power-loss safe), not only
+        commits (process-crash safe)."""
         # SQLite makes -wal and -shm with the database file's mode: set it first (0600).
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
@@ -80,9 +87,10 @@ class Journal:
         # isolation_level=None: transactions are explicit, so one ``with`` is one commit.
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives a crash of the agent process (kill -9); only
-        # a power loss can take the last commits. ``FULL`` would fsync every job.
+        # NORMAL in WAL mode: a commit survives a crash of the agent process (kill -9) without
+        # waiting for the disk; ``make_durable`` adds the flush, off the loop and shared.
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._wal_sync = WalSync(path) if durable else None
         self.db.executescript(SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
         if "sync_state" not in columns:  # a journal from before sync jobs
@@ -92,10 +100,15 @@ class Journal:
         self.db.execute("DELETE FROM offers_seen WHERE forget_after < strftime('%s', 'now')")
 
     def close(self) -> None:
+        """Commit and close. Called with no sync in flight (the writer that awaits
+        ``make_durable`` has stopped); the commit itself is flushed by SQLite's checkpoint at
+        close, which syncs the WAL and the database."""
         if self._closed:
             return
         self.commit()
         self.db.close()
+        if self._wal_sync is not None:
+            self._wal_sync.close()
         self._closed = True
 
     def _begin(self) -> None:
@@ -105,6 +118,13 @@ class Journal:
     def commit(self) -> None:
         if self.db.in_transaction:
             self.db.execute("COMMIT")
+
+    async def make_durable(self) -> None:
+        """Commit, then return once the commit is on stable storage (persist, then
+        acknowledge). Other work of the event loop goes on while the disk flushes."""
+        self.commit()
+        if self._wal_sync is not None:
+            await self._wal_sync.sync()
 
     def offer_seen(self, job_id: str, attempt: int) -> bool:
         row = self.db.execute("SELECT 1 FROM offers_seen WHERE job_id=? AND attempt=?", (job_id, attempt)).fetchone()

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bridgehead.agent.runner import Attempt
-from bridgehead.protocol import AgentMessage, AgentSession, Progress
+from bridgehead.protocol import Accept, AgentMessage, AgentSession, Progress
 
 # Bytes of a records frame besides the records themselves (type, ids, seq, brackets).
 FRAME_OVERHEAD = 512
@@ -25,6 +25,7 @@ class Pass:
     parts: list[bytes] = field(default_factory=list)
     durable: bool = False  # commit the journal before sending
     busy: bool = False  # more records are ready than one pass took: run another
+    completes: bool = False  # carries a completion
 
 
 def take_pass(
@@ -34,10 +35,14 @@ def take_pass(
     batch_records: int,
     batch_bytes: int,
 ) -> Pass:
-    out = Pass(durable=bool(control))
+    out = Pass()
     parts = out.parts
     while control:
-        parts.append(session.send(control.popleft()))
+        message = control.popleft()
+        # Of the control frames only an accept promises something on disk (the job is in
+        # the journal); credit, heartbeats, refusals and drains cost no flush.
+        out.durable = out.durable or isinstance(message, Accept)
+        parts.append(session.send(message))
     for attempt in attempts:
         stream = attempt.stream
         if stream.closed:
@@ -57,6 +62,6 @@ def take_pass(
             parts.append(session.send(progress))
         if stream.completion is not None and stream.completion_ready():
             stream.completion_sent = True
-            out.durable = True
+            out.durable = out.completes = True
             parts.append(session.send(stream.completion))
     return out

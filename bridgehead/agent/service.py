@@ -37,6 +37,7 @@ from bridgehead.agent.plugin_loader import AnyPlugin, params_schema
 from bridgehead.agent.runner import Attempt, Key, Runner
 from bridgehead.agent.stream import SpoolBudget
 from bridgehead.agent.tls import client_context, proxy_for
+from bridgehead.core.crash_points import crash_point
 from bridgehead.core.errors import ConfigError
 from bridgehead.core.files import make_private_tree
 from bridgehead.protocol import (
@@ -85,7 +86,7 @@ class AgentService:
         self.plugins = plugins
         self.limits = config.limits
         make_private_tree(Path(config.agent.data_dir))
-        self.journal = Journal(Path(config.agent.data_dir) / "journal.db")
+        self.journal = Journal(Path(config.agent.data_dir) / "journal.db", durable=config.agent.synchronous == "full")
         self.budget = SpoolBudget(self.limits.spool_max_bytes, self.journal.spool_bytes())
         self.runner = Runner(config, plugins, profiles, self.journal, self.budget, self._wake, self._slot_freed)
         self.lost: set[Key] = set()
@@ -350,6 +351,7 @@ class AgentService:
             attempt = self.runner.attempts.get((message.job_id, message.attempt))
             if attempt is not None:
                 attempt.stream.on_ack(message.seq)
+            crash_point("agent.after_ack_received")  # tests: a running job's fate after a crash
         elif isinstance(message, CompleteAck):
             self.runner.forget((message.job_id, message.attempt))
         elif isinstance(message, Cancel):
@@ -381,7 +383,9 @@ class AgentService:
                 )
                 busy = ready.busy
                 if ready.durable:
-                    self.journal.commit()  # persist, then acknowledge
+                    await self.journal.make_durable()  # persist, then acknowledge
+                if ready.completes:
+                    crash_point("agent.before_complete_sent")  # tests: a finished job survives
                 for frame in pack(ready.parts, max_bytes):
                     await ws.send(frame)
 

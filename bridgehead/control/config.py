@@ -71,7 +71,10 @@ class SchedulesSection(_Section):
 
 class StoreSection(_Section):
     backend: Literal["sqlite"] = "sqlite"
-    synchronous: Literal["normal", "full"] = "normal"
+    # full: every acknowledgement follows a flush to stable storage (survives power loss);
+    # normal: only a commit (survives a crash of the process; the last commits can vanish
+    # with the machine). docs/operations.md#durability.
+    synchronous: Literal["normal", "full"] = "full"
 
 
 class ControlConfig(_Section):

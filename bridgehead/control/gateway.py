@@ -26,8 +26,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bridgehead import __version__
 from bridgehead.control.dispatch import AgentLink, Flooding
 from bridgehead.control.pki import AgentCert, PkiError, agent_identity
+from bridgehead.core.crash_points import armed, crash_point
 from bridgehead.protocol import (
     SUBPROTOCOL,
+    Ack,
     Certificate,
     Challenge,
     Error,
@@ -37,6 +39,7 @@ from bridgehead.protocol import (
     ServerMessage,
     ServerSession,
     Welcome,
+    encode,
     pack,
 )
 from bridgehead.protocol.errors import CLOSE_AUTH_FAILED, CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_VERSION
@@ -49,6 +52,9 @@ log = logging.getLogger("bridgehead.control.gateway")
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_GRACE_S = 1.0  # after a close for a protocol error, how long the agent has to answer it
 TRANSPORT_EXTENSION = "bridgehead.transport"  # set by bridgehead.control.tls.PeerCertWebSocketProtocol
+# How an encoded ``ack`` begins (the message type is its first key): for the crash point.
+ACK_PREFIX = encode(Ack(job_id="", attempt=0, seq=0)).split(b",", 1)[0]
+AFTER_ACK_SENT = "control.after_ack_sent"
 
 
 class AuthFailed(ProtocolError):
@@ -157,6 +163,8 @@ async def agent_endpoint(ws: WebSocket) -> None:
                 stalled_since = time.monotonic()
                 await ws.send_bytes(frame)
                 stalled_since = None
+            if armed(AFTER_ACK_SENT) and any(part.startswith(ACK_PREFIX) for part in parts):
+                crash_point(AFTER_ACK_SENT)  # tests: records acknowledged survive a kill -9
             if close_with is not None:
                 session.fail()
                 await ws.close(*close_with)

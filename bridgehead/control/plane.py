@@ -38,7 +38,7 @@ def open_store(data_dir: Path, config: ControlConfig) -> SqliteStore:
     # tokens, tls/ and signing/ hold keys (before the database opens: its -wal and -shm take
     # its mode).
     make_private_tree(data_dir)
-    return SqliteStore(data_dir / DB_FILE, synchronous=config.store.synchronous.upper())
+    return SqliteStore(data_dir / DB_FILE, synchronous=config.store.synchronous)
 
 
 class ControlPlane:

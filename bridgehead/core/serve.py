@@ -68,7 +68,14 @@ class HttpServer:
     ) -> None:
         import uvicorn  # noqa: PLC0415 - a command that fails its configuration check never loads it
 
-        self._server = uvicorn.Server(
+        class Server(uvicorn.Server):
+            interrupted = False  # stopped by Ctrl-C (SIGINT)
+
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                self.interrupted = self.interrupted or sig == signal.SIGINT
+                super().handle_exit(sig, frame)
+
+        self._server = Server(
             uvicorn.Config(
                 app,
                 loop="uvloop" if loop_factory() is not None else "asyncio",
@@ -94,8 +101,13 @@ class HttpServer:
         self._server.should_exit = True
 
     def run(self, sockets: Sequence[socket.socket]) -> None:
-        """Serve on ``sockets`` (already listening, see ``bind``) until stopped."""
+        """Serve on ``sockets`` (already listening, see ``bind``) until stopped; after Ctrl-C,
+        raise ``KeyboardInterrupt``. uvicorn re-raises the signal itself, but under asyncio's
+        runner that only cancels the main task, which may end first and return normally: so
+        the interrupt is raised here whatever became of it."""
         self._server.run(sockets=list(sockets))
+        if getattr(self._server, "interrupted", False):
+            raise KeyboardInterrupt
 
 
 def _given(context: ssl.SSLContext) -> Callable[[Any, Any], ssl.SSLContext]:

@@ -23,7 +23,9 @@ from bridgehead.core.errors import (
     UnknownConnection,
 )
 from bridgehead.protocol.messages import SyncState
+from bridgehead.sdk.nesting import MAX_RECORD_DEPTH, opening_brackets, too_deep
 from bridgehead.sdk.records import RecordArray
+from bridgehead.sdk.redaction import redact
 
 Record = Mapping[str, Any]
 T = TypeVar("T")
@@ -141,6 +143,8 @@ class JobContext(Generic[ProfileT]):
                 f"record {self.records_emitted + 1} is {len(data)} bytes, over the agent's "
                 f"limits.max_record_bytes of {self._max_record_bytes}"
             )
+        if opening_brackets(data) > MAX_RECORD_DEPTH:
+            self._check_depths([data])
         await self._sink.put(data)
         self.records_emitted += 1
 
@@ -159,6 +163,11 @@ class JobContext(Generic[ProfileT]):
         # C-level passes first; the per-record loop only runs to name the culprit.
         if not _all_objects(encoded) or max(map(len, encoded), default=0) > self._max_record_bytes:
             self._check_sizes(encoded)
+        # Each record holds at least one "{": the deepest can hold the batch's total less one
+        # for each of the others (C-level counts; per record only past the bound).
+        brackets = sum(map(bytes.count, encoded, repeat(b"{"))) + sum(map(bytes.count, encoded, repeat(b"[")))
+        if brackets - (len(encoded) - 1) > MAX_RECORD_DEPTH:
+            self._check_depths(encoded)
         await self._sink.put_many(encoded)
         self.records_emitted += len(encoded)
 
@@ -171,6 +180,9 @@ class JobContext(Generic[ProfileT]):
         """
         if len(records.body) > self._max_record_bytes:
             self._check_sizes(records.records())
+        # As in emit_encoded; the array's own "[" is not a record's.
+        if opening_brackets(records.body) - 1 - (records.count - 1) > MAX_RECORD_DEPTH:
+            self._check_depths(records.records())
         await self._sink.put_array(records)
         self.records_emitted += records.count
 
@@ -184,6 +196,15 @@ class JobContext(Generic[ProfileT]):
                 raise RecordTooLarge(
                     f"record {n} is {len(data)} bytes, over the agent's limits.max_record_bytes of {limit}"
                 )
+
+    def _check_depths(self, encoded: Sequence[bytes]) -> None:
+        """Raise for the first record nested deeper than any decoder downstream may reach."""
+        index = too_deep(encoded)
+        if index is not None:
+            raise JobError(
+                f"record {self.records_emitted + index + 1} is nested more than {MAX_RECORD_DEPTH} levels deep",
+                code="bad_record",
+            )
 
     def other_connection(self, name: str) -> tuple[Profile, Credential | None]:
         """Another connection profile of this job's plugin, with its credential: for a profile
@@ -210,8 +231,9 @@ class JobContext(Generic[ProfileT]):
         self.sync_state = state
 
     def progress(self, done: int | None = None, total: int | None = None, message: str = "") -> None:
-        """Advisory progress shown in the job API; cheap, may be coalesced or dropped."""
-        self._sink.progress(done, total, message)
+        """Advisory progress shown in the job API; cheap, may be coalesced or dropped. Secrets
+        in ``message`` are masked, as in records and errors."""
+        self._sink.progress(done, total, redact(message) if message else message)
 
     async def run_blocking(
         self,

@@ -7,6 +7,7 @@ Every wait in the tests goes through ``scaled`` so a slow machine can stretch th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -44,6 +45,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         if last:
             return last
         time.sleep(interval)
+    raise AssertionError(f"timed out after {scaled(timeout):g} s waiting for {what} (last: {last!r})")
+
+
+async def wait_until_async(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """``wait_until`` for a test running on an event loop: polls without blocking the loop, so
+    the code under test (on the same loop) can make ``predicate`` true meanwhile."""
+    deadline = time.monotonic() + scaled(timeout)
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {scaled(timeout):g} s waiting for {what} (last: {last!r})")
 
 
@@ -171,11 +185,14 @@ class ControlPlane:
         self.log = workdir / "control.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_token = ""
+        self.wrapper: list[str] = []  # a command the server runs under (say strace and its options)
+        self.env: dict[str, str] | None = None  # the server's environment, if not this process's
 
     def start(self) -> ControlPlane:
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [
+                    *self.wrapper,
                     sys.executable,
                     "-m",
                     "bridgehead.control.cli",
@@ -190,6 +207,7 @@ class ControlPlane:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
             )
         if self.tls:
             # The CA is made by the first command that needs it (the server, or a token made before).
@@ -266,7 +284,9 @@ class Agent:
         env: dict[str, str] | None = None,
         plugins_dir: Path | None = None,
         disabled_plugins: list[str] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
+        """``options``: more keys of the config's [agent] table (say ``synchronous``)."""
         self.name = name
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -278,10 +298,12 @@ class Agent:
             f"max_concurrent_jobs = {max_concurrent_jobs}\n"
             + (f'plugins_dir = "{plugins_dir}"\n' if plugins_dir else "")
             + (f"disabled_plugins = {json.dumps(disabled_plugins)}\n" if disabled_plugins else "")
+            + "".join(f"{key} = {json.dumps(value)}\n" for key, value in (options or {}).items())
             + "\n"
             + f"[control]\nurls = {json.dumps(urls)}\nbackoff_initial_s = 0.2\nbackoff_max_s = 2.0\n\n{extra}\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
+        self.wrapper: list[str] = []  # a command the agent runs under (say strace and its options)
 
     def enroll(self, token: str) -> None:
         result = self.try_enroll(token)
@@ -301,7 +323,7 @@ class Agent:
     def start(self) -> Agent:
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridgehead.agent.cli", "run", "--config", str(self.config)],
+                [*self.wrapper, sys.executable, "-m", "bridgehead.agent.cli", "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,

@@ -8,10 +8,14 @@ socket), so it tests the control plane, not our own agent code.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import collections
+import contextlib
 import hashlib
 import json
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from bridgehead_testing.harness import ControlPlane, scaled
@@ -124,8 +129,6 @@ class Channel:
 
     async def recv(self, timeout: float = 10) -> list[dict[str, Any]]:
         """The messages of the next frame (a frame may pack several)."""
-        import asyncio
-
         frame = await asyncio.wait_for(self.ws.recv(), scaled(timeout))
         decoded = json.loads(frame)
         return decoded if isinstance(decoded, list) else [decoded]
@@ -160,3 +163,51 @@ class Channel:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+class Inbox:
+    """The messages a scripted channel receives, one at a time (one frame may pack several)."""
+
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+        self.pending: collections.deque[dict[str, Any]] = collections.deque()
+
+    async def next(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+        """The next message of type ``kind``; heartbeat answers and others before it are skipped."""
+        async with asyncio.timeout(scaled(timeout)):
+            while True:
+                while self.pending:
+                    message = self.pending.popleft()
+                    if message["type"] == kind:
+                        return message
+                self.pending.extend(await self.ch.recv(timeout=3600))
+
+    async def during(self, seconds: float, kind: str) -> list[dict[str, Any]]:
+        """Every message of type ``kind`` received in the next ``seconds`` (scaled)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(scaled(seconds)):
+                while True:
+                    self.pending.extend(await self.ch.recv(timeout=3600))
+        out = [m for m in self.pending if m["type"] == kind]
+        self.pending.clear()
+        return out
+
+
+@contextlib.asynccontextmanager
+async def keepalive(ch: Channel, interval: float = 0.3) -> AsyncIterator[None]:
+    """Send heartbeats on ``ch`` in the background, as a live agent does (the interval is the
+    behaviour here: a heartbeat is due every so often, so this one waits on time)."""
+
+    async def beat() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ch.send({"type": "heartbeat"})
+                await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -20,9 +20,9 @@ def control_factory(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
     def make(**kwargs: Any) -> ControlPlane:
         workdir = tmp_path / f"cp{len(started)}"
         workdir.mkdir()
-        cp = ControlPlane(workdir, **kwargs).start()
-        started.append(cp)
-        return cp
+        cp = ControlPlane(workdir, **kwargs)
+        started.append(cp)  # before start: a start that fails half-way still gets stopped
+        return cp.start()
 
     yield make
     for cp in started:

@@ -1,7 +1,7 @@
 """A hostile enrolled agent affects only the jobs and attempts it holds: real processes.
 
 The control plane runs as a real process; the hostile agent is scripted frame by frame
-(``tests/scripted_agent.py``, or a bare TLS socket with hand-written websocket frames where
+(``bridgehead_testing.scripted_agent``, or a bare TLS socket with hand-written websocket frames where
 even the websockets library's buffering would hide what the server does); where a healthy
 agent is needed beside it, that is a real agent process running the ``echo`` plugin.
 """
@@ -9,7 +9,6 @@ agent is needed beside it, that is a real agent process running the ``echo`` plu
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import http.server
@@ -18,12 +17,12 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import psutil
 from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, urlopen, wait_connected, wait_until
-from bridgehead_testing.scripted_agent import Channel, ScriptedIdentity, enroll
+from bridgehead_testing.scripted_agent import Channel, Inbox, ScriptedIdentity, enroll, keepalive
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -137,53 +136,6 @@ def rss(control: ControlPlane) -> int:
     return int(psutil.Process(control.proc.pid).memory_info().rss)
 
 
-class Inbox:
-    """The messages a scripted channel receives, one at a time (one frame may pack several)."""
-
-    def __init__(self, ch: Channel) -> None:
-        self.ch = ch
-        self.pending: collections.deque[dict[str, Any]] = collections.deque()
-
-    async def next(self, kind: str, timeout: float = 10) -> dict[str, Any]:
-        """The next message of type ``kind``; heartbeat answers and others before it are skipped."""
-        async with asyncio.timeout(scaled(timeout)):
-            while True:
-                while self.pending:
-                    message = self.pending.popleft()
-                    if message["type"] == kind:
-                        return message
-                self.pending.extend(await self.ch.recv(timeout=3600))
-
-    async def during(self, seconds: float, kind: str) -> list[dict[str, Any]]:
-        """Every message of type ``kind`` received in the next ``seconds`` (scaled)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(scaled(seconds)):
-                while True:
-                    self.pending.extend(await self.ch.recv(timeout=3600))
-        out = [m for m in self.pending if m["type"] == kind]
-        self.pending.clear()
-        return out
-
-
-@contextlib.asynccontextmanager
-async def keepalive(ch: Channel, interval: float = 0.3) -> AsyncIterator[None]:
-    """Send heartbeats on ``ch`` in the background, as a live agent does."""
-
-    async def beat() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await ch.send({"type": "heartbeat"})
-                await asyncio.sleep(interval)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a blocking harness call without stopping the event loop (the scripted agent's)."""
     return await asyncio.to_thread(fn, *args, **kwargs)
@@ -221,7 +173,7 @@ class RawChannel:
             self.protocol.receive_data(data)
             for event in self.protocol.events_received():
                 if isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
-                    decoded = json.loads(event.data)
+                    decoded = json.loads(bytes(event.data))
                     self.received.append(decoded if isinstance(decoded, list) else [decoded])
         return self.received.pop(0)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from bridgehead_testing.counting_sink import CountingSink
-from bridgehead_testing.harness import scaled
+from bridgehead_testing.harness import scaled, wait_until_async
 
 from bridgehead.core.errors import JobError
 from bridgehead.plugins.powershell import PowershellPlugin
@@ -53,7 +53,7 @@ elif words[0] == "Start-Sleep":
     child = subprocess.Popen(["sleep", "300"])
     with open(words[2], "w") as f:
         f.write(f"{{os.getpid()}} {{child.pid}}")
-    time.sleep(float(words[1]))
+    time.sleep(float(words[1]))  # a script that runs long: the condition the tests time out or cancel
 else:
     print(script)
 sys.exit(3 if "exit 3" in script else 0)
@@ -91,11 +91,11 @@ def alive(pid: int) -> bool:
 
 
 async def wait_for_pids(path: Path) -> list[int]:
-    deadline = time.monotonic() + scaled(10)
-    while not (path.exists() and path.read_text()):
-        assert time.monotonic() < deadline, "the stand-in never started"
-        await asyncio.sleep(0.05)
-    return [int(p) for p in path.read_text().split()]
+    """The stand-in's pid and its child's, once it has written them."""
+    await wait_until_async(lambda: path.exists() and path.read_text(), 10, "the stand-in to start")
+    pids = [int(p) for p in path.read_text().split()]
+    assert 2 == len(pids), pids  # the premise of "and its children": there is one
+    return pids
 
 
 async def test_text_output_is_one_record_and_the_script_arrives_intact(stand_in: Path) -> None:
@@ -175,10 +175,7 @@ async def test_cancel_ends_the_script_and_its_children(stand_in: Path, tmp_path:
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
-    deadline = time.monotonic() + scaled(5)
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert [] == [p for p in pids if alive(p)]
+    await wait_until_async(lambda: not any(alive(p) for p in pids), 5, f"pids {pids} to end")
 
 
 async def test_a_missing_executable_is_a_clear_error(tmp_path: Path) -> None:

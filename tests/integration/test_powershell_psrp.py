@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from bridgehead_testing.counting_sink import CountingSink
-from bridgehead_testing.harness import free_port, scaled
+from bridgehead_testing.harness import free_port, scaled, wait_until_async
 from bridgehead_testing.pki import Pki, write_test_pki
 
 from bridgehead.core.errors import JobError
@@ -201,7 +201,7 @@ class StandInPipeline:
         script = self.commands[0]
         word = script.split()[0]
         if word == "Sleep":
-            time.sleep(0.05)
+            time.sleep(0.05)  # a slow server: one poll's wait, the condition under test, not a sync
             return
         if word == "Break":
             raise ConnectionResetError("the WinRM connection was reset")
@@ -312,16 +312,19 @@ async def test_a_timeout_stops_the_remote_pipeline(stand_in: tuple[PowershellPlu
     assert "command_timeout" == error.code, error.message
     assert time.monotonic() - started < scaled(6)
     assert StandInPipeline.made[0].stopped
-    assert not pools[0].closed  # a stopped pipeline leaves a good pool for the next job
+    # A stopped pipeline leaves a good pool: the next job runs on it (a pool dropped after the
+    # timeout would be closed in the background, and a new one opened for that job).
+    assert "Write-Output 1\n" == (await run(plugin, {"script": "Write-Output 1"}))[0]["stdout"]
+    assert 1 == len(pools) and not pools[0].closed
 
 
 async def test_cancel_stops_the_remote_pipeline(stand_in: tuple[PowershellPlugin, list[StandInPool]]) -> None:
     plugin, _ = stand_in
     job = asyncio.create_task(run(plugin, {"script": "Sleep"}))
-    deadline = time.monotonic() + scaled(10)
-    while not StandInPipeline.made and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.2)
+    # Cancel once the pipeline is invoked (pypsrp's state 1, running) and not before: the
+    # point is to stop a pipeline already running on the server.
+    await wait_until_async(lambda: StandInPipeline.made and StandInPipeline.made[0].state == 1, 10, "the pipeline")
+    assert False is StandInPipeline.made[0].stopped
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job

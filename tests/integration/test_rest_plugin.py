@@ -49,6 +49,7 @@ class Api:
         app.router.add_get("/api/json", self.json)
         app.router.add_route("*", "/api/echo", self.echo)
         app.router.add_get("/api/items", self.items)
+        app.router.add_get("/api/deep", self.deep)
         app.router.add_route("*", "/api/status/{code}", self.status)
         app.router.add_get("/api/big", self.big)
         app.router.add_get("/api/binary", self.binary)
@@ -104,6 +105,11 @@ class Api:
     async def items(self, request: web.Request) -> web.StreamResponse:
         items = [{"i": i, "pad": "x" * 20} for i in range(int(request.query["n"]))]
         return web.json_response({"before": [1, 2], "data": {"items": items, "other": {"a": 1}}})
+
+    async def deep(self, request: web.Request) -> web.StreamResponse:
+        depth = int(request.query["depth"])
+        body = b'{"items": [{"a": ' + b"[" * depth + b"]" * depth + b"}]}"
+        return web.Response(body=body, content_type="application/json")
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         code = int(request.match_info["code"])
@@ -222,6 +228,22 @@ async def test_records_path_on_a_body_that_is_not_json_is_bad_response(plugin: R
     """A records_path over a body that is not JSON fails the job with bad_response."""
     with pytest.raises(JobError) as caught:
         await run(plugin, api, {"path": "/text", "records_path": "data"})
+    assert "bad_response" == caught.value.code
+
+
+@pytest.mark.parametrize("records_path", [None, "items"], ids=["whole-body", "records-path"])
+async def test_json_nested_past_the_decoders_reach_is_bad_response(
+    plugin: RestPlugin, api: Api, records_path: str | None
+) -> None:
+    """A JSON body nested 100,000 deep (past any decoder's recursion limit) fails the job with
+    bad_response, as other undecodable JSON does, rather than crashing the plugin."""
+    shallow = await run(plugin, api, {"path": "/deep", "query": {"depth": 3}, "records_path": "items"})
+    assert [{"a": [[[]]]}] == shallow  # the premise: the route answers what the deep case nests
+    params: dict[str, Any] = {"path": "/deep", "query": {"depth": 100_000}}
+    if records_path is not None:
+        params["records_path"] = records_path
+    with pytest.raises(JobError) as caught:
+        await run(plugin, api, params)
     assert "bad_response" == caught.value.code
 
 

@@ -19,6 +19,7 @@ import sys
 import time
 import tomllib
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -521,10 +522,13 @@ def test_rejected_skipped_and_unmapped_rows(sandbox: Sandbox) -> None:
     users = sandbox.ok("GET", query_path("sys_user", sysparm_query="user_nameINeve,fay,gus"))["result"]
     assert ["gus"] == [u["user_name"] for u in users]
 
-    unmapped = import_many(sandbox, "imp_nomap", [{"u_a": "1"}, {"u_a": "2"}])["result"]
+    # Values of its own: other tests write to imp_nomap too, and the table outlives a test.
+    prefix = f"unmapped-{uuid.uuid4().hex[:8]}"
+    mine = [f"{prefix}-1", f"{prefix}-2"]
+    unmapped = import_many(sandbox, "imp_nomap", [{"u_a": value} for value in mine])["result"]
     assert ["skipped", "skipped"] == [r["status"] for r in unmapped]
-    stored = sandbox.ok("GET", query_path("imp_nomap", sysparm_query="ORDERBYu_a"))["result"]
-    assert [("1", "skipped"), ("2", "skipped")] == [(r["u_a"], r["sys_import_state"]) for r in stored]
+    stored = sandbox.ok("GET", query_path("imp_nomap", sysparm_query=f"u_aIN{','.join(mine)}^ORDERBYu_a"))["result"]
+    assert [(mine[0], "skipped"), (mine[1], "skipped")] == [(r["u_a"], r["sys_import_state"]) for r in stored]
     assert [r["sys_id"] for r in stored] == [r["sys_id"] for r in unmapped]
 
 
@@ -629,7 +633,11 @@ def test_password_and_refresh_grants_keep_the_refresh_token(sandbox: Sandbox) ->
     refreshed = token(sandbox, refresh_grant(first["refresh_token"])).body
     assert first["refresh_token"] == refreshed["refresh_token"]
     assert first["access_token"] != refreshed["access_token"]
-    assert 200 == sandbox.call("GET", "/api/now/table/sys_user", auth="Bearer " + refreshed["access_token"]).status
+    # The refreshed token works: it writes (a table of its own: a read of one another test
+    # made would pass only after that test).
+    refreshed_bearer = "Bearer " + refreshed["access_token"]
+    assert 201 == sandbox.call("POST", "/api/now/table/u_refreshed", {"a": "1"}, auth=refreshed_bearer).status
+    assert 200 == sandbox.call("GET", "/api/now/table/u_refreshed", auth=refreshed_bearer).status
     assert 200 == token(sandbox, refresh_grant(first["refresh_token"])).status
 
     other = {"client_id": "other", "client_secret": "other-secret"}
@@ -655,7 +663,7 @@ def test_refresh_token_rotation_and_expiry(tmp_path: Path) -> None:
         third = token(sandbox, refresh_grant(r2)).body
         access = "Bearer " + third["access_token"]
         assert 201 == sandbox.call("POST", "/api/now/table/u_x", {"a": "b"}, auth=access).status
-        time.sleep(ttl + 0.3)
+        time.sleep(ttl + 0.3)  # both tokens outlive their TTL: the passing of time is the condition
         expired = token(sandbox, refresh_grant(third["refresh_token"]))
         assert (401, "invalid_grant") == (expired.status, expired.body["error"])
         assert "expired" in expired.body["error_description"]
@@ -678,21 +686,29 @@ def test_basic_auth_and_admin_role(sandbox: Sandbox) -> None:
     assert 401 == sandbox.call("GET", "/sandbox/stats", auth=None).status
 
 
+def a_table(sandbox: Sandbox) -> str:
+    """The Table API path of a table with a row in it, written by the calling test: a table
+    exists once written to, and reading one another test wrote passes only after that test."""
+    sandbox.ok("POST", "/api/now/table/u_probe", {"u_a": "1"}, status=201)
+    return "/api/now/table/u_probe"
+
+
 # --- rate limit -----------------------------------------------------------------------------
 
 
 def test_rate_limit_answers_429_with_headers(sandbox: Sandbox) -> None:
     """Over the limit: 429, Retry-After, X-RateLimit-* and the documented body; per user, or global."""
+    table = a_table(sandbox)
     per = scaled(60)
     sandbox.admin("POST", "/sandbox/rate_limit", {"requests": 3, "per_seconds": per})
     remaining = []
     for _ in range(3):
-        reply = sandbox.call("GET", "/api/now/table/sys_user")
+        reply = sandbox.call("GET", table)
         assert (200, "3") == (reply.status, reply.header("X-RateLimit-Limit"))
         assert int(reply.header("X-RateLimit-Reset") or 0) > time.time()
         remaining.append(reply.header("X-RateLimit-Remaining"))
     assert ["2", "1", "0"] == remaining
-    limited = sandbox.call("GET", "/api/now/table/sys_user")
+    limited = sandbox.call("GET", table)
     assert 429 == limited.status
     assert 1 <= int(limited.header("Retry-After") or 0) <= per + 1
     assert ("3", "0") == (limited.header("X-RateLimit-Limit"), limited.header("X-RateLimit-Remaining"))
@@ -703,14 +719,14 @@ def test_rate_limit_answers_429_with_headers(sandbox: Sandbox) -> None:
     imported = sandbox.call("POST", "/api/now/import/imp_nomap", {"u_a": "x"})
     detail = f"Rate limit of 3 requests per {per:g} seconds for Import Set API exceeded"
     assert (429, detail) == (imported.status, imported.body["error"]["detail"])
-    assert 200 == sandbox.call("GET", "/api/now/table/sys_user", auth=SYNC).status  # counted per user
+    assert 200 == sandbox.call("GET", table, auth=SYNC).status  # counted per user
     assert 200 == sandbox.call("GET", "/sandbox/stats").status  # never limited
 
     sandbox.admin("POST", "/sandbox/rate_limit", {"requests": 1, "scope": "global"})
-    assert 200 == sandbox.call("GET", "/api/now/table/sys_user", auth=SYNC).status
-    assert 429 == sandbox.call("GET", "/api/now/table/sys_user").status
+    assert 200 == sandbox.call("GET", table, auth=SYNC).status
+    assert 429 == sandbox.call("GET", table).status
     sandbox.admin("POST", "/sandbox/rate_limit", {"requests": 0})
-    free = sandbox.call("GET", "/api/now/table/sys_user")
+    free = sandbox.call("GET", table)
     assert (200, None) == (free.status, free.header("X-RateLimit-Limit"))
     assert 400 == sandbox.call("POST", "/sandbox/rate_limit", {"requests": -1}).status
     assert 400 == sandbox.call("POST", "/sandbox/rate_limit", {"request": 5}).status
@@ -721,12 +737,13 @@ def test_rate_limit_answers_429_with_headers(sandbox: Sandbox) -> None:
 
 def test_injected_latency_and_errors(sandbox: Sandbox) -> None:
     """latency_ms delays each answer; error_every answers every Nth request with error_status."""
+    table = a_table(sandbox)
     sandbox.admin("POST", "/sandbox/faults", {"latency_ms": 300})
     started = time.monotonic()
-    assert 200 == sandbox.call("GET", "/api/now/table/sys_user").status
+    assert 200 == sandbox.call("GET", table).status
     assert time.monotonic() - started >= 0.3
     sandbox.admin("POST", "/sandbox/faults", {"latency_ms": 0, "error_every": 2, "error_status": 500})
-    replies = [sandbox.call("GET", "/api/now/table/sys_user") for _ in range(4)]
+    replies = [sandbox.call("GET", table) for _ in range(4)]
     assert [200, 500, 200, 500] == [r.status for r in replies]
     assert {"message", "detail"} == set(replies[1].body["error"]) and "failure" == replies[1].body["status"]
     assert 200 == sandbox.call("GET", "/sandbox/stats").status  # admin endpoints are never faulted
@@ -736,16 +753,17 @@ def test_injected_latency_and_errors(sandbox: Sandbox) -> None:
     assert 400 == sandbox.call("POST", "/sandbox/faults", {"eror_rate": 0.5}).status
     cleared = sandbox.admin("DELETE", "/sandbox/faults")
     assert (0, 0.0) == (cleared["error_every"], cleared["latency_ms"])
-    assert 200 == sandbox.call("GET", "/api/now/table/sys_user").status
+    assert 200 == sandbox.call("GET", table).status
 
 
 def test_dropped_connections_are_connection_errors(sandbox: Sandbox) -> None:
     """drop_every closes the connection without an answer: http.client and aiohttp both see a
     connection error, and the stats count the drop."""
+    table = a_table(sandbox)
     sandbox.admin("POST", "/sandbox/faults", {"drop_every": 2})
-    assert 200 == sandbox.call("GET", "/api/now/table/sys_user").status
+    assert 200 == sandbox.call("GET", table).status
     with pytest.raises(ConnectionError):
-        sandbox.call("GET", "/api/now/table/sys_user")
+        sandbox.call("GET", table)
 
     async def post_twice() -> list[int]:
         async with aiohttp.ClientSession(headers={"Authorization": ADMIN}) as session:
@@ -765,16 +783,17 @@ def test_dropped_connections_are_connection_errors(sandbox: Sandbox) -> None:
 
 def test_outage_then_recovery(sandbox: Sandbox) -> None:
     """outage_s answers every request (5xx, or dropped) until it is over, then all is well again."""
+    table = a_table(sandbox)
     sandbox.admin("POST", "/sandbox/faults", {"outage_s": scaled(1.0), "error_status": 503})
-    outage = sandbox.call("GET", "/api/now/table/sys_user")
+    outage = sandbox.call("GET", table)
     assert 503 == outage.status
     assert 0 < sandbox.admin("GET", "/sandbox/faults")["outage_remaining_s"]
-    wait_until(lambda: sandbox.call("GET", "/api/now/table/sys_user").status == 200, 5, "the outage to end")
+    wait_until(lambda: sandbox.call("GET", table).status == 200, 5, "the outage to end")
     sandbox.admin("POST", "/sandbox/faults", {"outage_s": scaled(10), "outage_mode": "drop"})
     with pytest.raises(ConnectionError):
         sandbox.call("POST", "/oauth_token.do", form={"grant_type": "client_credentials"})
     sandbox.admin("DELETE", "/sandbox/faults")
-    assert 200 == sandbox.call("GET", "/api/now/table/sys_user").status
+    assert 200 == sandbox.call("GET", table).status
 
 
 # --- persistence, process -------------------------------------------------------------------

@@ -245,7 +245,7 @@ def test_minute_boundary_runs_the_idle_schedule_and_skips_the_busy_one(
     wait_connected(api, ["agent-1"])
     # Both schedules must plan the same boundary: keep their creation off the end of a minute.
     if datetime.now(UTC).second >= 50:
-        time.sleep(61 - datetime.now(UTC).second)
+        time.sleep(61 - datetime.now(UTC).second)  # a wait for the wall clock, which is the event here
     # Created disabled and run by hand first, so its previous run is going before any occurrence.
     create(api, "busy", cron="* * * * *", params=SLOW, enabled=False)
     status, slow = api.request("POST", "/api/v1/schedules/busy/run")

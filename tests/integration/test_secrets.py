@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -162,13 +161,19 @@ def read_environ(pid: int) -> subprocess.CompletedProcess[bytes]:
 
 def read_environ_of_a_dumpable_process() -> subprocess.CompletedProcess[bytes]:
     """The same read of an ordinary (dumpable) process started the same way as the agent."""
-    sleeper = subprocess.Popen([*(UNPRIVILEGED or []), sys.executable, "-c", "import time; time.sleep(60)"])
+    # It says when it runs (after exec, so /proc shows its own environment), then waits for
+    # its standard input to close.
+    program = "import sys; print('ready', flush=True); sys.stdin.read()"
+    sleeper = subprocess.Popen(
+        [*(UNPRIVILEGED or []), sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     try:
-        time.sleep(scaled(0.5))
+        assert sleeper.stdout is not None
+        assert b"ready\n" == sleeper.stdout.readline()
         return read_environ(sleeper.pid)
     finally:
         sleeper.kill()
-        sleeper.wait()
+        sleeper.communicate()  # reaps it and closes both pipes
 
 
 @pytest.fixture(scope="module")

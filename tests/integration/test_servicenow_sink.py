@@ -275,7 +275,7 @@ def test_an_instance_down_for_thirty_seconds_mid_delivery(
         api.wait_done(job["id"], timeout=scaled(60))
         wait_delivering(api, job["id"], 500)
         sandbox.stop()  # the whole instance goes away: connections refused
-        time.sleep(30)
+        time.sleep(30)  # the outage itself, the condition under test: not a wait for an event
         assert "delivering" == api.job(job["id"])["sync"]["state"]  # waiting it out, not failed
         sandbox.start()
         sync = wait_synced(api, job["id"])["sync"]
@@ -335,6 +335,12 @@ def test_a_wrong_client_secret_fails_the_delivery_clearly(
         status, body = api.request("POST", f"/api/v1/jobs/{job['id']}/sync/retry")
         assert 202 == status, body
         assert "failed" == wait_synced(api, job["id"])["sync"]["state"]
+        # The retry is a change: the audit log names who asked for it, and for which job.
+        status, page = api.request("GET", "/api/v1/audit?action=sync.retry&limit=10")
+        assert 200 == status, page
+        [entry] = page["entries"]
+        assert job["id"] == entry["detail"]["job"], entry
+        assert entry["actor"], entry
         control.stop()
     finally:
         sandbox.stop()
@@ -391,7 +397,7 @@ def test_an_expired_refresh_token_fails_the_delivery_clearly(
     try:
         token_file = tmp_path / "refresh_token"
         token_file.write_text(oauth_password_grant(sandbox))
-        time.sleep(1.5)
+        time.sleep(1.5)  # the refresh token outlives its 1 s TTL: the passing of time is the condition
         monkeypatch.setenv(SECRET_ENV, "bridgehead")
         control, api = start_relay(
             tmp_path, agent_factory, sandbox, auth="oauth_refresh_token", refresh_token_file=str(token_file)

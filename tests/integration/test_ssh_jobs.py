@@ -4,13 +4,12 @@ a real sshd, their records read back through the job API."""
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
+from bridgehead_testing.harness import Agent, Api, ControlPlane, wait_connected, wait_until
 from bridgehead_testing.sshd import Sshd, TestUser, make_client_key
 
 AgentFactory = Callable[..., Agent]
@@ -95,10 +94,7 @@ def test_cancel_through_the_api_ends_the_remote_process(
     assert status in (200, 202)
     ended = api.wait_done(str(job["id"]))
     assert "cancelled" == ended["state"], ended
-    deadline = time.monotonic() + scaled(5)
-    while remote() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [] == remote()
+    wait_until(lambda: not remote(), 5, "the remote shell and its sleep to end")
 
 
 def test_a_refused_command_fails_before_any_connection(

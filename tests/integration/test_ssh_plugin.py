@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from bridgehead_testing.counting_sink import CountingSink
-from bridgehead_testing.harness import scaled
+from bridgehead_testing.harness import scaled, wait_until_async
 from bridgehead_testing.sshd import Sshd, TestUser, make_client_key
 
 from bridgehead.core.errors import JobError
@@ -226,13 +226,16 @@ async def test_a_timeout_leaves_no_process_on_the_server(
     marker = f"bh{uuid.uuid4().hex[:12]}"
     key = Credential(username=test_user.name, private_key_file=str(client_key))
     started = time.monotonic()
-    error = await failure(plugin, pinned(sshd), key, {"command": f"sleep 300; echo {marker}", "timeout_s": 1})
+    timeout_s = scaled(2)
+    job = asyncio.create_task(
+        failure(plugin, pinned(sshd), key, {"command": f"sleep 300; echo {marker}", "timeout_s": timeout_s})
+    )
+    # The premise: the command really runs on the server before its timeout ends it.
+    await wait_until_async(lambda: remote_processes(test_user, marker), timeout_s, "the remote command to start")
+    error = await job
     assert "command_timeout" == error.code, error.message
-    assert time.monotonic() - started < scaled(8)
-    deadline = time.monotonic() + scaled(5)
-    while remote_processes(test_user, marker) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert [] == remote_processes(test_user, marker)
+    assert time.monotonic() - started < timeout_s + scaled(7)
+    await wait_until_async(lambda: not remote_processes(test_user, marker), 5, "the remote command to end")
     # The transport is still good for the next command.
     assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
 
@@ -243,16 +246,11 @@ async def test_cancel_mid_command_ends_the_remote_process(
     marker = f"bh{uuid.uuid4().hex[:12]}"
     key = Credential(username=test_user.name, private_key_file=str(client_key))
     job = asyncio.create_task(ssh(plugin, pinned(sshd), key, {"command": f"sleep 300; echo {marker}"}))
-    deadline = time.monotonic() + scaled(10)
-    while not remote_processes(test_user, "sleep 300") and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_until_async(lambda: remote_processes(test_user, marker), 10, "the remote command to start")
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
-    deadline = time.monotonic() + scaled(5)
-    while remote_processes(test_user, marker) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert [] == remote_processes(test_user, marker)
+    await wait_until_async(lambda: not remote_processes(test_user, marker), 5, "the remote command to end")
 
 
 # --- sudo and reuse ------------------------------------------------------------------------
@@ -346,12 +344,19 @@ async def test_commands_leave_no_file_descriptors_behind(
 
     for _ in range(3):
         await ssh(plugin, pinned(sshd), key, {"command": "echo warm"})
-    await asyncio.sleep(0.2)  # let the spare's opening and any close finish
+    (pool,) = plugin.hosts.pools()
+
+    def spare_open() -> bool:
+        return pool._spare is not None and pool._spare.done()
+
+    await wait_until_async(spare_open, 10, "the spare session to open")
     before = open_fds()
     for i in range(40):
         await ssh(plugin, pinned(sshd), key, {"command": f"echo {i}; echo e >&2"})
-    await asyncio.sleep(0.2)
-    assert open_fds() - before <= 2  # the spare's pipe, if it made one, at most
+    await wait_until_async(spare_open, 10, "the spare session to open")
+    # Channels close as the server's close arrives: wait for that, not a set time. A leak
+    # (two descriptors a command, 80 here) never gets within the bound and times out.
+    await wait_until_async(lambda: open_fds() - before <= 2, 5, f"descriptors back to {before} + 2 at most")
 
 
 async def test_an_idle_transport_is_closed_after_idle_timeout_s(
@@ -362,10 +367,9 @@ async def test_an_idle_transport_is_closed_after_idle_timeout_s(
     (pool,) = plugin.hosts.pools()
     transport = pool._transport
     assert transport is not None and transport.is_active()
-    deadline = time.monotonic() + scaled(5)
-    while transport.is_active() and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert not transport.is_active() and pool._transport is None
+    # Behaviour about time (the idle timeout fires): bounded, with the shared scale.
+    await wait_until_async(lambda: not transport.is_active(), 5, "the idle transport to close")
+    assert pool._transport is None
     # The next command connects afresh.
     assert 0 == (await ssh(plugin, pinned(sshd, idle_timeout_s=0.5), key, {"command": "true"}))[0]["exit_code"]
     assert 2 == pool.connects
@@ -413,10 +417,7 @@ async def test_a_connection_cut_mid_command_is_source_unavailable_and_replaced(
     key = Credential(username=test_user.name, private_key_file=str(client_key))
     assert 0 == (await ssh(plugin, pinned(sshd), key, {"command": "true"}))[0]["exit_code"]
     job = asyncio.create_task(failure(plugin, pinned(sshd), key, {"command": f"sleep 60; echo {marker}"}))
-    deadline = time.monotonic() + scaled(10)
-    while not remote_processes(test_user, marker) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert remote_processes(test_user, marker)
+    await wait_until_async(lambda: remote_processes(test_user, marker), 10, "the remote command to start")
     listener = sshd._proc
     assert listener is not None
     cut = time.monotonic()

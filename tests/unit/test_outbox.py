@@ -20,6 +20,7 @@ from bridgehead.protocol import (
     Challenge,
     Complete,
     Credit,
+    Heartbeat,
     Hello,
     Progress,
     Records,
@@ -95,3 +96,19 @@ async def test_a_pass_with_nothing_to_promise_needs_no_commit(journal: Journal) 
     ready = take_pass(deque(), [job], session, batch_records=100, batch_bytes=MAX)
     assert [Records] == [type(m) for m in received(server, ready.parts)]
     assert not ready.durable and not ready.busy
+
+
+async def test_a_pass_with_an_accept_is_durable(journal: Journal) -> None:
+    """An accept promises the job is journaled: its pass is committed and flushed before it is sent."""
+    _server, session = open_sessions()
+    ready = take_pass(deque([Accept(job_id="j1", attempt=1)]), [], session, batch_records=100, batch_bytes=MAX)
+    assert ready.durable and not ready.completes
+
+
+async def test_a_pass_of_credit_and_heartbeats_needs_no_flush(journal: Journal) -> None:
+    """Only an accept or a completion promises something on disk; other control frames do not
+    wait for the journal."""
+    _server, session = open_sessions()
+    control: deque[AgentMessage] = deque([Credit(n=1), Heartbeat(running=[])])
+    ready = take_pass(control, [], session, batch_records=100, batch_bytes=MAX)
+    assert not ready.durable and len(ready.parts) == 2

@@ -16,9 +16,10 @@ from bridgehead.sdk.records import RecordArray
 
 JOB = "job-1"
 ATTEMPT = 1
-# How long a put that should stay blocked is watched (a wrong unblock shows up well within it),
-# and how long one that should unblock is given (generous, so slow machines do not flake).
-STILL_BLOCKED_S = 0.05
+# A put blocks on an event only (the spool is written synchronously): once every other ready
+# task has run this many times over, a put still pending is blocked, whatever the machine's
+# speed. One that should unblock is given UNBLOCK_S (generous, so slow machines do not flake).
+LOOP_TURNS = 20
 UNBLOCK_S = 5.0
 
 
@@ -103,8 +104,9 @@ def send_and_ack_all(stream: OutboundStream, max_records: int = 1000) -> list[tu
 
 
 async def is_blocked(task: asyncio.Task[None]) -> bool:
-    done, _pending = await asyncio.wait({task}, timeout=STILL_BLOCKED_S)
-    return not done
+    for _ in range(LOOP_TURNS):
+        await asyncio.sleep(0)  # a turn of the event loop, not a wait on time
+    return not task.done()
 
 
 async def finishes(task: asyncio.Task[None]) -> bool:

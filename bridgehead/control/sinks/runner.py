@@ -34,6 +34,7 @@ from bridgehead.control.sinks.presets import PRESETS, preset_row
 from bridgehead.control.sinks.spec import SinkSpec, parse_sink, to_row
 from bridgehead.control.sinks.targets import ImportSetTarget, Outcome, Row, TableTarget, TargetRefused
 from bridgehead.control.store.base import JobRow, Rejected, Store
+from bridgehead.core.redact import REDACTOR
 
 log = logging.getLogger("bridgehead.control.sinks")
 
@@ -135,6 +136,7 @@ class SinkRunner:
             log.info("job %s: delivered to servicenow %s: %s", job_id, spec.servicenow, counts)
 
     async def _fail(self, job: JobRow, code: str, message: str) -> None:
+        message = REDACTOR.redact(message)  # an instance may echo the credential it refused
         log.error("job %s: delivery failed (%s): %s", job.id, code, message)
         instance = job.sink.get("servicenow") if isinstance(job.sink, dict) else None
         self.metrics.sink_deliveries.labels(str(instance or "?"), "failed").inc()

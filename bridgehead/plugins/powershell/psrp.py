@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import threading
 import time
@@ -188,12 +187,11 @@ class PsrpSessions:
         try:
             pool = await self._take(target, profile, ctx.credential, host)
             limit = min(params.timeout_s or profile.timeout_s, profile.timeout_s)
-            healthy = False
+            usable = [False]  # set by _invoke: the pipeline ended, or was stopped cleanly
             try:
-                await self._invoke(ctx, params, pool, output, limit)
-                healthy = True
+                await self._invoke(ctx, params, pool, output, limit, usable)
             finally:
-                if healthy:
+                if usable[0]:
                     target.idle.append((pool, time.monotonic()))
                 else:
                     self._executor.submit(_close_quietly, pool)
@@ -222,7 +220,10 @@ class PsrpSessions:
         pool: RunspacePool,
         output: CommandOutput,
         limit: float,
+        usable: list[bool],
     ) -> None:
+        """Run the pipeline; ``usable[0]`` says afterwards whether the pool may serve again (a
+        pipeline stopped cleanly on a timeout or cancel leaves it as good as one that ended)."""
         loop = asyncio.get_running_loop()
         stop = threading.Event()
         running = loop.run_in_executor(
@@ -232,13 +233,14 @@ class PsrpSessions:
             async with asyncio.timeout(limit):
                 exit_code = await asyncio.shield(running)
         except TimeoutError:
-            await _stopped(running, stop)
+            usable[0] = await _stopped(running, stop)
             raise SourceError(
                 f"the script ran past its timeout of {limit:g} s and was stopped", code="command_timeout"
             ) from None
         except BaseException:
-            await _stopped(running, stop)
+            usable[0] = await _stopped(running, stop)
             raise
+        usable[0] = True
         await output.finish(exit_code)
 
     def _pipeline(
@@ -322,11 +324,17 @@ class PsrpSessions:
         return sum(t.opened for t in self._targets.values())
 
 
-async def _stopped(running: asyncio.Future[int], stop: threading.Event) -> None:
-    """Ask the pipeline's thread to stop it, and wait (bounded) until it has."""
+async def _stopped(running: asyncio.Future[int], stop: threading.Event) -> bool:
+    """Ask the pipeline's thread to stop it, and wait (bounded) until it has: whether it
+    stopped cleanly (or had ended), rather than failed or outlived the wait."""
     stop.set()
-    with contextlib.suppress(BaseException):
+    try:
         await asyncio.wait_for(asyncio.shield(running), _STOP_WAIT_S)
+    except _Stopped:
+        return True
+    except BaseException:  # noqa: BLE001 - a pipeline that failed or would not stop: pool dropped
+        return False
+    return True
 
 
 def _pypsrp_errors() -> tuple[type[BaseException], ...]:

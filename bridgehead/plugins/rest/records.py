@@ -42,6 +42,8 @@ def _body_fields(content_type: str, charset: str | None, body: bytes | bytearray
             return {"body": _decode_any.decode(body)}
         except msgspec.DecodeError:
             pass  # says JSON but is not: record what came, as text or base64, rather than fail
+        except RecursionError:
+            raise JobError("response body is JSON nested too deep to decode", code="bad_response") from None
     try:
         return {"body": body.decode(charset or "utf-8")}
     except LookupError:  # an unknown charset name: UTF-8 is the best guess
@@ -64,6 +66,8 @@ def items_at(body: bytes | bytearray, records_path: str) -> list[msgspec.Raw]:
         ) from None
     except msgspec.DecodeError as exc:
         raise JobError(f"response body is not valid JSON: {exc}", code="bad_response") from None
+    except RecursionError:
+        raise JobError("response body is JSON nested too deep to decode", code="bad_response") from None
     for _ in records_path.split("."):
         found = found.v
     items: list[msgspec.Raw] = found
@@ -72,7 +76,10 @@ def items_at(body: bytes | bytearray, records_path: str) -> list[msgspec.Raw]:
 
 def item_record(raw: msgspec.Raw) -> dict[str, Any]:
     """A record for one array element; records are JSON objects, so others are wrapped."""
-    value = _decode_any.decode(raw)
+    try:
+        value = _decode_any.decode(raw)
+    except RecursionError:
+        raise JobError("a record in the response is JSON nested too deep to decode", code="bad_response") from None
     return value if isinstance(value, dict) else {"value": value}
 
 

@@ -11,7 +11,8 @@ from bridgehead.control.store.base import Store
 from bridgehead.control.store.memory import MemoryStore
 from bridgehead.control.store.sqlite import SqliteStore
 
-EXTRAS = {SqliteStore: set(), MemoryStore: {"reopen"}}  # MemoryStore.reopen: restarts, for tests
+# MemoryStore.reopen: restarts, for tests; hold/release_durability: a slow flush to disk, for tests.
+EXTRAS = {SqliteStore: set(), MemoryStore: {"reopen", "hold_durability", "release_durability"}}
 
 
 def public_methods(cls: type) -> set[str]:

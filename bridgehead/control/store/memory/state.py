@@ -104,6 +104,20 @@ class MemoryWrites:
         self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._own_commits = 0
+        # Commits applied (readers see them) but not yet durable: a model of the flush to disk
+        # the SQLite store waits for, held open by tests so that they can see that nothing is
+        # acknowledged before its write is durable. None: every commit is durable at once.
+        self._not_durable: list[tuple[asyncio.Future[Any], Any, BaseException | None]] | None = None
+
+    def hold_durability(self) -> None:
+        """From now on, commits apply but their writes resolve only at ``release_durability``."""
+        if self._not_durable is None:
+            self._not_durable = []
+
+    def release_durability(self) -> None:
+        """The held commits become durable: their writes resolve, in order."""
+        held, self._not_durable = self._not_durable or [], None
+        _settle(held)
 
     def _write(self, op: Callable[[], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
@@ -127,17 +141,15 @@ class MemoryWrites:
                 outcomes.append((future, None, exc))
         self.state.commits += 1
         self._own_commits += 1
-        for future, result, error in outcomes:
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+        if self._not_durable is not None:
+            self._not_durable += outcomes
+        else:
+            _settle(outcomes)
 
     async def close(self) -> None:
         if self._pending:
             self._flush()
+        self.release_durability()
 
     def external_changes(self) -> int:
         return self.state.commits - self._own_commits
@@ -147,3 +159,13 @@ def copied(value: T) -> T:
     """Rows go in and out as copies, as they would through a database: a caller changing a
     row it holds changes nothing stored."""
     return copy.deepcopy(value)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

@@ -129,14 +129,15 @@ def private_database(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
-def open_database(path: Path, synchronous: str) -> sqlite3.Connection:
+def open_database(path: Path) -> sqlite3.Connection:
     """The data dir's database, private, in WAL mode, its tables made or brought up to date."""
     private_database(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
-    # NORMAL: every commit survives a crash of this process (kill -9); FULL also survives
-    # power loss at the cost of an fsync per commit (config: store.synchronous).
-    db.execute(f"PRAGMA synchronous={synchronous}")
+    # NORMAL: a commit survives a crash of this process (kill -9) without waiting for the
+    # disk; the store's writer adds the flush that makes it survive a power loss, off the
+    # event loop and shared by concurrent commits (writer.GroupCommit, core.wal_sync).
+    db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA busy_timeout=5000")
     db.execute("PRAGMA foreign_keys=OFF")
     db.executescript(SCHEMA)

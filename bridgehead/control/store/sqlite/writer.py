@@ -11,7 +11,11 @@ commit serves many jobs; alone, a write waits for no one. Writes that may fail o
 constraint run under a savepoint, so their failure does not undo the others.
 
 This is how the SQLite store keeps the contract's write promise (``store.base``): issued in
-call order, applied in that order, resolved once durable.
+call order, applied in that order, resolved once durable. "Durable" is the configured kind
+(``store.synchronous``): by default (``full``) a commit's callers resume only after a flush of
+the WAL that covers it (``bridgehead.core.wal_sync``: off the loop, one flush for every
+commit made meanwhile), so every acknowledgement built on a write survives a power loss;
+``normal`` resolves at the commit itself (survives a crash of the process only).
 """
 
 from __future__ import annotations
@@ -21,20 +25,28 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from bridgehead.core.wal_sync import WalSync
+
 T = TypeVar("T")
+Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 class GroupCommit:
     """Owns the connection; the table classes of this package queue their writes here."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, wal_sync: WalSync | None = None) -> None:
+        """``wal_sync``: flush the WAL before resolving a commit's writes (power-loss safe);
+        ``None`` resolves them at the commit (process-crash safe only)."""
         self.db = db
+        self._wal_sync = wal_sync
         self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = []
         self._flush_scheduled = False
 
     async def close(self) -> None:
         if self._pending:
             self._flush()
+        if self._wal_sync is not None:
+            await self._wal_sync.aclose()
         self.db.close()
 
     def _write(self, op: Callable[[], T], isolated: bool = False) -> asyncio.Future[T]:
@@ -57,7 +69,7 @@ class GroupCommit:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        outcomes: list[Outcome] = []
         try:
             # IMMEDIATE takes the write lock up front, so a CLI writing tokens meanwhile waits
             # (busy_timeout) instead of failing the upgrade from a read lock.
@@ -79,11 +91,22 @@ class GroupCommit:
         except Exception as exc:  # noqa: BLE001 - every caller of the batch learns of it
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-            outcomes = [(future, None, exc) for _op, future, _isolated in batch]
-        for future, result, error in outcomes:
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+            _resolve([(future, None, exc) for _op, future, _isolated in batch])
+            return
+        if self._wal_sync is None:
+            _resolve(outcomes)
+        else:
+            self._wal_sync.after_sync(lambda error: _resolve(outcomes, error))
+
+
+def _resolve(outcomes: list[Outcome], sync_error: BaseException | None = None) -> None:
+    """Settle each write of a batch: its result or its own error, or the flush's error (then
+    nothing of the batch may be taken as durable)."""
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        error = sync_error or error
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

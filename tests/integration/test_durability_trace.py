@@ -1,0 +1,192 @@
+"""Persist, then acknowledge, at the level of the system calls: no acknowledgement leaves a
+process before the flush that makes what it acknowledges durable (DESIGN invariant 1).
+
+The control plane and the agent run as real processes under ``strace``, with their default
+(power-loss-safe) settings. Over plain HTTP on loopback (the one place it is allowed) the
+bytes on the sockets are readable: the control plane's ``201``, ``ack`` and ``complete_ack``,
+the agent's ``accept`` and ``complete``. For each, the test finds the write that put the
+acknowledged data into the database's WAL, and requires a flush of that file that began
+after that write ended and ended before the acknowledgement's socket write began.
+
+Each datum is found by bytes only it has: records padded to a length unique to their job, a
+failure message that only the completion writes; a test that finds no such write fails
+(the trace did not show what it was meant to prove), it does not pass vacuously.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from bridgehead_testing.harness import Agent, ControlPlane, wait_connected
+from bridgehead_testing.syscall_trace import (
+    Call,
+    Sent,
+    first_write,
+    flush_between,
+    parse,
+    sent_messages,
+    stop_traced,
+    strace_command,
+)
+
+CONTROL_WAL = "control.db-wal"
+AGENT_WAL = "journal.db-wal"
+RECORDS = 3
+SEQUENTIAL_JOBS = 3
+CONCURRENT_JOBS = 6
+
+
+def pad_size(index: int) -> int:
+    return 900 + 7 * index  # a length of its own per job: its records' bytes are unique to it
+
+
+def record_bytes(index: int, n: int) -> bytes:
+    """How the echo plugin's record ``n`` of job ``index`` reads on disk (and only there)."""
+    return b'{"n":%d,"pad":"%s"}' % (n, b"x" * pad_size(index))
+
+
+@dataclass
+class Job:
+    id: str
+    index: int
+    failure: bytes = b""  # for the failing job: the text only its completion writes
+
+
+@dataclass
+class Traces:
+    control: list[Call]
+    agent: list[Call]
+    jobs: list[Job]
+
+    def control_sent(self) -> list[Sent]:
+        return sent_messages(self.control)
+
+    def agent_sent(self) -> list[Sent]:
+        return sent_messages(self.agent)
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traces]:
+    assert shutil.which("strace"), "strace is not installed (scripts/test installs it)"
+    workdir = tmp_path_factory.mktemp("durability")
+    control = ControlPlane(workdir, tls=False, heartbeat_s=5.0)
+    control.wrapper = strace_command(workdir / "control.trace")
+    agent = Agent(workdir, "traced-agent", [control.url])
+    agent.wrapper = strace_command(workdir / "agent.trace")
+    jobs: list[Job] = []
+    try:
+        control.start()
+        agent.enroll(control.enrollment_token())
+        agent.start()
+        api = control.api(control.token("operator"))
+        wait_connected(api, ["traced-agent"], timeout=60)
+
+        def run(index: int, fail: str | None = None) -> Job:
+            params: dict[str, Any] = {"count": RECORDS, "size": pad_size(index)}
+            if fail:
+                params["fail"] = fail
+            job = api.submit("echo", params, max_attempts=1)
+            done = api.wait_done(job["id"], timeout=120)
+            assert done["state"] == ("failed" if fail else "succeeded"), done
+            failure = f"(params.fail = {fail!r})".encode() if fail else b""
+            return Job(job["id"], index, failure)
+
+        jobs += [run(i) for i in range(SEQUENTIAL_JOBS)]
+        code = f"trace_{secrets.token_hex(4)}"
+        jobs.append(run(SEQUENTIAL_JOBS, fail=code))
+        # Concurrent jobs: acknowledgements that share flushes (group commit) must keep the order too.
+        with ThreadPoolExecutor(CONCURRENT_JOBS) as pool:
+            first = SEQUENTIAL_JOBS + 1
+            jobs += list(pool.map(run, range(first, first + CONCURRENT_JOBS)))
+    finally:
+        if agent.proc is not None:
+            stop_traced(agent.proc, 30)
+        if control.proc is not None:
+            stop_traced(control.proc, 30)
+    yield Traces(parse((workdir / "control.trace").read_text()), parse((workdir / "agent.trace").read_text()), jobs)
+
+
+def _late(ack: Sent, data: Call, wal: str, calls: list[Call]) -> str | None:
+    """Why ``ack`` left too early for ``data``, or None when a flush came between them."""
+    if flush_between(calls, wal, data, ack.call) is not None:
+        return None
+    return f"{ack.message} left at event {ack.call.entry}, with no flush of {wal} after its write at {data.exit}"
+
+
+def test_the_control_plane_answers_201_only_after_the_job_is_flushed(traces: Traces) -> None:
+    answers = [c for c in traces.control if c.is_socket and c.data.startswith(b"HTTP/1.1 201")]
+    late = []
+    for job in traces.jobs:
+        row = _job_row(traces.control, job)
+        answer = next((c for c in answers if c.entry > row.exit and job.id.encode() in _response_of(c, traces)), None)
+        assert answer is not None, f"no 201 for job {job.id} in the trace"
+        if flush_between(traces.control, CONTROL_WAL, row, answer) is None:
+            late.append(f"201 for {job.id} at event {answer.entry}, row written at {row.exit}, no flush between")
+    assert late == []
+
+
+def _job_row(calls: list[Call], job: Job) -> Call:
+    """The write that stored the job: its params (as the store encodes them: with or without
+    spaces after the separators) name its unique size."""
+    spaced, tight = b'"size": %d' % pad_size(job.index), b'"size":%d' % pad_size(job.index)
+    writes = [c for c in calls if c.path.endswith(CONTROL_WAL) and (spaced in c.data or tight in c.data)]
+    assert writes, f"no write to the WAL holds job {job.id}'s params: the premise did not happen"
+    return writes[0]
+
+
+def _response_of(head: Call, traces: Traces) -> bytes:
+    """A response's bytes: its head and the next write on the same socket (the body may go
+    in a write of its own)."""
+    following = [c for c in traces.control if c.path == head.path and c.entry > head.entry and c.is_socket]
+    return head.data + (following[0].data if following else b"")
+
+
+def test_the_control_plane_acks_records_only_after_they_are_flushed(traces: Traces) -> None:
+    acks = [s for s in traces.control_sent() if s.message.get("type") == "ack"]
+    late, checked = [], 0
+    for job in traces.jobs:
+        for ack in (a for a in acks if a.message["job_id"] == job.id):
+            for seq in range(1, ack.message["seq"] + 1):
+                data = first_write(traces.control, CONTROL_WAL, record_bytes(job.index, seq - 1))
+                checked += 1
+                if (why := _late(ack, data, CONTROL_WAL, traces.control)) is not None:
+                    late.append(why)
+    assert checked >= len(traces.jobs) * RECORDS, f"only {checked} acknowledged records in the trace"
+    assert late == []
+
+
+def test_the_control_plane_acks_a_completion_only_after_it_is_flushed(traces: Traces) -> None:
+    (job,) = [j for j in traces.jobs if j.failure]
+    stored = first_write(traces.control, CONTROL_WAL, job.failure)
+    (ack,) = [
+        s for s in traces.control_sent() if s.message.get("type") == "complete_ack" and s.message["job_id"] == job.id
+    ]
+    why = _late(ack, stored, CONTROL_WAL, traces.control)
+    assert why is None, why
+
+
+def test_the_agent_accepts_a_job_only_after_its_journal_is_flushed(traces: Traces) -> None:
+    accepts = {s.message["job_id"]: s for s in traces.agent_sent() if s.message.get("type") == "accept"}
+    assert set(accepts) == {job.id for job in traces.jobs}, "the trace lacks some accepts"
+    late = []
+    for job in traces.jobs:
+        journaled = first_write(traces.agent, AGENT_WAL, job.id.encode())
+        if (why := _late(accepts[job.id], journaled, AGENT_WAL, traces.agent)) is not None:
+            late.append(why)
+    assert late == []
+
+
+def test_the_agent_reports_a_completion_only_after_its_journal_is_flushed(traces: Traces) -> None:
+    (job,) = [j for j in traces.jobs if j.failure]
+    journaled = first_write(traces.agent, AGENT_WAL, job.failure)
+    (complete,) = [
+        s for s in traces.agent_sent() if s.message.get("type") == "complete" and s.message["job_id"] == job.id
+    ]
+    why = _late(complete, journaled, AGENT_WAL, traces.agent)
+    assert why is None, why
