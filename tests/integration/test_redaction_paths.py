@@ -62,13 +62,12 @@ LEAKY = textwrap.dedent(
     """A third-party plugin with every bug that puts a secret in the open, on purpose."""
 
     import asyncio
-    import base64
-    import json
     import logging
     import threading
     import warnings
     from pathlib import Path
-    from urllib.parse import quote, quote_plus
+
+    from bridgehead_testing.secret_forms import basic_auth, encoded_forms
 
     from bridgehead.sdk import JobContext, Params, Plugin, Profile, SourceError
 
@@ -84,25 +83,8 @@ LEAKY = textwrap.dedent(
 
 
     def encodings(user, secret):
-        raw = secret.encode()
-        b64, b64url = base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()
-        return {
-            "plain": secret,
-            "base64": b64,
-            "base64-unpadded": b64.rstrip("="),
-            "base64url": b64url,
-            "base64url-unpadded": b64url.rstrip("="),
-            "url": quote(secret, safe=""),
-            "url-keeping-slash": quote(secret),
-            "url-plus": quote_plus(secret),
-            "hex": raw.hex(),
-            "hex-upper": raw.hex().upper(),
-            "json": json.dumps(secret)[1:-1],
-            "json-utf8": json.dumps(secret, ensure_ascii=False)[1:-1],
-            "json-twice": json.dumps(json.dumps(secret))[3:-3],
-            "json-escaped-slash": json.dumps(secret)[1:-1].replace("/", "\\\\/"),
-            "basic-auth": base64.b64encode(f"{user}:{secret}".encode()).decode(),
-        }
+        # The same forms the test looks for (the agent runs where the test support is installed).
+        return encoded_forms(secret) | {"basic-auth": basic_auth(user, secret)}
 
 
     class Leaky(Plugin[LeakyParams, LeakyProfile]):
