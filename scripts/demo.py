@@ -105,6 +105,33 @@ def make_hr_database(path: Path) -> Path:
 
 
 SANDBOX_CONFIG = """
+# The sandbox behaves like a real instance: tables and fields exist only when defined. This is
+# what an instance admin sets up for Bridgehead (docs/servicenow-setup.md), in sandbox form.
+[oauth]
+client_credentials = true          # glide.oauth.inbound.client.credential.grant_type.enabled
+
+# The target of the demo's transform map, a custom table.
+[tables.u_staff]
+label = "Staff"
+[tables.u_staff.fields.u_employee_id]
+type = "string"
+max_length = 40
+label = "Employee ID"
+[tables.u_staff.fields.u_name]
+type = "string"
+max_length = 100
+label = "Name"
+[tables.u_staff.fields.u_department]
+type = "string"
+max_length = 100
+label = "Department"
+
+# The field the ldap_users preset matches users on (their entryUUID).
+[tables.sys_user.fields.u_directory_id]
+type = "string"
+max_length = 40
+label = "Directory ID"
+
 # The demo's transform map: staff rows staged in u_staff_import land in u_staff, matched on
 # the employee id, so running the import again updates rows instead of adding them.
 [transforms.u_staff_import]

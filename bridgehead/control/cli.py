@@ -8,6 +8,7 @@
     bridgehead-control enrollment-token create --data-dir DIR [--cluster NAME] [--ttl S] [--uses N] [--replace NAME]
     bridgehead-control agent revoke NAME --data-dir DIR
     bridgehead-control signing-key rotate|list --data-dir DIR
+    bridgehead-control servicenow check NAME --config control.toml [--sink JSON] [--data-dir DIR] [--json]
 
 Token commands work while the server runs (SQLite WAL allows a second writer process).
 """
@@ -218,6 +219,70 @@ def cmd_enrollment_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_servicenow_check(args: argparse.Namespace) -> int:
+    """The preflight of [servicenow.NAME] (docs/servicenow-setup.md): 0 all ok (warnings
+    included), 1 a check failed; a bad name, sink or configuration is a ConfigError (2)."""
+    import json
+
+    import msgspec
+
+    from bridgehead.control.sinks.preflight import Report, render, run_preflight
+    from bridgehead.control.sinks.spec import SinkSpec, parse_sink
+
+    config = load_control_config(args.config)
+    instance = config.servicenow.get(args.name)
+    if instance is None:
+        known = ", ".join(sorted(config.servicenow)) or "none"
+        where = args.config or "no --config given"
+        raise ConfigError("servicenow check", args.name, f"no [servicenow.{args.name}] in {where} (it has: {known})")
+    spec: SinkSpec | None = None
+    if args.sink is not None:
+        try:
+            raw = json.loads(args.sink)
+        except ValueError as exc:
+            raise ConfigError("--sink", "", f"not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError("--sink", "", 'a JSON object, e.g. {"servicenow": "corp", "preset": "ldap_users"}')
+        raw.setdefault("servicenow", args.name)
+        try:
+            spec = parse_sink(raw)
+        except ValueError as exc:
+            raise ConfigError("--sink", "", str(exc)) from None
+        if spec.servicenow != args.name:
+            raise ConfigError("--sink", "", f"names instance {spec.servicenow!r}, not {args.name!r}")
+    if instance.auth == "oauth_refresh_token" and not args.data_dir:
+        # The instance may rotate the refresh token; the new one must go where the control plane reads it.
+        raise ConfigError(
+            "servicenow check", args.name, "auth = oauth_refresh_token needs --data-dir (the control plane's)"
+        )
+
+    async def check() -> Report:
+        from bridgehead.control.plane import open_store
+
+        if not args.data_dir:
+            return await run_preflight(args.name, instance, spec, _NoKeptTokens())
+        store = open_store(Path(args.data_dir), ControlConfig())
+        try:
+            return await run_preflight(args.name, instance, spec, store)
+        finally:
+            await store.close()
+
+    result = asyncio.run(check())
+    sys.stdout.write(msgspec.json.encode(result).decode() + "\n" if args.json else render(result))
+    return 0 if result.ok else 1
+
+
+class _NoKeptTokens:
+    """The CLI's store of refresh tokens without a data dir: nothing kept (only used with grants
+    that have no refresh token)."""
+
+    async def refresh_token(self, instance: str) -> tuple[str, str] | None:
+        return None
+
+    async def keep_refresh_token(self, instance: str, token: str, origin: str, now: float) -> None:
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridgehead-control", description="The Bridgehead control plane.")
     parser.add_argument("--version", action="version", version=f"bridgehead-control {__version__}")
@@ -249,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("key_id")
     c.add_argument("--data-dir", required=True)
     c.set_defaults(func=cmd_signing_key)
+    p = sub.add_parser("servicenow", help="ServiceNow instances that sinks deliver to")
+    nsub = p.add_subparsers(dest="action", required=True)
+    c = nsub.add_parser("check", help="preflight: connect as the sink would and report what to fix")
+    c.add_argument("name", metavar="NAME", help="the instance, [servicenow.NAME] in the configuration")
+    c.add_argument("--config", help="control.toml")
+    c.add_argument("--sink", metavar="JSON", help='a job\'s sink to check too, e.g. \'{"preset": "ldap_users"}\'')
+    c.add_argument("--data-dir", help="the control plane's (for a rotated refresh token; needed for that grant)")
+    c.add_argument("--json", action="store_true", help='print {"ok", "checks"} as the API answers')
+    c.set_defaults(func=cmd_servicenow_check)
     p = sub.add_parser("api-token", help="manage API tokens")
     tsub = p.add_subparsers(dest="action", required=True)
     c = tsub.add_parser("create", help="create a token and print it (shown once)")

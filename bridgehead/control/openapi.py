@@ -24,6 +24,7 @@ from bridgehead.control.services.shapes import (
     NewApiToken,
     RecordsPage,
 )
+from bridgehead.control.sinks.preflight import CheckRequest, Report
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -60,7 +61,8 @@ def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [JobSubmit, EnrollRequest, EnrollmentTokenRequest, Job, RecordsPage, Agent, ErrorResponse]
         + [ApiTokenRequest, ApiToken, NewApiToken, AuditPage]
-        + [ScheduleCreate, SchedulePatch, Schedule],
+        + [ScheduleCreate, SchedulePatch, Schedule]
+        + [CheckRequest, Report],
         ref_template="#/components/schemas/{name}",
     )
     paths: dict[str, Any] = {
@@ -307,6 +309,20 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(_ref("AuditPage"), "Entries; next is the after= of the next page"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/servicenow/{name}/check": {
+            "post": {
+                "summary": "Preflight of a ServiceNow instance (admin): connect as the sink would, report what to fix",
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("CheckRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Report"), "The checks (ok is false if one failed; warnings do not fail)"),
                     **_ERRORS,
                 },
             }

@@ -28,15 +28,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridgehead_sandbox.admin_api import AdminApi
 from bridgehead_sandbox.auth import Authenticator
+from bridgehead_sandbox.batch_api import BatchApi
 from bridgehead_sandbox.config import SandboxConfig
 from bridgehead_sandbox.errors import SnError, unknown_uri
 from bridgehead_sandbox.faults import Faults, Stats
 from bridgehead_sandbox.import_api import ImportApi
 from bridgehead_sandbox.imports import Importer
-from bridgehead_sandbox.limits import RateLimiter
+from bridgehead_sandbox.limits import RateLimiter, check_url_length
 from bridgehead_sandbox.oauth_api import OAuthApi
+from bridgehead_sandbox.quota import QuotaLayer
 from bridgehead_sandbox.responses import STAND_IN_HEADER, error_response
+from bridgehead_sandbox.schema import schema_for
 from bridgehead_sandbox.server import Connections
+from bridgehead_sandbox.sessions import SessionLayer, Sessions
 from bridgehead_sandbox.store import Store
 from bridgehead_sandbox.table_api import TableApi
 from bridgehead_sandbox.transform import TransformMap
@@ -50,13 +54,27 @@ class Sandbox:
 
     def __init__(self, data_dir: Path, config: SandboxConfig) -> None:
         self.config = config
-        self.store = Store(data_dir, synchronous=config.instance.synchronous, max_records=config.limits.max_records)
+        self.store = Store(
+            data_dir,
+            synchronous=config.instance.synchronous,
+            max_records=config.limits.max_records,
+            schema=(lambda: schema_for(config)) if config.instance.schema == "strict" else None,
+            case_sensitive=config.instance.case_sensitive,
+        )
         self.auth = Authenticator(config, self.store)
         self.rate_limiter = RateLimiter(config.rate_limit)
         self.faults = Faults(config.faults)
         self.stats = Stats()
         maps = {staging: TransformMap.from_config(staging, tm) for staging, tm in config.transforms.items()}
-        self.importer = Importer(self.store, maps)
+        instance = config.instance
+        self.importer = Importer(
+            self.store,
+            maps,
+            default_mode="sync" if instance.insert_multiple == "sync" else "async",
+            default_columns=instance.insert_multiple_columns,
+            async_delay_s=instance.async_transform_delay_ms / 1000,
+        )
+        self.sessions = Sessions(config.sessions)
         self.connections = Connections()
 
     def close(self) -> None:
@@ -73,6 +91,8 @@ def endpoint_of(method: str, path: str) -> tuple[str, str]:
         if rest and rest[0] == "import":
             kind = ".insertMultiple" if rest[2:] == ["insertMultiple"] else ".record" if len(rest) > 2 else ""
             return f"{method} import{kind}", "Import Set API"
+        if rest == ["batch"]:
+            return f"{method} batch", "Batch API"
         return f"{method} other", "REST API"
     if path == "/oauth_token.do":
         return f"{method} oauth", ""
@@ -109,6 +129,7 @@ class SandboxLayer:
 
         try:
             if not path.startswith("/sandbox/"):
+                check_url_length(scope, sandbox.config.limits.max_url_bytes)
                 action = sandbox.faults.decide()
                 if action.delay_s > 0:
                     await asyncio.sleep(action.delay_s)
@@ -192,6 +213,11 @@ def build_app(sandbox: Sandbox) -> ASGIApp:
             _route(f"{prefix}/import/{{table}}/insertMultiple", imports.insert_multiple, ["POST"], version),
             _route(f"{prefix}/import/{{table}}/{{sys_id}}", imports.get_row, ["GET"], version),
         ]
+    batch = BatchApi(sandbox)
+    routes += [
+        Route("/api/now/v1/batch", batch.batch, methods=["POST"]),
+        Route("/api/now/batch", batch.batch, methods=["POST"]),
+    ]
     routes += [
         Route("/oauth_token.do", oauth.token, methods=["POST"]),
         Route("/sandbox/health", admin.health, methods=["GET"]),
@@ -206,9 +232,11 @@ def build_app(sandbox: Sandbox) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sandbox.importer.start()  # and pick up import sets a restart interrupted
         try:
             yield
         finally:
+            await sandbox.importer.close()
             sandbox.close()
 
     app = Starlette(
@@ -222,7 +250,10 @@ def build_app(sandbox: Sandbox) -> ASGIApp:
         },
     )
     app.state.sandbox = sandbox
-    return SandboxLayer(app, sandbox)
+    # Outermost the session (its queue is not execution time), then the quota (which counts
+    # injected latency), then the rest.
+    layered = QuotaLayer(SandboxLayer(app, sandbox), sandbox.config.quota, sandbox.stats)
+    return SessionLayer(layered, sandbox.sessions, sandbox.stats)
 
 
 def _route(path: str, endpoint: Any, methods: list[str], version: dict[str, Any]) -> Route:

@@ -11,7 +11,15 @@ Grants (SERVICENOW_API.md §4.2):
     refresh_token       a new access token; the same refresh token back (ServiceNow does not
                         rotate), or with ``oauth.rotate_refresh_tokens`` a new one that
                         replaces the old, which stops working
-    client_credentials  an access token acting as the client's application user; no refresh
+    client_credentials  an access token acting as the client's application user; no refresh.
+                        Off unless ``oauth.client_credentials`` (the instance property
+                        glide.oauth.inbound.client.credential.grant_type.enabled)
+    urn:ietf:params:oauth:grant-type:jwt-bearer
+                        ``assertion``: a JWT the client signed (RS256/384/512) with the key of
+                        its configured certificate (``jwt_certificate``, an instance's "JWT
+                        verifier map"); iss = the client_id, aud = the client_id or the token
+                        endpoint's URL, exp in the future, sub = the user the token acts as.
+                        An access token, no refresh token (RFC 7523 §2.1)
 
 Failures are ``OAuthFailure``s: 401 ``invalid_client`` (unknown client or wrong secret) and
 401 ``invalid_grant`` (bad user credentials, unknown, expired or rotated-out refresh token),
@@ -26,17 +34,37 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import json
 import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from bridgehead.core.errors import ConfigError
 from bridgehead_sandbox.config import SandboxConfig
 from bridgehead_sandbox.errors import not_authenticated
 from bridgehead_sandbox.store import Store
 
 SCOPE = "useraccount"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GRANTS = ("password", "refresh_token", "client_credentials", JWT_BEARER)
+MAX_ASSERTION = 16 * 1024  # bytes; a JWT of a few claims is well under 2 KB
+_JWT_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "RS256": hashes.SHA256,
+    "RS384": hashes.SHA384,
+    "RS512": hashes.SHA512,
+}
+CLIENT_CREDENTIALS_OFF = (
+    "the client_credentials grant is disabled on this instance: set the system property "
+    "glide.oauth.inbound.client.credential.grant_type.enabled to true "
+    "(in the sandbox: oauth.client_credentials = true)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +116,9 @@ class Authenticator:
         # (client, user) -> the access token a password grant gave last: instances hand the
         # same one back while it is valid. Only the hash is stored, so this lasts one run.
         self._password_access: dict[tuple[str, str], str] = {}
+        self._jwt_keys = {
+            cid: _public_key(cid, c.jwt_certificate) for cid, c in self.oauth.clients.items() if c.jwt_certificate
+        }
 
     # --- API requests ----------------------------------------------------------------------
 
@@ -130,12 +161,13 @@ class Authenticator:
 
     # --- /oauth_token.do -------------------------------------------------------------------
 
-    def grant(self, form: Mapping[str, str]) -> dict[str, Any]:
-        """Answer one token request (a form already decoded), or raise ``OAuthFailure``."""
+    def grant(self, form: Mapping[str, str], token_endpoint: str = "") -> dict[str, Any]:
+        """Answer one token request (a form already decoded), or raise ``OAuthFailure``.
+        ``token_endpoint``: this endpoint's URL, which a JWT's ``aud`` may name."""
         grant_type = form.get("grant_type", "")
         if not grant_type:
             raise OAuthFailure(400, "invalid_request", "grant_type is required")
-        if grant_type not in ("password", "refresh_token", "client_credentials"):
+        if grant_type not in GRANTS:
             raise OAuthFailure(400, "unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
         client_id = form.get("client_id", "")
         client = self.oauth.clients.get(client_id)
@@ -144,9 +176,14 @@ class Authenticator:
             raise OAuthFailure(401, "invalid_client", "client authentication failed (client_id or client_secret)")
         if grant_type == "client_credentials":
             if not self.oauth.client_credentials:
-                raise OAuthFailure(401, "unauthorized_client", "the client_credentials grant is disabled")
+                raise OAuthFailure(401, "unauthorized_client", CLIENT_CREDENTIALS_OFF)
             self._require_user(client.user)
             access, ttl = self._issue("access", client_id, client.user, self.oauth.access_token_ttl_s)
+            return _body(access, ttl)
+        if grant_type == JWT_BEARER:
+            username = self._jwt_subject(client_id, form.get("assertion", ""), token_endpoint)
+            self._require_user(username)
+            access, ttl = self._issue("access", client_id, username, self.oauth.access_token_ttl_s)
             return _body(access, ttl)
         if grant_type == "password":
             username = form.get("username", "")
@@ -173,6 +210,36 @@ class Authenticator:
             self._forget([digest])
             refresh, _ = self._issue("refresh", client_id, entry.username, self.oauth.refresh_token_ttl_s)
         return _body(access, ttl, refresh)
+
+    def _jwt_subject(self, client_id: str, assertion: str, token_endpoint: str) -> str:
+        """Check a JWT bearer assertion (RFC 7523 §3) and return its ``sub``, the user."""
+        key = self._jwt_keys.get(client_id)
+        if key is None:
+            raise OAuthFailure(
+                401,
+                "unauthorized_client",
+                f"client {client_id!r} has no JWT verifier map (oauth.clients.<id>.jwt_certificate)",
+            )
+        if not assertion:
+            raise OAuthFailure(400, "invalid_request", "assertion is required for the JWT bearer grant")
+        claims = verify_jwt(assertion, key)
+        now = self._clock()
+        audiences = claims.get("aud")
+        audiences = audiences if isinstance(audiences, list) else [audiences]
+        if claims.get("iss") != client_id:
+            raise OAuthFailure(401, "invalid_grant", "the JWT's iss is not the client_id")
+        if not any(a in (client_id, token_endpoint) for a in audiences if isinstance(a, str) and a):
+            raise OAuthFailure(401, "invalid_grant", "the JWT's aud is neither the client_id nor the token endpoint")
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or not math.isfinite(exp) or exp <= now:
+            raise OAuthFailure(401, "invalid_grant", "the JWT has no exp, or it has expired")
+        nbf = claims.get("nbf")
+        if isinstance(nbf, int | float) and not isinstance(nbf, bool) and nbf > now:
+            raise OAuthFailure(401, "invalid_grant", "the JWT is not valid yet (nbf)")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise OAuthFailure(401, "invalid_grant", "the JWT has no sub (the user)")
+        return sub
 
     def _require_user(self, username: str) -> None:
         user = self.users.get(username)
@@ -225,6 +292,54 @@ def _body(access: str, ttl: float, refresh: str | None = None) -> dict[str, Any]
         body["refresh_token"] = refresh
     body.update(scope=SCOPE, token_type="Bearer", expires_in=max(0, math.ceil(ttl) - 1))  # noqa: S106 - a token type, not a password
     return body
+
+
+def _public_key(client_id: str, pem: str) -> rsa.RSAPublicKey:
+    """The RSA public key of a client's JWT certificate (or bare public key), in PEM."""
+    where = f"oauth.clients.{client_id}.jwt_certificate"
+    key: object
+    try:
+        data = pem.strip().encode()
+        if b"CERTIFICATE" in data:
+            key = x509.load_pem_x509_certificate(data).public_key()
+        else:
+            key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise ConfigError("sandbox config", where, f"not a PEM certificate or public key: {exc}") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ConfigError("sandbox config", where, "must be an RSA key (the sandbox checks RS256/384/512)")
+    return key
+
+
+def _b64url(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def verify_jwt(token: str, key: rsa.RSAPublicKey) -> dict[str, Any]:
+    """The claims of a compact JWS signed RS256/384/512 by ``key``, or an ``OAuthFailure``."""
+    if len(token) > MAX_ASSERTION:
+        raise OAuthFailure(400, "invalid_request", f"the assertion is longer than {MAX_ASSERTION} bytes")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise OAuthFailure(401, "invalid_grant", "the assertion is not a signed JWT (header.payload.signature)")
+    try:
+        header = json.loads(_b64url(parts[0]))
+        claims = json.loads(_b64url(parts[1]))
+        signature = _b64url(parts[2])
+    except (ValueError, binascii.Error):
+        raise OAuthFailure(401, "invalid_grant", "the assertion is not valid base64url JSON") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise OAuthFailure(401, "invalid_grant", "the JWT's header and payload must be JSON objects")
+    algorithm = _JWT_HASHES.get(str(header.get("alg")))
+    if algorithm is None:
+        raise OAuthFailure(401, "invalid_grant", f"unsupported JWT alg {header.get('alg')!r} (RS256, RS384, RS512)")
+    try:
+        key.verify(signature, f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), algorithm())
+    except InvalidSignature:
+        raise OAuthFailure(
+            401, "invalid_grant", "the JWT's signature does not match the client's certificate"
+        ) from None
+    return claims
 
 
 def failure_body(failure: OAuthFailure, style: str) -> dict[str, str]:

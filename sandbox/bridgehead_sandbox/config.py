@@ -30,12 +30,26 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class InstanceSection(_Section):
     listen: str = "127.0.0.1:8090"
-    # How POST /api/now/import/{t}/insertMultiple answers: per-row results ("sync", the shape of
-    # the single-row API), the documented asynchronous ids ("async"), or not at all
-    # ("unsupported", as an instance without the API answers: 400, unknown URI).
-    insert_multiple: Literal["sync", "async", "unsupported"] = "sync"
+    # How POST /api/now/import/{t}/insertMultiple answers: the documented asynchronous ids,
+    # transformed afterwards ("async", an instance's default), per-row results ("sync", the
+    # shape of the single-row API; lenient), or not at all ("unsupported", as an instance
+    # without the API answers: 400, unknown URI).
+    insert_multiple: Literal["sync", "async", "unsupported"] = "async"
+    # Which keys insertMultiple takes for a staging table with no sys_rest_insert_multiple
+    # record: column labels (an instance's default), column names, or either (lenient).
+    insert_multiple_columns: Literal["label", "name", "label_or_name"] = "label"
+    # How long the asynchronous transform waits before it picks up an import set (an
+    # instance's scheduler takes a moment too); lets a test see the "loaded" state.
+    async_transform_delay_ms: Annotated[float, msgspec.Meta(ge=0, le=600_000)] = 0.0
     # glide.invalid_query.returns_no_rows: a query with a term the sandbox drops returns nothing.
     strict_query: bool = False
+    # "strict": tables and fields exist only when defined ([tables.*], built-ins, sys_db_object /
+    # sys_dictionary writes), unknown fields are dropped and values stored in their type's form,
+    # as on an instance. "lenient": any table and field is created by its first write and values
+    # are stored verbatim (the sandbox before issue 17).
+    schema: Literal["strict", "lenient"] = "strict"
+    # An instance matches =, !=, IN, NOT IN and coalesce keys ignoring case; true = exact matches.
+    case_sensitive: bool = False
     synchronous: Literal["normal", "full"] = "normal"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
@@ -51,6 +65,9 @@ class OAuthClientSection(_Section):
     secret: Annotated[str, msgspec.Meta(min_length=1)]
     # The "OAuth Application User": whom a client_credentials token acts as.
     user: str = "admin"
+    # The JWT bearer grant: the PEM certificate (or public key) whose private key signs the
+    # client's assertions, as an instance's "JWT verifier map" holds it; "" = no JWT grant.
+    jwt_certificate: str = ""
 
 
 def _default_clients() -> dict[str, OAuthClientSection]:
@@ -63,7 +80,8 @@ class OAuthSection(_Section):
     # ServiceNow returns the same refresh token on a refresh (no rotation); on = a new one each
     # time, and the old one stops working.
     rotate_refresh_tokens: bool = False
-    client_credentials: bool = True  # glide.oauth.inbound.client.credential.grant_type.enabled
+    # glide.oauth.inbound.client.credential.grant_type.enabled: off on an instance until set.
+    client_credentials: bool = False
     # "rfc6749": {"error": "invalid_client" | "invalid_grant" | ..., "error_description"};
     # "servicenow": the body seen from real instances, {"error": "server_error", "error_description": "access_denied"}.
     error_style: Literal["rfc6749", "servicenow"] = "rfc6749"
@@ -99,6 +117,32 @@ class LimitsSection(_Section):
     max_records: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 1_000_000
     max_connections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     max_tokens: Annotated[int, msgspec.Meta(ge=10, le=10_000_000)] = 100_000
+    # The longest request target (path and query, bytes) answered; longer is 400, as an
+    # instance's front end answers it (docs/sandbox.md cites the figure).
+    max_url_bytes: Annotated[int, msgspec.Meta(ge=256, le=10 * MiB)] = 8 * 1024
+    max_batch_requests: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    # The "REST Batch API request timeout" quota rule: items not started by then are unserviced.
+    batch_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+
+
+class SessionsSection(_Section):
+    # Session cookies (JSESSIONID, glide_user_route, BIGipServerpool...) on every API answer;
+    # a request that sends them back joins that session, which runs one transaction at a time.
+    enabled: bool = True
+    # Transactions allowed to wait on one session ("Max Waiters", 10 on an instance); the
+    # next one is answered 202 and not processed.
+    max_waiters: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 10
+    idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 1800.0
+    max_sessions: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
+
+
+class QuotaSection(_Section):
+    # The base-system transaction quota rules: REST Table/Import Set API transactions are
+    # cancelled after 60 s. 0 = no quota.
+    max_execution_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0
+    # A cancelled transaction that had started running answers 200 with the error envelope
+    # (what instances send); 500 for clients that want an HTTP error.
+    cancelled_status: Literal[200, 500] = 200
 
 
 class TransformSection(_Section):
@@ -117,6 +161,21 @@ class TransformSection(_Section):
     create_on_empty_coalesce: bool = False
 
 
+class FieldSection(_Section):
+    type: str = "string"  # a sys_dictionary internal_type (schema.FIELD_TYPES)
+    max_length: Annotated[int, msgspec.Meta(ge=0, le=65_000_000)] = 0  # 0 = the type's default
+    label: str = ""  # default: from the name, "u_directory_id" -> "Directory id"
+    mandatory: bool = False
+    read_only: bool = False
+    reference: str = ""  # the referenced table of a reference field
+
+
+class TableSection(_Section):
+    label: str = ""
+    extends: str = ""  # a parent table: its fields are inherited
+    fields: dict[str, FieldSection] = msgspec.field(default_factory=dict)
+
+
 def _default_users() -> dict[str, UserSection]:
     return {"admin": UserSection(password="admin", roles=["admin"])}  # noqa: S106 - the documented demo user
 
@@ -128,7 +187,10 @@ class SandboxConfig(_Section):
     rate_limit: RateLimitSection = msgspec.field(default_factory=RateLimitSection)
     faults: FaultsSection = msgspec.field(default_factory=FaultsSection)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    sessions: SessionsSection = msgspec.field(default_factory=SessionsSection)
+    quota: QuotaSection = msgspec.field(default_factory=QuotaSection)
     transforms: dict[str, TransformSection] = msgspec.field(default_factory=dict)  # by staging table
+    tables: dict[str, TableSection] = msgspec.field(default_factory=dict)  # defined besides the built-ins
 
 
 def load_config(path: str | None) -> SandboxConfig:
@@ -150,6 +212,7 @@ def check(config: SandboxConfig, path: str) -> None:
     for client_id, client in config.oauth.clients.items():
         if client.user not in config.users:
             raise ConfigError(path, f"oauth.clients.{client_id}.user", f"no user {client.user!r} in [users]")
+    check_tables(config, path)
     for staging, tm in config.transforms.items():
         where = f"transforms.{staging}"
         for table in (staging, tm.target):
@@ -167,3 +230,13 @@ def check(config: SandboxConfig, path: str) -> None:
                 if parsed.invalid or not parsed.groups:
                     bad = ", ".join(parsed.invalid) or text
                     raise ConfigError(path, f"{where}.{key}", f"cannot use the encoded query term(s) {bad}")
+
+
+def check_tables(config: SandboxConfig, path: str) -> None:
+    """[tables.*] must define a schema the sandbox can build (names, types, parents)."""
+    from bridgehead_sandbox.schema import Schema, SchemaError  # here: schema is optional for the rest
+
+    try:
+        Schema.from_config(config.tables)
+    except SchemaError as exc:
+        raise ConfigError(path, "tables", str(exc)) from None

@@ -1,4 +1,4 @@
-"""Bounds: the inbound REST rate limit, and the request body size.
+"""Bounds: the inbound REST rate limit, the request body size, and the URL length.
 
 Rate limit (SERVICENOW_API.md §5): a fixed window of ``per_seconds`` (an instance's is one
 hour; tests want seconds), counted per user or for everyone together. Windows are counted from
@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from starlette.requests import Request
 
@@ -104,3 +105,25 @@ async def read_body(request: Request, max_bytes: int, status: int) -> bytes:
             status, "Request body too large", f"the request body is over {max_bytes} bytes (limits.max_body_bytes)"
         )
     return b"".join(chunks)
+
+
+def request_target_bytes(scope: Mapping[str, Any]) -> int:
+    """The length of the request target as sent: the path (still percent-encoded) and the query."""
+    raw_path = scope.get("raw_path")
+    path = bytes(raw_path) if raw_path else str(scope.get("path", "")).encode()
+    query = bytes(scope.get("query_string", b""))
+    return len(path) + (1 + len(query) if query else 0)
+
+
+def check_url_length(scope: Mapping[str, Any], limit: int) -> None:
+    """400 for a request target longer than ``limit`` bytes, as an instance's front end answers
+    one past its request-header limit (Tomcat ``maxHttpHeaderSize``, 8 KiB by default;
+    ServiceNow KB0826932). A client that needs a longer query uses the Batch API."""
+    size = request_target_bytes(scope)
+    if size > limit:
+        raise SnError(
+            400,
+            "Request header is too large",
+            f"the URL (path and query) is {size} bytes; this instance accepts at most {limit}"
+            " (limits.max_url_bytes): split the query, or send it through POST /api/now/v1/batch",
+        )

@@ -38,7 +38,7 @@ class OAuthApi:
             raw = await read_body(request, limits.max_body_bytes, limits.oversize_status)
             form = dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
             _client_from_basic(request.headers.get("authorization", ""), form)
-            body = self.sandbox.auth.grant(form)
+            body = self.sandbox.auth.grant(form, str(request.url.replace(query="")))
         except OAuthFailure as failure:
             return json_response(failure_body(failure, style), failure.status, NO_STORE)
         return json_response(body, 200, NO_STORE)

@@ -18,6 +18,10 @@ Where the field ends and the operator starts: when the table's columns are known
 API always passes them) the longest column the term starts with wins, and any other field is
 unknown. Without columns, the field is the shortest run of ``[A-Za-z0-9_.]`` followed by a
 supported operator; ServiceNow field names are lower case, so this is exact for them.
+
+Case: an instance's database compares strings ignoring case (its default collation), so ``=``,
+``!=``, ``IN`` and ``NOT IN`` match ``Alice`` for ``alice`` (as LIKE and STARTSWITH always
+did); ``case_sensitive=True`` makes those four exact (the sandbox's ``instance.case_sensitive``).
 """
 
 from __future__ import annotations
@@ -110,10 +114,12 @@ class Query:
     groups: tuple[Group, ...] = ()
     order: tuple[OrderBy, ...] = ()
     invalid: tuple[str, ...] = ()
+    case_sensitive: bool = False
 
     def predicate(self) -> Predicate:
         """A function that tells whether a record matches (built once, called per record)."""
-        groups = [[[_compile(c) for c in clause] for clause in group] for group in self.groups]
+        exact = self.case_sensitive
+        groups = [[[_compile(c, exact) for c in clause] for clause in group] for group in self.groups]
         if not groups:
             return _always
 
@@ -153,13 +159,14 @@ class _Builder:
         else:
             group.append([condition])
 
-    def build(self) -> Query:
+    def build(self, case_sensitive: bool) -> Query:
         groups = tuple(tuple(tuple(clause) for clause in group) for group in self.groups if group)
-        return Query(groups, tuple(self.order), tuple(self.invalid))
+        return Query(groups, tuple(self.order), tuple(self.invalid), case_sensitive)
 
 
-def parse(text: str, columns: Collection[str] | None = None) -> Query:
-    """Parse an encoded query; ``columns`` are the table's fields (others are unknown)."""
+def parse(text: str, columns: Collection[str] | None = None, *, case_sensitive: bool = False) -> Query:
+    """Parse an encoded query; ``columns`` are the table's fields (others are unknown).
+    ``case_sensitive``: ``=``, ``!=``, ``IN``, ``NOT IN`` compare exactly (not as an instance)."""
     by_length = sorted(columns, key=len, reverse=True) if columns is not None else None
     out = _Builder()
     terms = text.split("^")
@@ -200,7 +207,7 @@ def parse(text: str, columns: Collection[str] | None = None) -> Query:
             out.invalid.append(term)
         else:
             out.add(condition, or_previous=or_previous)
-    return out.build()
+    return out.build(case_sensitive)
 
 
 def _condition(term: str, by_length: Sequence[str] | None, columns: Collection[str] | None) -> Condition | None:
@@ -259,9 +266,11 @@ def _compare(left: str, right: str) -> int:
     return (left > right) - (left < right)
 
 
-def _compile(c: Condition) -> Predicate:
+def _compile(c: Condition, exact: bool = False) -> Predicate:
     field, value = c.field, c.value
     folded = value.casefold()
+    if c.op in ("=", "!=", "IN", "NOT IN") and not exact:
+        return _compile_folded(c)
     if c.op == "=":
         return lambda r: r.get(field, "") == value
     if c.op == "!=":
@@ -300,6 +309,19 @@ def _compile(c: Condition) -> Predicate:
     # An empty value is NULL on an instance, and NULL compares false with anything.
     wanted = {"<": (-1,), "<=": (-1, 0), ">": (1,), ">=": (1, 0)}[c.op]
     return lambda r: (v := r.get(field, "")) != "" and _compare(v, value) in wanted
+
+
+def _compile_folded(c: Condition) -> Predicate:
+    """``=``, ``!=``, ``IN``, ``NOT IN`` ignoring case, as an instance's collation compares."""
+    field, folded = c.field, c.value.casefold()
+    if c.op == "=":
+        return lambda r: r.get(field, "").casefold() == folded
+    if c.op == "!=":
+        return lambda r: r.get(field, "").casefold() != folded
+    members = frozenset(folded.split(","))
+    if c.op == "IN":
+        return lambda r: r.get(field, "").casefold() in members
+    return lambda r: r.get(field, "").casefold() not in members
 
 
 # --- ordering --------------------------------------------------------------------------

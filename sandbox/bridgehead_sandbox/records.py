@@ -7,12 +7,13 @@ In the sandbox a reference field is a plain string, and a display value is the v
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
+
+from bridgehead_sandbox.values import to_text
 
 SYS_FIELDS = (
     "sys_id",
@@ -40,17 +41,10 @@ def is_sys_id(text: str) -> bool:
 
 
 def to_value(value: object) -> str:
-    """A JSON value as the instance stores it. Only strings are documented for imports; other
-    scalars get their usual text, and a nested value its JSON (an instance mangles it)."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(value, separators=(",", ":"))
+    """A JSON value as text. Only strings are documented for imports; other scalars get their
+    usual text, a reference object its ``value``, and a nested value its JSON (an instance
+    mangles it). The field's type then gives the stored form (values.store_value)."""
+    return to_text(value)
 
 
 def writable_fields(body: Mapping[str, Any]) -> dict[str, str]:

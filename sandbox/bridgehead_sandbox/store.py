@@ -10,6 +10,18 @@ Indexes: a table builds a dict index on a tuple of fields the first time somethi
 it current on every write after that; a lookup is then O(1) however large the table. Nothing
 about indexes is stored: they are rebuilt lazily after a restart.
 
+Schema (issue 17): with a :class:`~bridgehead_sandbox.schema.Schema` the store is strict, as
+an instance is: a table exists only when defined, a write keeps only the table's fields and
+stores each value in its type's form (:mod:`bridgehead_sandbox.values`). The definitions are
+records too: ``sys_db_object`` and ``sys_dictionary`` hold one per table and field, the
+built-in and config ones in memory only (they are rebuilt at start, with negative ``seq``) and
+an admin's own (``POST`` through the Table API) stored like any record and replayed into the
+schema at start. Without a schema (``[instance] schema = "lenient"``) any table and field is
+created by its first write and values are kept verbatim.
+
+Matching: an instance compares ``=``/``IN`` and coalesce keys ignoring case; the indexes here
+key on case-folded values unless ``case_sensitive``.
+
 Writes go through :meth:`Store.transaction`: one SQLite transaction per request (a batch of
 200 import rows is one commit), applied to memory as it goes. All of it runs on the event
 loop's thread with no ``await`` inside, so requests never interleave within a transaction;
@@ -23,19 +35,32 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
 import msgspec
 
 from bridgehead.core.errors import ConfigError
-from bridgehead_sandbox.errors import SnError
+from bridgehead_sandbox.errors import SnError, invalid_table
 from bridgehead_sandbox.query import Query
-from bridgehead_sandbox.records import SYS_FIELDS
+from bridgehead_sandbox.records import SYS_FIELDS, now_text
+from bridgehead_sandbox.schema import (
+    SYS_FIELD_DEFS,
+    FieldDef,
+    Schema,
+    SchemaError,
+    TableDef,
+    field_sys_id,
+    label_of,
+    table_sys_id,
+)
+from bridgehead_sandbox.values import store_value
 
 DB_FILE = "sandbox.db"
 LOCK_FILE = "sandbox.lock"
+META_TABLES = ("sys_db_object", "sys_dictionary")
+_SYS_NAMES = frozenset(SYS_FIELDS)
 MAX_QUERY_INDEXES = 16  # per table; beyond this a query on a new field scans (coalesce always indexes)
 
 SCHEMA = """
@@ -65,14 +90,28 @@ _encode = msgspec.json.Encoder().encode
 class Table:
     """One table's records in creation order, its columns, and its indexes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, definition: TableDef | None = None, *, case_sensitive: bool = False) -> None:
         self.name = name
         self.rows: dict[str, Record] = {}
         self.seq: dict[str, int] = {}
-        # An ordered set: every field any record ever had, as an instance's schema would
-        # have them (a record lacking one reads as "").
+        # An ordered set: the defined fields (strict), or every field any record ever had
+        # (lenient, or an import set table); a record lacking one reads as "".
         self.columns: dict[str, None] = dict.fromkeys(SYS_FIELDS)
+        self.definition: TableDef | None = None
+        self.case_sensitive = case_sensitive
         self._indexes: dict[Key, dict[Key, list[str]]] = {}
+        if definition is not None:
+            self.define(definition)
+
+    def define(self, definition: TableDef) -> None:
+        """Take (new) field definitions: the columns are the defined fields, in order."""
+        self.definition = definition
+        grown = {name: None for name in self.columns if name not in definition.fields and definition.extensible}
+        self.columns = dict.fromkeys(definition.fields) | grown
+
+    def key_of(self, values: Key) -> Key:
+        """A lookup key as the indexes hold it: case-folded unless the table is case-sensitive."""
+        return values if self.case_sensitive else tuple(v.casefold() for v in values)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -81,18 +120,24 @@ class Table:
         return self.rows.get(sys_id)
 
     def find(self, fields: Key, key: Key) -> Record | None:
-        """The oldest record whose ``fields`` equal ``key`` (a coalesce match)."""
-        ids = self._index(fields).get(key)
+        """The oldest record whose ``fields`` equal ``key`` (a coalesce match), ignoring case
+        as an instance does unless the store is ``case_sensitive``."""
+        ids = self._index(fields).get(self.key_of(key))
         if not ids:
             return None
         return self.rows[min(ids, key=self.seq.__getitem__)] if len(ids) > 1 else self.rows[ids[0]]
+
+    def find_all(self, fields: Key, key: Key) -> list[Record]:
+        """Every record whose ``fields`` equal ``key`` (same matching as :meth:`find`), oldest first."""
+        ids = self._index(fields).get(self.key_of(key), [])
+        return [self.rows[i] for i in sorted(ids, key=self.seq.__getitem__)]
 
     def select(self, query: Query) -> list[Record]:
         """The records matching ``query``, in creation order (ORDER BY is the caller's)."""
         predicate = query.predicate()
         eq = query.equality_on()
         if eq is not None and ((eq.field,) in self._indexes or len(self._indexes) < MAX_QUERY_INDEXES):
-            ids = self._index((eq.field,)).get((eq.value,), [])
+            ids = self._index((eq.field,)).get(self.key_of((eq.value,)), [])
             candidates = [self.rows[i] for i in sorted(ids, key=self.seq.__getitem__)]
             return [r for r in candidates if predicate(r)]
         return [r for r in self.rows.values() if predicate(r)]
@@ -102,9 +147,14 @@ class Table:
         if index is None:
             index = {}
             for sys_id, record in self.rows.items():
-                index.setdefault(tuple(record.get(f, "") for f in fields), []).append(sys_id)
+                index.setdefault(self._key(record, fields), []).append(sys_id)
             self._indexes[fields] = index
         return index
+
+    def _key(self, record: Record, fields: Key) -> Key:
+        if self.case_sensitive:
+            return tuple(record.get(f, "") for f in fields)
+        return tuple(record.get(f, "").casefold() for f in fields)
 
     # --- changes, made only through a Writer so that SQLite sees them too ------------------
 
@@ -115,7 +165,7 @@ class Table:
         if not self.columns.keys() >= record.keys():
             self.columns.update((name, None) for name in record if name not in self.columns)
         for fields, index in self._indexes.items():
-            index.setdefault(tuple(record.get(f, "") for f in fields), []).append(sys_id)
+            index.setdefault(self._key(record, fields), []).append(sys_id)
 
     def _replace(self, record: Record) -> None:
         sys_id = record["sys_id"]
@@ -124,8 +174,8 @@ class Table:
         if not self.columns.keys() >= record.keys():
             self.columns.update((name, None) for name in record if name not in self.columns)
         for fields, index in self._indexes.items():
-            old_key = tuple(old.get(f, "") for f in fields)
-            new_key = tuple(record.get(f, "") for f in fields)
+            old_key = self._key(old, fields)
+            new_key = self._key(record, fields)
             if old_key != new_key:
                 _unindex(index, old_key, sys_id)
                 index.setdefault(new_key, []).append(sys_id)
@@ -134,7 +184,7 @@ class Table:
         old = self.rows.pop(sys_id)
         del self.seq[sys_id]
         for fields, index in self._indexes.items():
-            _unindex(index, tuple(old.get(f, "") for f in fields), sys_id)
+            _unindex(index, self._key(old, fields), sys_id)
 
 
 def _unindex(index: dict[Key, list[str]], key: Key, sys_id: str) -> None:
@@ -160,38 +210,71 @@ class Writer:
         self._inserted: dict[int, tuple[str, Record]] = {}
         self._updated: dict[int, Record] = {}
         self._deleted: list[int] = []
+        self._meta_changed = False  # sys_db_object / sys_dictionary written: rebuild the schema
 
     def table(self, name: str) -> Table:
-        """The table, created on first write as an instance would not (and the sandbox does)."""
+        """The table. Strict: it must be defined (else 400 Invalid table, as on an instance);
+        lenient: created by its first write."""
         table = self._store.tables.get(name)
         if table is None:
+            if self._store.schema is not None:
+                raise invalid_table(name)
             self._db.execute("INSERT INTO tables (name, created_on) VALUES (?, ?)", (name, self.now))
-            table = self._store.tables[name] = Table(name)
+            table = self._store.tables[name] = self._store.new_table(name)
         return table
 
-    def insert(self, table: Table, record: Record) -> None:
+    def insert(self, table: Table, record: Record) -> Record:
+        """Insert ``record`` and return it as stored (strict: shaped to the table's fields)."""
         store = self._store
+        record = store.shape(table, record)
         if store.total >= store.max_records:
             raise SnError(
                 400,
                 "Operation Failed",
                 f"the sandbox holds its maximum of {store.max_records} records (limits.max_records)",
             )
+        if table.name in META_TABLES and store.schema is not None:
+            store.apply_definition(table.name, record, inserting=True)
         store.last_seq += 1
         table._put(record, store.last_seq)
         store.total += 1
         self._inserted[store.last_seq] = (table.name, record)
+        if table.name in META_TABLES and store.schema is not None:
+            if table.name == "sys_db_object" and not record.get("super_class"):
+                self._add_sys_fields(record.get("name", ""))
+        return record
 
-    def update(self, table: Table, record: Record) -> None:
+    def _add_sys_fields(self, table_name: str) -> None:
+        """A new root table gets the sys_* dictionary entries, as an instance creates them."""
+        dictionary = self._store.tables["sys_dictionary"]
+        for f in SYS_FIELD_DEFS:
+            entry = dictionary_record(table_name, f)
+            if dictionary.get(entry["sys_id"]) is None:
+                self.insert(dictionary, new_meta_record(entry, "system", self.now))
+
+    def update(self, table: Table, record: Record) -> Record:
+        """Replace the record with ``record`` and return it as stored."""
+        store = self._store
+        if table.seq[record["sys_id"]] <= 0:
+            raise SnError(403, "Operation Failed", f"{table.name} {record['sys_id']} is built in and read-only here")
+        record = store.shape(table, record)
+        if table.name in META_TABLES and store.schema is not None:
+            store.apply_definition(table.name, record, inserting=False)
+            self._meta_changed = True
         table._replace(record)
         seq = table.seq[record["sys_id"]]
         if seq in self._inserted:
             self._inserted[seq] = (table.name, record)
         else:
             self._updated[seq] = record
+        return record
 
     def delete(self, table: Table, sys_id: str) -> None:
         seq = table.seq[sys_id]
+        if seq <= 0:
+            raise SnError(403, "Operation Failed", f"{table.name} {sys_id} is built in and read-only here")
+        if table.name in META_TABLES:
+            self._meta_changed = True
         table._remove(sys_id)
         self._store.total -= 1
         if self._inserted.pop(seq, None) is None:
@@ -223,9 +306,23 @@ class Writer:
 
 
 class Store:
-    def __init__(self, data_dir: Path, *, synchronous: str = "NORMAL", max_records: int = 1_000_000) -> None:
+    """The tables. ``schema``: builds the defined tables (strict); None = lenient, any table
+    and field created by its first write. ``case_sensitive``: exact matches in indexes."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        synchronous: str = "NORMAL",
+        max_records: int = 1_000_000,
+        schema: Callable[[], Schema] | None = None,
+        case_sensitive: bool = False,
+    ) -> None:
         self.data_dir = data_dir
         self.max_records = max_records
+        self._schema_factory = schema
+        self.schema: Schema | None = None
+        self.case_sensitive = case_sensitive
         self.tables: dict[str, Table] = {}
         self.total = 0
         self.last_seq = 0
@@ -242,14 +339,133 @@ class Store:
         self._load()
 
     def _load(self) -> None:
-        self.tables = {name: Table(name) for (name,) in self.db.execute("SELECT name FROM tables")}
+        self.schema = self._schema_factory() if self._schema_factory is not None else None
+        self.tables = {}
+        if self.schema is not None:
+            self.tables = {name: self.new_table(name) for name in self.schema.names()}
+            self._put_defined(self.schema)
+        for (name,) in self.db.execute("SELECT name FROM tables"):  # created by a lenient run
+            self.tables.setdefault(name, self.new_table(name))
         self.total = 0
         self.last_seq = 0
         for seq, name, data in self.db.execute("SELECT seq, tbl, data FROM records ORDER BY seq"):
-            table = self.tables.get(name) or self.tables.setdefault(name, Table(name))
-            table._put(_decode(data), seq)
+            table = self.tables.get(name) or self.tables.setdefault(name, self.new_table(name))
+            record = _decode(data)
+            if self.schema is not None and name in META_TABLES:
+                with contextlib.suppress(SnError):  # a definition that no longer applies stays a record
+                    self.apply_definition(name, record, inserting=True)
+            elif table.definition is not None and table.definition.extensible:
+                record = self.shape(table, record)
+            table._put(record, seq)
             self.total += 1
             self.last_seq = seq
+
+    def new_table(self, name: str) -> Table:
+        definition = self.schema.table(name) if self.schema is not None else None
+        return Table(name, definition, case_sensitive=self.case_sensitive)
+
+    def _put_defined(self, schema: Schema) -> None:
+        """The built-in and config definitions as sys_db_object / sys_dictionary records, in
+        memory only (negative seq: before every stored record, never written to SQLite)."""
+        now = now_text()
+        records: list[tuple[str, Record]] = []
+        for name in schema.names():
+            definition = schema.table(name)
+            if definition is None:
+                continue
+            parent = definition.super_class
+            records.append(("sys_db_object", new_meta_record(table_record(definition), "system", now)))
+            own = list(schema.own_fields(name))
+            if parent is None:
+                own = [*SYS_FIELD_DEFS, *own]
+            records.extend(("sys_dictionary", new_meta_record(dictionary_record(name, f), "system", now)) for f in own)
+        for seq, (table_name, record) in enumerate(records, start=-len(records)):
+            self.tables[table_name]._put(record, seq)
+
+    def shape(self, table: Table, record: Mapping[str, str]) -> Record:
+        """``record`` as a strict table stores it: only its fields (an import set table gains
+        new ones), each value in its type's form. Lenient tables keep it as it is."""
+        definition = table.definition
+        if definition is None:
+            return dict(record)
+        out: Record = {}
+        for name, value in record.items():
+            field = definition.fields.get(name)
+            if field is None:
+                if not definition.extensible or self.schema is None:
+                    continue  # an unknown field is dropped silently, as on an instance
+                try:
+                    field = self.schema.add_column(table.name, name)
+                except SchemaError:
+                    field = None
+                if field is None:
+                    continue
+                self._refresh(table.name)
+                definition = table.definition or definition
+            out[name] = value if name in _SYS_NAMES else store_value(field, value)
+        return out
+
+    def _refresh(self, name: str) -> None:
+        """Give ``name`` and the tables extending it their current definitions."""
+        schema = self.schema
+        if schema is None:
+            return
+        for other in schema.names():
+            if name in schema.lineage(other):
+                definition = schema.table(other)
+                if definition is not None:
+                    table = self.tables.get(other)
+                    if table is None:
+                        self.tables[other] = self.new_table(other)
+                    else:
+                        table.define(definition)
+
+    def apply_definition(self, table_name: str, record: Mapping[str, str], *, inserting: bool) -> None:
+        """A sys_db_object / sys_dictionary record written: define the table or field it
+        describes, or refuse it with 400 and a reason (nothing is written then)."""
+        schema = self.schema
+        if schema is None:
+            return
+        try:
+            if table_name == "sys_db_object":
+                name = record.get("name", "")
+                if inserting and name in schema:
+                    raise SchemaError(f"table {name!r} already exists")
+                parent = self._parent_name(record.get("super_class", ""))
+                extensible = parent is not None and "sys_import_set_row" in schema.lineage(parent)
+                schema.define_table(name, record.get("label", ""), parent, extensible=extensible)
+                self._refresh(name)
+            else:
+                table, element = record.get("name", ""), record.get("element", "")
+                if not element:
+                    return  # the "collection" entry an instance keeps for the table itself
+                kind = record.get("internal_type", "") or "string"
+                length = int(record.get("max_length", "") or "0") or (32 if kind == "reference" else 40)
+                field = FieldDef(
+                    element,
+                    record.get("column_label", "") or label_of(element),
+                    kind,
+                    length,
+                    record.get("mandatory", "") == "true",
+                    record.get("read_only", "") == "true",
+                    record.get("reference", "") or None,
+                )
+                schema.define_field(table, field)
+                self._refresh(table)
+        except (SchemaError, ValueError) as exc:
+            raise SnError(400, "Operation Failed", f"Error during insert of {table_name}: {exc}") from None
+
+    def _parent_name(self, super_class: str) -> str | None:
+        """super_class is the parent's sys_db_object sys_id; a table name is taken too."""
+        if not super_class:
+            return None
+        objects = self.tables.get("sys_db_object")
+        row = objects.get(super_class) if objects is not None else None
+        if row is not None:
+            return row.get("name") or None
+        if self.schema is not None and super_class in self.schema:
+            return super_class
+        raise SchemaError(f"super_class {super_class!r} is no sys_db_object record")
 
     @contextlib.contextmanager
     def transaction(self, now: str) -> Iterator[Writer]:
@@ -259,6 +475,8 @@ class Store:
             yield writer
             writer._flush()
             self.db.execute("COMMIT")
+            if writer._meta_changed:  # a definition changed or went: rebuild from the records
+                self._load()
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have ended it already
                 self.db.execute("ROLLBACK")
@@ -315,3 +533,43 @@ def lock_data_dir(data_dir: Path) -> IO[bytes]:
             handle.close()
             raise ConfigError("--data-dir", "", f"{data_dir} is in use by another bridgehead-sandbox") from None
     return handle
+
+
+def table_record(definition: TableDef) -> Record:
+    """A table's sys_db_object fields; super_class refers to the parent's record."""
+    parent = definition.super_class
+    return {
+        "sys_id": table_sys_id(definition.name),
+        "name": definition.name,
+        "label": definition.label,
+        "super_class": table_sys_id(parent) if parent else "",
+        "is_extendable": "true",
+    }
+
+
+def dictionary_record(table: str, field: FieldDef) -> Record:
+    """A field's sys_dictionary fields (element = field name, name = its table)."""
+    return {
+        "sys_id": field_sys_id(table, field.name),
+        "name": table,
+        "element": field.name,
+        "column_label": field.label,
+        "internal_type": field.type,
+        "max_length": str(field.max_length),
+        "mandatory": "true" if field.mandatory else "false",
+        "read_only": "true" if field.read_only else "false",
+        "active": "true",
+        "reference": field.reference or "",
+    }
+
+
+def new_meta_record(fields: Record, user: str, now: str) -> Record:
+    return {
+        **fields,
+        "sys_created_on": now,
+        "sys_created_by": user,
+        "sys_updated_on": now,
+        "sys_updated_by": user,
+        "sys_mod_count": "0",
+        "sys_tags": "",
+    }

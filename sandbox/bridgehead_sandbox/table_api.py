@@ -1,8 +1,10 @@
 """The Table API, ``/api/now[/v1|/v2]/table/{table}[/{sys_id}]`` (SERVICENOW_API.md §1).
 
-Tables are created by their first write (an instance would need them defined first); reading
-a table that was never written is ``400 Invalid table``, as on an instance. The unversioned
-path and ``v2`` answer an empty match ``200 {"result": []}``; ``v1`` answers it 404.
+A table exists once defined (built in, ``[tables.*]``, or a ``sys_db_object`` record an admin
+posts); anything else is ``400 Invalid table``, as on an instance. A write keeps the table's
+fields only and stores values in their type's form (store.Store.shape). With
+``[instance] schema = "lenient"`` a table is created by its first write instead. The
+unversioned path and ``v2`` answer an empty match ``200 {"result": []}``; ``v1`` answers it 404.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from bridgehead_sandbox.records import (
     writable_fields,
 )
 from bridgehead_sandbox.responses import json_response, read_json
-from bridgehead_sandbox.store import Table
+from bridgehead_sandbox.store import META_TABLES, Table
 
 if TYPE_CHECKING:
     from bridgehead_sandbox.app import Sandbox
@@ -60,6 +62,19 @@ class TableApi:
         self.sandbox = sandbox
         self.store = sandbox.store
 
+    def _check_may_define(self, request: Request, table: str) -> None:
+        """Writing sys_db_object / sys_dictionary defines tables and fields: admins only, as
+        the ACLs on an instance have it (403 with the instance's ACL failure text)."""
+        if table not in META_TABLES or self.store.schema is None:
+            return
+        user = self.sandbox.config.users.get(principal_name(request))
+        if user is None or "admin" not in user.roles:
+            raise SnError(
+                403,
+                "Operation Failed",
+                f"ACL Exception: writing {table} (defining tables and fields) needs the admin role",
+            )
+
     def _table(self, name: str) -> Table:
         table = self.store.table(name)
         if table is None:
@@ -81,7 +96,7 @@ class TableApi:
         text = params.get("sysparm_query")
         if text is None:  # name=value pairs are the shorthand filter
             text = "^".join(f"{k}={v}" for k, v in params.items() if not k.startswith("sysparm_"))
-        parsed = query.parse(text, table.columns)
+        parsed = query.parse(text, table.columns, case_sensitive=self.sandbox.config.instance.case_sensitive)
         if parsed.invalid and self.sandbox.config.instance.strict_query:
             rows = []
         else:
@@ -113,6 +128,7 @@ class TableApi:
         name = request.path_params["table"]
         if not TABLE_NAME.match(name):
             raise invalid_table(name)
+        self._check_may_define(request, name)
         body = await self._body(request)
         wanted = str(body.get("sys_id") or "")
         existing = self.store.table(name)
@@ -123,7 +139,7 @@ class TableApi:
             record = new_record(
                 writable_fields(body), principal_name(request), writer.now, wanted if is_sys_id(wanted) else None
             )
-            writer.insert(table, record)
+            record = writer.insert(table, record)
         location = str(request.base_url) + f"api/now/table/{name}/{record['sys_id']}"
         return self._answer(request, table, record, 201, {"Location": location})
 
@@ -132,15 +148,18 @@ class TableApi:
         sys_id = request.path_params["sys_id"]
         if table.get(sys_id) is None:
             raise no_record()
+        self._check_may_define(request, table.name)
         body = await self._body(request)
         record = table.get(sys_id)
         if record is None:  # deleted while the body was read
             raise no_record()
-        changes = changed_fields(record, writable_fields(body))
+        # Compared in the stored form: "2024-05-01T10:00:00Z" for a stored "2024-05-01 10:00:00"
+        # is no change, and an unknown field is none either.
+        changes = changed_fields(record, self.store.shape(table, writable_fields(body)))
         if changes:  # an update that changes nothing writes nothing, as on an instance
             with self.store.transaction(now_text()) as writer:
                 record = touched(record, changes, principal_name(request), writer.now)
-                writer.update(table, record)
+                record = writer.update(table, record)
         return self._answer(request, table, record, 200)
 
     async def delete(self, request: Request) -> Response:
@@ -148,6 +167,7 @@ class TableApi:
         sys_id = request.path_params["sys_id"]
         if table.get(sys_id) is None:
             raise no_record()
+        self._check_may_define(request, table.name)
         with self.store.transaction(now_text()) as writer:
             writer.delete(table, sys_id)
         return Response(status_code=204)

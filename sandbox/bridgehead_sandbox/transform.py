@@ -23,7 +23,8 @@ import dataclasses
 from bridgehead_sandbox import query
 from bridgehead_sandbox.config import TransformSection
 from bridgehead_sandbox.records import changed_fields, is_sys_id, new_record, touched
-from bridgehead_sandbox.store import Record, Writer
+from bridgehead_sandbox.store import Record, Table, Writer
+from bridgehead_sandbox.values import store_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,9 @@ class TransformMap:
     copy_empty_fields: bool
     create_on_empty_coalesce: bool
     maps_sys_fields: bool
+    # Every staging column the map reads (field maps, required, reject_if, ignore_if): the
+    # columns of a staging table that has no definition of its own.
+    source_fields: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, staging: str, section: TransformSection) -> TransformMap:
@@ -64,7 +68,18 @@ class TransformMap:
             copy_empty_fields=section.copy_empty_fields,
             create_on_empty_coalesce=section.create_on_empty_coalesce,
             maps_sys_fields=any(f.startswith("sys_") for f in section.fields),
+            source_fields=_source_fields(section),
         )
+
+
+def _source_fields(section: TransformSection) -> tuple[str, ...]:
+    names = dict.fromkeys([*section.fields.values(), *section.required])
+    for text in (section.reject_if, section.ignore_if):
+        if text:
+            for group in query.parse(text).groups:
+                for clause in group:
+                    names.update(dict.fromkeys(c.field for c in clause))
+    return tuple(n for n in names if n and not n.startswith("sys_"))
 
 
 @dataclasses.dataclass(slots=True)  # not frozen: one per row, and a frozen __init__ costs more
@@ -87,7 +102,8 @@ def transform(tm: TransformMap, source: Record, writer: Writer, user: str) -> Ou
 
     values = {k: v for k, v in source.items() if not k.startswith("sys_")} if tm.auto_map else {}
     values.update([(target_field, get(source_field, "")) for target_field, source_field in tm.fields])
-    key = tuple([values.get(f, "") for f in tm.coalesce])
+    table = writer.table(tm.target)
+    key = _stored_key(table, tm.coalesce, values)
     if not tm.copy_empty_fields:  # an empty source value leaves the target's value alone
         values = {k: v for k, v in values.items() if v}
     wanted_sys_id = ""
@@ -95,7 +111,7 @@ def transform(tm: TransformMap, source: Record, writer: Writer, user: str) -> Ou
         wanted_sys_id = values.pop("sys_id", "")
         values = {k: v for k, v in values.items() if not k.startswith("sys_")}
 
-    table = writer.table(tm.target)
+    values = _as_stored(table, values)
     existing: Record | None = None
     if tm.coalesce:
         if not any(key):
@@ -121,6 +137,33 @@ def transform(tm: TransformMap, source: Record, writer: Writer, user: str) -> Ou
     record = touched(existing, changes, user, writer.now)
     writer.update(table, record)
     return _with_target("updated", record, tm)
+
+
+def _stored_key(table: Table, fields: tuple[str, ...], values: dict[str, str]) -> tuple[str, ...]:
+    """The coalesce values in the target's stored form (a date written another way still matches)."""
+    definition = table.definition
+    key = []
+    for name in fields:
+        value = values.get(name, "")
+        field = definition.fields.get(name) if definition is not None and not name.startswith("sys_") else None
+        key.append(store_value(field, value) if field is not None and value else value)
+    return tuple(key)
+
+
+def _as_stored(table: Table, values: dict[str, str]) -> dict[str, str]:
+    """The values as the target table would store them: fields it lacks dropped, each value in
+    its type's form. So an unchanged record compares unchanged ("ignored") however the source
+    wrote a date or a number, and a field the target lacks never makes an update, as on an
+    instance. Coalesce keys are looked up in this form too (the store matches ignoring case)."""
+    definition = table.definition
+    if definition is None or definition.extensible:  # lenient: kept verbatim, as the store keeps them
+        return values
+    out = {}
+    for name, value in values.items():
+        field = definition.fields.get(name)
+        if field is not None:
+            out[name] = store_value(field, value)
+    return out
 
 
 def _with_target(status: str, record: Record | None, tm: TransformMap, message: str = "") -> Outcome:

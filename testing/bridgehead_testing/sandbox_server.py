@@ -7,6 +7,7 @@ import base64
 import json
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +18,67 @@ from bridgehead_testing.child_server import ChildServer
 from bridgehead_testing.harness import free_port, scaled
 
 ADMIN = ("admin", "admin")
+
+# What an instance's admin sets up for the tests' sinks (docs/servicenow-setup.md), in the
+# sandbox's form: the client-credentials grant turned on (off on a stock instance), the custom
+# tables the tests write, and the field the LDAP presets match on. It relaxes no behaviour of
+# the instance-like sandbox: tables, fields, labels, async imports and sessions stay as on an
+# instance; this is the setup a real instance would need for the same tests.
+ADMIN_SETUP = """
+[oauth]
+client_credentials = true
+
+[tables.u_rows]
+label = "Rows"
+[tables.u_rows.fields.u_id]
+label = "Id"
+[tables.u_rows.fields.u_name]
+label = "Name"
+
+[tables.u_servers]
+label = "Servers"
+[tables.u_servers.fields.name]
+max_length = 255
+label = "Name"
+[tables.u_servers.fields.u_number]
+label = "Number"
+
+[tables.sys_user.fields.u_directory_id]
+max_length = 40
+label = "Directory ID"
+[tables.sys_user_group.fields.u_directory_id]
+max_length = 40
+label = "Directory ID"
+"""
+
+
+def with_setup(*configs: str) -> str:
+    """``ADMIN_SETUP`` and then each of ``configs`` (TOML), merged table by table: a later
+    key wins, so a test can add an ``[oauth]`` key of its own without repeating the table."""
+    merged: dict[str, Any] = {}
+    for text in (ADMIN_SETUP, *configs):
+        _merge(merged, tomllib.loads(text))
+    return _toml(merged)
+
+
+def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _toml(table: dict[str, Any], prefix: str = "") -> str:
+    """TOML of nested tables whose values are strings, numbers, booleans or lists of them
+    (JSON spells those as TOML does; keys are quoted, so any name is safe)."""
+    lines = [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    out = "\n".join(lines) + "\n"
+    for key, value in table.items():
+        if isinstance(value, dict):
+            name = f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key)
+            out += f"\n[{name}]\n" + _toml(value, name)
+    return out
 
 
 class SandboxError(RuntimeError):

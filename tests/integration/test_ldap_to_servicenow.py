@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
 from bridgehead_testing.ldap_data import group_dn, person_dn
-from bridgehead_testing.sandbox_server import SandboxServer
+from bridgehead_testing.sandbox_server import SandboxServer, with_setup
 from bridgehead_testing.slapd import Slapd
 
 SECRET_ENV = "BH_TEST_SN_SECRET"  # noqa: S105 - the name of a variable, not a secret
@@ -32,7 +32,7 @@ def relay(
     tmp_path: Path, slapd: Slapd, agent_factory: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Api, SandboxServer]]:
     monkeypatch.setenv(SECRET_ENV, "bridgehead")
-    sandbox = SandboxServer(tmp_path / "sandbox").start()
+    sandbox = SandboxServer(tmp_path / "sandbox", with_setup()).start()
     (tmp_path / "cp").mkdir()
     table = {
         "url": sandbox.url,

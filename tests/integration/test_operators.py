@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 from bridgehead_testing.harness import Agent, Api, ControlPlane, run_cli, urlopen, wait_connected, wait_until
-from bridgehead_testing.sandbox_server import SandboxServer
+from bridgehead_testing.sandbox_server import SandboxServer, with_setup
 
 AgentFactory = Callable[..., Agent]
 ControlFactory = Callable[..., ControlPlane]
@@ -240,7 +240,7 @@ def test_a_sink_request_carries_at_most_max_request_bytes(
     tmp_path: Path, control_factory: ControlFactory, agent_factory: AgentFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch of large records goes to ServiceNow in requests of at most max_request_bytes of them."""
-    sandbox = SandboxServer(tmp_path / "sandbox", SANDBOX_TRANSFORM).start()
+    sandbox = SandboxServer(tmp_path / "sandbox", with_setup(SANDBOX_TRANSFORM)).start()
     try:
         monkeypatch.setenv("BH_TEST_SN_SECRET", "bridgehead")
         instance = {

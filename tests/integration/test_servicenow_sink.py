@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
-from bridgehead_testing.sandbox_server import SandboxServer
+from bridgehead_testing.sandbox_server import SandboxServer, with_setup
 
 PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
 AGENT_PROFILES = f"""
@@ -56,7 +56,7 @@ def instance_config(sandbox: SandboxServer, **keys: Any) -> str:
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
-    server = SandboxServer(tmp_path / "sandbox", SANDBOX_CONFIG).start()
+    server = SandboxServer(tmp_path / "sandbox", with_setup(SANDBOX_CONFIG)).start()
     yield server
     server.stop()
 
@@ -243,7 +243,8 @@ def test_a_rate_limit_of_five_per_second_slows_delivery_and_loses_nothing(
 ) -> None:
     monkeypatch.setenv(SECRET_ENV, "bridgehead")
     sandbox = SandboxServer(
-        tmp_path / "sandbox", SANDBOX_CONFIG + '\n[rate_limit]\nrequests = 5\nper_seconds = 1\nscope = "global"\n'
+        tmp_path / "sandbox",
+        with_setup(SANDBOX_CONFIG, '[rate_limit]\nrequests = 5\nper_seconds = 1\nscope = "global"\n'),
     ).start()
     try:
         control, api = start_relay(tmp_path, agent_factory, sandbox, batch_size=50, max_in_flight=4)
@@ -267,7 +268,7 @@ def test_an_instance_down_for_thirty_seconds_mid_delivery(
     tmp_path: Path, agent_factory: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(SECRET_ENV, "bridgehead")
-    sandbox = SandboxServer(tmp_path / "sandbox", SANDBOX_CONFIG + "\n[faults]\nlatency_ms = 40\n").start()
+    sandbox = SandboxServer(tmp_path / "sandbox", with_setup(SANDBOX_CONFIG, "[faults]\nlatency_ms = 40\n")).start()
     try:
         control, api = start_relay(tmp_path, agent_factory, sandbox, batch_size=50, backoff_max_s=4.0)
         count = 6000
@@ -291,7 +292,7 @@ def test_a_control_plane_killed_mid_delivery_resumes_from_its_cursor(
     tmp_path: Path, agent_factory: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(SECRET_ENV, "bridgehead")
-    sandbox = SandboxServer(tmp_path / "sandbox", SANDBOX_CONFIG + "\n[faults]\nlatency_ms = 40\n").start()
+    sandbox = SandboxServer(tmp_path / "sandbox", with_setup(SANDBOX_CONFIG, "[faults]\nlatency_ms = 40\n")).start()
     try:
         control, api = start_relay(tmp_path, agent_factory, sandbox, batch_size=50)
         count = 6000
@@ -322,7 +323,7 @@ def test_a_wrong_client_secret_fails_the_delivery_clearly(
     tmp_path: Path, agent_factory: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(SECRET_ENV, "not-the-secret")
-    sandbox = SandboxServer(tmp_path / "sandbox", SANDBOX_CONFIG).start()
+    sandbox = SandboxServer(tmp_path / "sandbox", with_setup(SANDBOX_CONFIG)).start()
     try:
         control, api = start_relay(tmp_path, agent_factory, sandbox)
         job = api.submit("sql", {"connection": "pg", "query": rows_query(10)}, sink=IMPORT_SINK)
@@ -363,7 +364,7 @@ def oauth_password_grant(sandbox: SandboxServer) -> str:
 def test_rotated_refresh_tokens_are_kept_across_a_restart(
     tmp_path: Path, agent_factory: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = SANDBOX_CONFIG + "\n[oauth]\naccess_token_ttl_s = 2\nrotate_refresh_tokens = true\n"
+    config = with_setup(SANDBOX_CONFIG, "[oauth]\naccess_token_ttl_s = 2\nrotate_refresh_tokens = true\n")
     sandbox = SandboxServer(tmp_path / "sandbox", config).start()
     try:
         token_file = tmp_path / "refresh_token"
@@ -393,7 +394,9 @@ def test_rotated_refresh_tokens_are_kept_across_a_restart(
 def test_an_expired_refresh_token_fails_the_delivery_clearly(
     tmp_path: Path, agent_factory: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sandbox = SandboxServer(tmp_path / "sandbox", SANDBOX_CONFIG + "\n[oauth]\nrefresh_token_ttl_s = 1\n").start()
+    sandbox = SandboxServer(
+        tmp_path / "sandbox", with_setup(SANDBOX_CONFIG, "[oauth]\nrefresh_token_ttl_s = 1\n")
+    ).start()
     try:
         token_file = tmp_path / "refresh_token"
         token_file.write_text(oauth_password_grant(sandbox))
@@ -436,7 +439,7 @@ def test_other_instances_get_every_record_once(
     keys: dict[str, Any],
 ) -> None:
     monkeypatch.setenv(SECRET_ENV, "admin" if keys.get("auth") == "basic" else "bridgehead")
-    sandbox = SandboxServer(tmp_path / "sandbox", instance_section + SANDBOX_CONFIG).start()
+    sandbox = SandboxServer(tmp_path / "sandbox", with_setup(SANDBOX_CONFIG, instance_section)).start()
     try:
         _control, api = start_relay(tmp_path, agent_factory, sandbox, batch_size=40, **keys)
         query = (

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected, wait_until
-from bridgehead_testing.sandbox_server import SandboxServer
+from bridgehead_testing.sandbox_server import SandboxServer, with_setup
 
 SECRET_ENV = "BH_TEST_SN_SECRET"  # noqa: S105 - the name of a variable, not a secret
 SANDBOX_CONFIG = """
@@ -54,7 +54,7 @@ def instance_config(sandbox: SandboxServer, **keys: Any) -> str:
 @pytest.fixture
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
     monkeypatch.setenv(SECRET_ENV, "bridgehead")
-    server = SandboxServer(tmp_path / "sandbox", SANDBOX_CONFIG).start()
+    server = SandboxServer(tmp_path / "sandbox", with_setup(SANDBOX_CONFIG)).start()
     yield server
     server.stop()
 

@@ -165,3 +165,20 @@ def test_empty_query_matches_everything_and_orders_nothing() -> None:
     """No terms: every record matches and no order is imposed."""
     assert Query() == parse("")
     assert Query() == parse("^^EQ")
+
+
+def test_equality_and_membership_ignore_case_unless_case_sensitive() -> None:
+    """=, !=, IN and NOT IN compare as an instance's collation does, ignoring case;
+    case_sensitive=True (instance.case_sensitive) makes them exact."""
+    assert ["1"] == ids("number=inc001")
+    assert ["2", "3", "4"] == ids("number!=Inc001")
+    assert ["1", "2"] == ids("numberINinc001,INC002")
+    assert ["3", "4"] == ids("numberNOT INinc001,inc002")
+
+    def exact(text: str) -> list[str]:
+        predicate = parse(text, case_sensitive=True).predicate()
+        return [r["sys_id"] for r in RECORDS if predicate(r)]
+
+    assert [] == exact("number=inc001")
+    assert ["1"] == exact("number=INC001")
+    assert ["2"] == exact("numberINinc001,INC002")

@@ -13,6 +13,7 @@ from bridgehead.control.http.agents import AgentRoutes
 from bridgehead.control.http.jobs import JobRoutes
 from bridgehead.control.http.responses import json_response
 from bridgehead.control.http.schedules import ScheduleRoutes
+from bridgehead.control.http.servicenow import ServiceNowRoutes
 from bridgehead.control.http.tokens import TokenRoutes
 from bridgehead.control.openapi import openapi_document
 from bridgehead.control.plane import ControlPlane
@@ -25,6 +26,7 @@ def routes(control: ControlPlane) -> list[BaseRoute]:
     agents = AgentRoutes(config, access, control.agents, lambda: len(control.dispatcher.links))
     tokens = TokenRoutes(config, access, control.tokens)
     schedules = ScheduleRoutes(config, access, control.schedules)
+    servicenow = ServiceNowRoutes(config, access, control.store)
 
     async def metrics(request: Request) -> Response:
         if not config.server.metrics_public:
@@ -58,6 +60,7 @@ def routes(control: ControlPlane) -> list[BaseRoute]:
         Route("/api/v1/schedules/{name}", schedules.patch, methods=["PATCH"]),
         Route("/api/v1/schedules/{name}", schedules.delete, methods=["DELETE"]),
         Route("/api/v1/schedules/{name}/run", schedules.run, methods=["POST"]),
+        Route("/api/v1/servicenow/{name}/check", servicenow.check, methods=["POST"]),
         Route("/api/v1/whoami", tokens.whoami, methods=["GET"]),
         Route("/api/v1/tokens", tokens.list, methods=["GET"]),
         Route("/api/v1/tokens", tokens.create, methods=["POST"]),

@@ -6,8 +6,14 @@ where httpx's async client managed ~250). Per instance, shared by all its delive
 - at most ``max_in_flight`` requests at once, and ``max_requests_per_s`` (a token bucket);
 - a 429 pauses the whole instance for its ``Retry-After`` (else until ``X-RateLimit-Reset``,
   else backoff), since every request of ours counts against the same limit;
-- timeouts, dropped connections, 5xx and 429 are retried with exponential backoff and full
-  jitter (up to ``backoff_max_s``), ``max_retries`` times;
+- timeouts, dropped connections, 5xx, 429, 202 and a 200 "Transaction cancelled" (the
+  instance's transaction quota) are retried with exponential backoff and
+  full jitter (up to ``backoff_max_s``), ``max_retries`` times (an instance answers 202 when
+  too many transactions wait on one session);
+- no cookies: an instance sets ``JSESSIONID`` and load-balancer cookies and runs one
+  transaction at a time per session, so a client that sends them back queues its parallel
+  requests behind each other (and gets 202s). Each request stands alone, authenticated by its
+  ``Authorization`` header;
 - a 401 renews the token once and tries again; a second 401 is ``AuthFailed``.
 
 Any other answer (2xx, 4xx) goes back to the caller, which knows what it means for a record.
@@ -30,6 +36,7 @@ import msgspec
 from bridgehead.control.metrics import Metrics
 from bridgehead.control.sinks.auth import Authenticator, AuthFailed, RefreshTokens, TokenUnavailable
 from bridgehead.control.sinks.config import ServiceNowInstance
+from bridgehead.control.sinks.instance_schema import SchemaCache
 
 log = logging.getLogger("bridgehead.control.sinks")
 
@@ -95,6 +102,8 @@ class InstanceClient:
         self.bucket = TokenBucket(instance.max_requests_per_s)
         self._slots = asyncio.Semaphore(instance.max_in_flight)
         self._session: aiohttp.ClientSession | None = None
+        # The instance's table definitions (sys_db_object / sys_dictionary), shared by its deliveries.
+        self.schemas = SchemaCache(instance.schema_ttl_s)
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -107,6 +116,11 @@ class InstanceClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=instance.max_in_flight, ssl=context),
                 timeout=aiohttp.ClientTimeout(total=instance.timeout_s),
+                cookie_jar=aiohttp.DummyCookieJar(),  # no session stickiness (module docstring)
+                # A list answer's Link header repeats the request URL up to four times (first,
+                # prev, next, last): room for that, at our longest URL.
+                max_line_size=max(8190, 5 * instance.max_url_bytes + 4096),
+                max_field_size=max(8190, 5 * instance.max_url_bytes + 4096),
                 headers={"Accept": "application/json", "User-Agent": "bridgehead-sink"},
             )
         return self._session
@@ -162,6 +176,17 @@ class InstanceClient:
                 await self._back_off(attempt, problem)
                 attempt += 1
                 continue
+            if status == 202 and (method != "POST" or _queued(raw)):
+                # "Too many transactions queued on the session": nothing was done; send again.
+                await self._back_off(attempt, f"{method} {path}: HTTP 202 (transactions queued on the session)")
+                attempt += 1
+                continue
+            if status == 200 and _cancelled(raw):
+                # The transaction quota cancelled it after it started (KB1297438: a 200 with the
+                # error envelope); an import set row sent again is coalesced, so send again.
+                await self._back_off(attempt, f"{method} {path}: transaction cancelled by the instance's quota")
+                attempt += 1
+                continue
             if status >= 500 or status == 408:
                 await self._back_off(attempt, f"{method} {path}: HTTP {status}")
                 attempt += 1
@@ -200,6 +225,22 @@ def _retry_after(headers: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def _cancelled(raw: bytes) -> bool:
+    """A 200 whose body is only the error envelope "Transaction cancelled: ..."."""
+    if b"Transaction cancelled" not in raw[:4096]:
+        return False
+    body = _decode(raw)
+    return isinstance(body, dict) and "result" not in body and isinstance(body.get("error"), dict)
+
+
+def _queued(raw: bytes) -> bool:
+    """Whether a 202 is the instance's "too many transactions queued" (not an accepted write)."""
+    body = _decode(raw)
+    if not isinstance(body, dict):
+        return True
+    return "result" not in body and "import_set_id" not in body
 
 
 def _decode(raw: bytes) -> Any:

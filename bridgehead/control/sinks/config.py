@@ -27,7 +27,9 @@ class ServiceNowInstance(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     tables: Annotated[list[TableName], msgspec.Meta(max_length=10_000)]
     # Whether a table sink may have on_delete = "delete" (rows deleted, not deactivated).
     allow_delete: bool = False
-    auth: Literal["basic", "oauth_client_credentials", "oauth_refresh_token"] = "oauth_client_credentials"
+    auth: Literal["basic", "oauth_client_credentials", "oauth_refresh_token", "oauth_password", "oauth_jwt"] = (
+        "oauth_client_credentials"
+    )
     client_id: str | None = None
     client_secret_env: str | None = None
     client_secret_file: str | None = None
@@ -39,6 +41,27 @@ class ServiceNowInstance(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     # used from then on; change this value to re-authorise.
     refresh_token_env: str | None = None
     refresh_token_file: str | None = None
+    # oauth_jwt: the JWT bearer grant. An RS256 JWT signed with this PEM private key (its public
+    # key in the instance's JWT verifier map, under jwt_kid) is exchanged for an access token.
+    jwt_private_key_file: str | None = None
+    jwt_kid: str | None = None
+    jwt_issuer: str | None = None  # iss; default: client_id
+    jwt_subject: str | None = None  # sub, the user the token acts as; default: username
+    jwt_audience: str | None = None  # aud; default: client_id
+    jwt_lifetime_s: Annotated[int, msgspec.Meta(ge=30, le=3600)] = 300
+    # Every lookup GET stays under this many bytes of URL: an IN list is split to fit. Instances
+    # and the proxies in front of them refuse longer request lines (often at 8 KiB) with a 400.
+    max_url_bytes: Annotated[int, msgspec.Meta(ge=1024, le=65_536)] = 6_000
+    # insertMultiple's record keys: column "labels" (an instance's default), column "names"
+    # (when a sys_rest_insert_multiple record says "Column name"), or "auto": read that record
+    # and the staging table's labels from the instance.
+    insert_multiple_keys: Literal["auto", "labels", "names"] = "auto"
+    # An asynchronous insertMultiple is read back from sys_import_set_row: polled from
+    # import_poll_s, backing off to 10 x that, for at most import_wait_s.
+    import_poll_s: Annotated[float, msgspec.Meta(ge=0.05, le=60)] = 0.5
+    import_wait_s: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 600.0
+    # How long the tables' definitions read from sys_db_object / sys_dictionary are kept.
+    schema_ttl_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
     # The Import Set API's recommended most records per insertMultiple.
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
     # And at most this many bytes of records per request (a batch of large records is sent in
@@ -74,6 +97,18 @@ class ServiceNowInstance(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
                 ("client_id", self.client_id),
                 ("client_secret", self.client_secret_env or self.client_secret_file),
                 ("refresh_token", self.refresh_token_env or self.refresh_token_file),
+            ),
+            "oauth_password": (
+                ("client_id", self.client_id),
+                ("client_secret", self.client_secret_env or self.client_secret_file),
+                ("username", self.username),
+                ("password", self.password_env or self.password_file),
+            ),
+            "oauth_jwt": (
+                ("client_id", self.client_id),
+                ("client_secret", self.client_secret_env or self.client_secret_file),
+                ("jwt_private_key_file", self.jwt_private_key_file),
+                ("jwt_subject (or username)", self.jwt_subject or self.username),
             ),
         }[self.auth]
         missing = [name for name, value in need if not value]
@@ -116,4 +151,6 @@ def check_secrets(name: str, instance: ServiceNowInstance) -> list[str]:
             instance.secret(secret)
         except SecretMissing as exc:
             problems.append(f"servicenow.{name}: {exc}")
+    if instance.jwt_private_key_file and not Path(instance.jwt_private_key_file).is_file():
+        problems.append(f"servicenow.{name}: cannot read {instance.jwt_private_key_file} (jwt_private_key_file)")
     return problems

@@ -3,8 +3,9 @@ instance's own LDAP import fills them (``"sink": {"servicenow": "corp", "preset"
 
 Rows are matched on ``u_directory_id``: the entry's stable identity (OpenLDAP ``entryUUID``,
 AD ``objectGUID``), which survives renames and moves, and which is all an ldap sync's
-deletion record carries. On a real instance, add a string field ``u_directory_id`` (40
-characters) to ``sys_user`` and ``sys_user_group``; the sandbox takes any field.
+deletion record carries. On a real instance (and the instance-like sandbox), add a string
+field ``u_directory_id`` (40 characters) to ``sys_user`` and ``sys_user_group``; without it a
+delivery fails before sending anything (``invalid_target``, naming table and field).
 
     ldap_users  -> sys_user: user_name (sAMAccountName, else uid), first_name (givenName),
                    last_name (sn), email (mail), phone (telephoneNumber), title, source

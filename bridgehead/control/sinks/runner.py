@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 import msgspec
@@ -32,7 +32,7 @@ from bridgehead.control.sinks.client import InstanceClient, InstanceUnavailable
 from bridgehead.control.sinks.memberships import Memberships
 from bridgehead.control.sinks.presets import PRESETS, preset_row
 from bridgehead.control.sinks.spec import SinkSpec, parse_sink, to_row
-from bridgehead.control.sinks.targets import ImportSetTarget, Outcome, Row, TableTarget, TargetRefused
+from bridgehead.control.sinks.targets import ImportSetTarget, InvalidTarget, Outcome, Row, TableTarget, TargetRefused
 from bridgehead.control.store.base import JobRow, Rejected, Store
 from bridgehead.core.redact import REDACTOR
 
@@ -122,6 +122,8 @@ class SinkRunner:
             await self._fail(job, "auth_failed", str(exc))
         except InstanceUnavailable as exc:
             await self._fail(job, "instance_unavailable", str(exc))
+        except InvalidTarget as exc:
+            await self._fail(job, "invalid_target", str(exc))
         except TargetRefused as exc:
             await self._fail(job, "refused", str(exc))
         except asyncio.CancelledError:
@@ -155,6 +157,7 @@ class Delivery:
         client = runner.client(spec.servicenow)
         self.memberships: Memberships | None = None
         self.room_for_rejected = MAX_REJECTED_KEPT
+        self.turns: Turns | None = None
         self.target: ImportSetTarget | TableTarget
         if spec.preset is not None:
             preset = PRESETS[spec.preset]
@@ -166,7 +169,17 @@ class Delivery:
         else:
             self.target = TableTarget(client, spec.table or "", spec.coalesce, spec.on_delete)
 
+    def mapped_fields(self) -> list[str]:
+        """The target fields the sink names (passthrough ones are known only per record)."""
+        if self.spec.preset is not None:
+            preset = PRESETS[self.spec.preset]
+            return [*preset.coalesce, *(target for target, _keys in preset.fields), "source", "active"]
+        return [*self.spec.coalesce, *self.spec.map]
+
     async def run(self) -> None:
+        # The target's definition first: a missing table or coalesce field fails here, before
+        # any record is sent.
+        await self.target.prepare(self.mapped_fields())
         self.room_for_rejected = MAX_REJECTED_KEPT - await self.store.rejected_count(self.job.id)
         done = await self.store.delivered_batches(self.job.id)
         firsts = [f for f in range(1, self.job.record_count + 1, self.batch_size) if f not in done]
@@ -175,35 +188,31 @@ class Delivery:
         # the client's limit, ready the moment a request ends. A table's batches go one at a
         # time (its lookups and inserts must not race another batch holding the same key).
         parallel = self.runner.config.servicenow[self.spec.servicenow].max_in_flight
-        lanes = 2 * parallel if isinstance(self.target, ImportSetTarget) else 1
+        # A table's batches do overlap in one way: a batch's commit runs while the next one is
+        # sent (two lanes, sending strictly in turn, in order).
+        lanes = 2 * parallel if isinstance(self.target, ImportSetTarget) else 2
+        self.turns = None if isinstance(self.target, ImportSetTarget) else Turns(firsts)
         pending = iter(firsts)
 
         async def lane() -> None:
             for first in pending:
                 await self._batch(first)
 
-        await asyncio.gather(*(lane() for _ in range(min(lanes, len(firsts)) or 1)))
+        await _all_or_none([lane() for _ in range(min(lanes, len(firsts)) or 1)])
+        if isinstance(self.target, TableTarget) and self.target.fields.dropped:
+            dropped = ", ".join(f"{name} ({n} rows)" for name, n in sorted(self.target.fields.dropped.items()))
+            log.warning("job %s: fields %s lacks were not sent: %s", self.job.id, self.target.table, dropped)
 
     async def _batch(self, first: int) -> None:
         job = self.job
-        max_bytes = self.runner.config.servicenow[self.spec.servicenow].max_request_bytes
         last = min(first + self.batch_size - 1, job.record_count)
-        done = first - 1
         outcomes: list[Outcome] = []
         rejected: list[Rejected] = []
-        # A batch is the unit kept as delivered; it goes out in requests of at most max_bytes.
-        while done < last:
-            rows = await self.store.records(job.id, job.attempt, done, last - done, max_bytes)
-            if not rows:
-                break
-            records = [(seq, _decode.decode(data)) for seq, data in rows]
-            del rows
-            sent = await self.target.send([self._row(record) for _seq, record in records])
-            if self.memberships is not None:
-                await self.memberships.sync([record for _seq, record in records], sent)
-            outcomes += sent
-            rejected += _rejected(records, sent)
-            done = records[-1][0]
+        # Read ahead of the turn: the batch is ready the moment the one before it is sent.
+        chunk = await self._read(first - 1, last)
+        turn = self.turns.turn(first) if self.turns is not None else contextlib.nullcontext()
+        async with turn:
+            done = await self._send(chunk, first - 1, last, outcomes, rejected)
         if not outcomes:
             return
         counts = _counts(outcomes)
@@ -215,12 +224,73 @@ class Delivery:
             if n:
                 self.runner.metrics.sink_records.labels(self.spec.servicenow, outcome).inc(n)
 
+    async def _read(self, done: int, last: int) -> list[tuple[int, Any]]:
+        """The records after ``done`` up to ``last``, at most max_request_bytes of them."""
+        max_bytes = self.runner.config.servicenow[self.spec.servicenow].max_request_bytes
+        rows = await self.store.records(self.job.id, self.job.attempt, done, last - done, max_bytes)
+        return [(seq, _decode.decode(data)) for seq, data in rows]
+
+    async def _send(
+        self, records: list[tuple[int, Any]], done: int, last: int, outcomes: list[Outcome], rejected: list[Rejected]
+    ) -> int:
+        """``records``, then the rest up to ``last``, to the target, in requests of at most
+        max_request_bytes (a batch stays the unit kept as delivered); the last seq sent."""
+        while records:
+            sent = await self.target.send([self._row(record) for _seq, record in records])
+            if self.memberships is not None:
+                await self.memberships.sync([record for _seq, record in records], sent)
+            outcomes += sent
+            rejected += _rejected(records, sent)
+            done = records[-1][0]
+            records = await self._read(done, last) if done < last else []
+        return done
+
     def _row(self, record: Any) -> Row:
         if not isinstance(record, dict):
             record = {"value": record}
         if self.spec.preset is not None:
             return preset_row(PRESETS[self.spec.preset], record)
         return Row(to_row(self.spec, record), delete=record.get("op") == "delete")
+
+
+async def _all_or_none(lanes: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the lanes; the first to fail stops the others (no batch goes out after a failure)
+    and its exception is raised."""
+    tasks = [asyncio.ensure_future(lane) for lane in lanes]
+    try:
+        finished, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op on finished ones; the rest when we are cancelled ourselves
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    for task in finished:
+        error = task.exception()
+        if error is not None:
+            raise error
+
+
+class Turns:
+    """Batches sent strictly one after the other, in order (a table's: a batch's lookups must
+    see the rows the one before inserted), while finished ones commit alongside."""
+
+    def __init__(self, firsts: Sequence[int]) -> None:
+        self._order = {first: i for i, first in enumerate(firsts)}
+        self._next = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, first: int) -> AsyncIterator[None]:
+        mine = self._order[first]
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._next == mine)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._next = mine + 1
+                self._changed.notify_all()
 
 
 def _counts(outcomes: Sequence[Outcome]) -> dict[str, int]:

@@ -1,6 +1,10 @@
 """Where one batch of rows goes: an import set (``ImportSetTarget``) or a table, upserted by
 coalesce fields (``TableTarget``). Each returns one outcome per row:
 ``inserted``, ``updated``, ``ignored``, ``skipped`` or ``error`` with the instance's message.
+
+Before the first batch, ``prepare`` reads the target's definition from the instance
+(``instance_schema``): a table or coalesce field it lacks fails the delivery at once
+(``InvalidTarget``), before anything is sent; fields it lacks are dropped and logged once.
 """
 
 from __future__ import annotations
@@ -13,12 +17,35 @@ from typing import Any
 from urllib.parse import quote
 
 from bridgehead.control.sinks.client import Answer, InstanceClient
+from bridgehead.control.sinks.fields import InvalidTarget, TargetFields
+from bridgehead.control.sinks.import_rows import staged_outcomes
+from bridgehead.control.sinks.instance_schema import UNKNOWN, SchemaUnreadable, TableSchema, plain
+from bridgehead.control.sinks.lookups import in_queries, one_query
 
 log = logging.getLogger("bridgehead.control.sinks")
 
 STATUSES = ("inserted", "updated", "ignored", "skipped", "error")
-_ASYNC_POLL_S = 0.5
-_ASYNC_WAIT_S = 600.0
+_PREFIX_LOOKUP_LIMIT = 1000  # rows a prefix lookup (a key too long for the URL budget) reads
+__all__ = [
+    "ImportSetTarget",
+    "InvalidTarget",
+    "Outcome",
+    "Row",
+    "TableTarget",
+    "TargetRefused",
+    "plain",
+    "table_schema",
+]
+
+
+async def table_schema(client: InstanceClient, table: str) -> TableSchema | None | object:
+    """The table's schema, None when the instance has no such table, ``UNKNOWN`` when it
+    describes no tables (a lenient stand-in) or will not show them to this user."""
+    try:
+        return await client.schemas.get(client, table)
+    except SchemaUnreadable as exc:
+        log.warning("servicenow %s: %s; fields are not checked", client.name, exc)
+        return UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -38,8 +65,10 @@ class Row:
 
 class ImportSetTarget:
     """``insertMultiple``, falling back to one POST per row on an instance that lacks it
-    (learned once per instance and table). Per-row outcomes come from the answer when the
-    instance transforms synchronously, else from the staging rows once transformed."""
+    (learned once per instance and table). Records are keyed by the staging table's column
+    labels or names, as the instance is set up for (``insert_multiple_keys``). Per-row
+    outcomes come from the answer when the instance transforms synchronously, else from
+    ``sys_import_set_row`` once transformed (``import_rows``)."""
 
     # (instance, staging table) -> whether insertMultiple works there; learned by the first
     # batch alone (the others wait for it), so an old instance sees one failed call, not one
@@ -50,6 +79,80 @@ class ImportSetTarget:
     def __init__(self, client: InstanceClient, staging: str) -> None:
         self.client = client
         self.staging = staging
+        self.labels: dict[str, str] = {}  # field name -> the column label insertMultiple takes
+        self.keys = "names"
+
+    async def prepare(self, fields: Sequence[str] = ()) -> None:
+        """Learn how insertMultiple keys records here, and report mapped fields the staging
+        table lacks (an instance drops them)."""
+        schema = await table_schema(self.client, self.staging)
+        mode = self.client.instance.insert_multiple_keys
+        if schema is UNKNOWN:
+            self.keys = "names" if mode == "auto" else mode
+            return
+        if not isinstance(schema, TableSchema):
+            raise InvalidTarget(
+                f"servicenow {self.client.name}: there is no import set table {self.staging} "
+                "(sys_db_object); create it on the instance (a table extending sys_import_set_row) "
+                "with its transform map; nothing was sent"
+            )
+        missing = TargetFields(self.client.name, self.staging, schema).check(fields)
+        if missing:
+            log.warning(
+                "servicenow %s: import set table %s has no column %s; the instance drops them",
+                self.client.name,
+                self.staging,
+                ", ".join(missing),
+            )
+        self.keys = await self._key_mode() if mode == "auto" else mode
+        if self.keys == "labels":
+            self.labels = {name: f.label for name, f in schema.fields.items() if f.label}
+        log.info(
+            "servicenow %s: insertMultiple into %s keys records by column %s", self.client.name, self.staging, self.keys
+        )
+
+    async def _key_mode(self) -> str:
+        """ "names" when a ``sys_rest_insert_multiple`` record for this staging table says
+        Column name, else "labels", the instance's default (SERVICENOW_API.md §3.3)."""
+        answer = await self.client.request(
+            "GET",
+            "/api/now/table/sys_rest_insert_multiple",
+            params={"sysparm_query": f"source_table={self.staging}", "sysparm_limit": "10"},
+        )
+        rows = answer.body.get("result") if isinstance(answer.body, dict) else None
+        if answer.status != 200 or not isinstance(rows, list):
+            log.warning(
+                "servicenow %s: cannot read sys_rest_insert_multiple (%s); assuming column labels, the "
+                'instance default (set insert_multiple_keys = "names" or "labels" to say)',
+                self.client.name,
+                answer.error_message(),
+            )
+            return "labels"
+        for row in rows:
+            if isinstance(row, dict) and plain(row.get("active")).lower() != "false":
+                mapping = plain(row.get("column_mapping")).lower()
+                return "names" if "name" in mapping else "labels"
+        return "labels"
+
+    def _keyed(self, fields: dict[str, str]) -> dict[str, str]:
+        if self.keys != "labels":
+            return fields
+        keyed: dict[str, str] = {}
+        for name, value in fields.items():
+            label = self.labels.get(name.lower())
+            if label is None:
+                # Not in the staging table's dictionary: the label an instance gives the column
+                # it names so ("Directory id" makes u_directory_id), logged once.
+                label = self.labels[name.lower()] = guessed_label(name)
+                log.warning(
+                    "servicenow %s: %s has no column %s in sys_dictionary; sending it as label %r",
+                    self.client.name,
+                    self.staging,
+                    name,
+                    label,
+                )
+            keyed[label] = value
+        return keyed
 
     async def send(self, rows: Sequence[Row]) -> list[Outcome]:
         key = (self.client.name, self.staging)
@@ -65,7 +168,7 @@ class ImportSetTarget:
         answer = await self.client.request(
             "POST",
             f"/api/now/import/{self.staging}/insertMultiple",
-            json={"records": [r.fields for r in rows]},
+            json={"records": [self._keyed(r.fields) for r in rows]},
         )
         if answer.status in (200, 201):
             self._insert_multiple[key] = True
@@ -87,6 +190,7 @@ class ImportSetTarget:
         return list(await asyncio.gather(*(self._one(r) for r in rows)))
 
     async def _one(self, row: Row) -> Outcome:
+        # The single-row API takes staging column names, whatever insertMultiple is set to.
         answer = await self.client.request("POST", f"/api/now/import/{self.staging}", json=row.fields)
         if answer.status not in (200, 201):
             return Outcome("error", answer.error_message())
@@ -99,98 +203,122 @@ class ImportSetTarget:
         if isinstance(results, list) and len(results) == count:
             return [_result_outcome(r if isinstance(r, dict) else {}) for r in results]
         import_set = body.get("import_set_id")
-        if not isinstance(import_set, str):
+        if not isinstance(import_set, str) or not import_set:
             raise TargetRefused(f"insertMultiple into {self.staging}: an answer without results or import_set_id")
-        return await self._staging_outcomes(import_set, count)
-
-    async def _staging_outcomes(self, import_set: str, count: int) -> list[Outcome]:
-        """The documented asynchronous answer: read each staging row's state until all are
-        transformed (``sys_import_row`` gives the row's position in the request)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _ASYNC_WAIT_S
-        while True:
-            answer = await self.client.request(
-                "GET",
-                f"/api/now/table/{self.staging}",
-                params={
-                    "sysparm_query": f"sys_import_set={import_set}",
-                    "sysparm_fields": "sys_import_row,sys_import_state,sys_import_state_comment,sys_row_error",
-                    "sysparm_limit": str(count),
-                },
-            )
-            rows = answer.body.get("result") if isinstance(answer.body, dict) else None
-            if answer.status == 200 and isinstance(rows, list):
-                states = {str(r.get("sys_import_row")): r for r in rows if isinstance(r, dict)}
-                done = [states.get(str(i)) for i in range(count)]
-                if all(d is not None and d.get("sys_import_state") not in ("", "pending") for d in done):
-                    return [
-                        _outcome(str(d.get("sys_import_state")), str(d.get("sys_import_state_comment") or ""))
-                        for d in done
-                        if d is not None
-                    ]
-            if loop.time() > deadline:
-                raise TargetRefused(f"import set {import_set} into {self.staging}: not transformed after 10 min")
-            await asyncio.sleep(_ASYNC_POLL_S)
+        staged = await staged_outcomes(self.client, self.staging, import_set, count)
+        return [_outcome(state, message, sys_id) for state, message, sys_id in staged]
 
 
 class TableTarget:
-    """Upsert through the Table API: find each row by its coalesce fields (one ``IN`` query
-    per batch when there is one coalesce field), then PATCH what differs or POST. A row with
-    nothing to change is ``ignored`` (no write). Rows with the same key in a batch are applied
-    in order, one after the other, so two of them can never both insert."""
+    """Upsert through the Table API: find each row by its coalesce fields (``IN`` queries cut
+    to the URL budget when there is one coalesce field), then PATCH what differs or POST. A
+    row with nothing to change is ``ignored`` (no write). Keys and values compare as the
+    instance stores and matches them (``fields.TargetFields``). Rows with the same key in a
+    batch are applied in order, one after the other, so two of them can never both insert."""
 
     def __init__(self, client: InstanceClient, table: str, coalesce: Sequence[str], on_delete: str) -> None:
         self.client = client
         self.table = table
         self.coalesce = list(coalesce)
         self.on_delete = on_delete
+        self.fields = TargetFields(client.name, table, None, coalesce)
+
+    async def prepare(self, fields: Sequence[str] = ()) -> None:
+        """Fail before anything is sent when the table or a coalesce field is missing; report
+        the mapped ``fields`` it lacks (they are dropped)."""
+        schema = await table_schema(self.client, self.table)
+        if schema is UNKNOWN:
+            return
+        if not isinstance(schema, TableSchema):
+            raise InvalidTarget(
+                f"servicenow {self.client.name}: there is no table {self.table} (sys_db_object); nothing was sent"
+            )
+        self.fields = TargetFields(self.client.name, self.table, schema, self.coalesce)
+        self.fields.require(self.coalesce, "a coalesce field: without it rows cannot be matched")
+        if self.on_delete == "deactivate":
+            self.fields.require(["active"], 'on_delete = "deactivate" sets it')
+        missing = self.fields.check(f for f in fields if f not in self.coalesce)
+        if missing:
+            log.warning(
+                "servicenow %s: table %s has no field %s; those values are not sent",
+                self.client.name,
+                self.table,
+                ", ".join(missing),
+            )
 
     async def send(self, rows: Sequence[Row]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(rows)
         by_key: dict[tuple[str, ...], list[int]] = {}
+        kept: list[Row] = []
         for i, row in enumerate(rows):
-            key = tuple(row.fields.get(f, "") for f in self.coalesce)
+            row = Row(self.fields.keep(row.fields), row.delete)
+            kept.append(row)
+            key = self.fields.key(row.fields)
             if not all(key):
                 outcomes[i] = Outcome("skipped", f"empty coalesce field(s): {', '.join(self.coalesce)}")
                 continue
             by_key.setdefault(key, []).append(i)
-        found = await self._lookup(list(by_key))
+        wanted = {name for row in kept for name in row.fields}
+        found = await self._lookup({k: kept[ix[0]] for k, ix in by_key.items()}, wanted)
 
         async def apply(key: tuple[str, ...], indexes: list[int]) -> None:
             existing = found.get(key)
             for i in indexes:
-                outcome, existing = await self._apply(rows[i], existing)
+                outcome, existing = await self._apply(kept[i], existing)
                 outcomes[i] = outcome
 
         await asyncio.gather(*(apply(k, ix) for k, ix in by_key.items()))
         return [o or Outcome("error", "not applied") for o in outcomes]
 
-    async def _lookup(self, keys: list[tuple[str, ...]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-        found: dict[tuple[str, ...], list[dict[str, Any]]] = {k: [] for k in keys}
-        if not keys:
+    def _fixed(self, wanted: set[str], limit: int) -> dict[str, str]:
+        """The lookup's params besides the query: the fields compared, when that list is short."""
+        # No Link header: it would repeat this long URL four times, and lookups do not page.
+        params = {"sysparm_limit": str(limit), "sysparm_suppress_pagination_header": "true"}
+        names = sorted({"sys_id", "active", *self.coalesce, *wanted})
+        listed = ",".join(names)
+        if len(listed) <= self.client.instance.max_url_bytes // 4:
+            params["sysparm_fields"] = listed
+        return params
+
+    async def _lookup(
+        self, first_rows: dict[tuple[str, ...], Row], wanted: set[str]
+    ) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+        """Existing rows by case-folded key (as the instance matches them)."""
+        found: dict[tuple[str, ...], list[dict[str, Any]]] = {k: [] for k in first_rows}
+        if not first_rows:
             return found
-        field = self.coalesce[0]
-        if len(self.coalesce) == 1 and all("," not in k[0] and "^" not in k[0] for k in keys):
-            for start in range(0, len(keys), 100):
-                chunk = keys[start : start + 100]
-                query = f"{field}IN{','.join(k[0] for k in chunk)}"
-                for record in await self._query(query, len(chunk) * 2):
-                    key = (str(record.get(field, "")),)
+        base = self.client.instance.base_url + f"/api/now/table/{self.table}"
+        budget = self.client.instance.max_url_bytes
+        if len(self.coalesce) == 1:
+            field = self.coalesce[0]
+            values = [self.fields.key_part(field, row.fields.get(field, "")) for row in first_rows.values()]
+            # Sized with the widest limit a lookup sends, so the real URL is never longer.
+            fixed = self._fixed(wanted, _PREFIX_LOOKUP_LIMIT)
+            queries = list(in_queries(base, fixed, field, values, budget))
+            for query, keys in queries:
+                limit = 2 * len(keys) if query.startswith(f"{field}IN") else _PREFIX_LOOKUP_LIMIT
+                for record in await self._query(query, {**fixed, "sysparm_limit": str(limit)}):
+                    key = self.fields.record_key(record)
                     if key in found:
                         found[key].append(record)
             return found
 
-        async def one(key: tuple[str, ...]) -> None:
-            query = "^".join(f"{f}={v.replace('^', '^^')}" for f, v in zip(self.coalesce, key, strict=True))
-            found[key] = await self._query(query, 2)
+        async def one(key: tuple[str, ...], row: Row) -> None:
+            terms = [(f, self.fields.key_part(f, row.fields.get(f, ""))) for f in self.coalesce]
+            fixed = self._fixed(wanted, _PREFIX_LOOKUP_LIMIT)
+            query = one_query(base, fixed, terms, budget)
+            if "STARTSWITH" not in query:
+                fixed["sysparm_limit"] = "2"
+            records = await self._query(query, fixed)
+            # Only exact (case-insensitive) matches: a prefix lookup reads more.
+            found[key] = [r for r in records if self.fields.record_key(r) == key]
 
-        await asyncio.gather(*(one(k) for k in keys))
+        await asyncio.gather(*(one(k, row) for k, row in first_rows.items()))
         return found
 
-    async def _query(self, query: str, limit: int) -> list[dict[str, Any]]:
-        answer = await self.client.request(
-            "GET", f"/api/now/table/{self.table}", params={"sysparm_query": query, "sysparm_limit": str(limit)}
-        )
+    async def _query(self, query: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        params = {"sysparm_query": query, **params}
+        answer = await self.client.request("GET", f"/api/now/table/{self.table}", params=params)
         return table_rows(answer, f"looking up {self.table} by {', '.join(self.coalesce)}")
 
     async def _apply(
@@ -204,12 +332,12 @@ class TableTarget:
         if row.delete:
             if not matches or self.on_delete == "ignore":
                 return Outcome("skipped", "deleted in the source" if matches else "no row to delete"), existing
-            sys_id = quote(str(matches[0].get("sys_id")))
+            sys_id = quote(str(plain(matches[0].get("sys_id"))))
             if self.on_delete == "delete":
                 answer = await self.client.request("DELETE", f"{path}/{sys_id}")
                 ok = answer.status in (200, 204, 404)
                 return (Outcome("updated", "deleted") if ok else Outcome("error", answer.error_message())), []
-            if plain(matches[0].get("active")).lower() == "false":
+            if self.fields.value("active", plain(matches[0].get("active"))).lower() == "false":
                 return Outcome("ignored", "already inactive"), existing
             answer = await self.client.request("PATCH", f"{path}/{sys_id}", json={"active": "false"})
             if answer.status != 200:
@@ -218,7 +346,7 @@ class TableTarget:
         if matches:
             current = matches[0]
             current_id = plain(current.get("sys_id"))
-            changed = {k: v for k, v in row.fields.items() if plain(current.get(k)) != v}
+            changed = self.fields.changes(row.fields, current)
             if not changed:
                 return Outcome("ignored", sys_id=current_id), existing
             answer = await self.client.request("PATCH", f"{path}/{quote(current_id)}", json=changed)
@@ -231,6 +359,12 @@ class TableTarget:
         created = answer.body.get("result") if isinstance(answer.body, dict) else None
         created = created if isinstance(created, dict) else {**row.fields}
         return Outcome("inserted", sys_id=plain(created.get("sys_id"))), [created]
+
+
+def guessed_label(name: str) -> str:
+    """The column label a custom column's name comes from: ``u_directory_id`` <- "Directory id"."""
+    words = name.removeprefix("u_").replace("_", " ").strip()
+    return words[:1].upper() + words[1:] if words else name
 
 
 class TargetRefused(Exception):
@@ -248,18 +382,12 @@ def table_rows(answer: Answer, what: str) -> list[dict[str, Any]]:
     return [r for r in rows if isinstance(r, dict)]
 
 
-def _outcome(status: str, message: str) -> Outcome:
+def _outcome(status: str, message: str, sys_id: str = "") -> Outcome:
     status = status.lower()
-    return Outcome(status if status in STATUSES else "error", message or ("" if status in STATUSES else status))
+    known = status in STATUSES
+    return Outcome(status if known else "error", message or ("" if known else status), sys_id)
 
 
 def _result_outcome(result: dict[str, Any]) -> Outcome:
     message = str(result.get("error_message") or result.get("status_message") or "")
     return _outcome(str(result.get("status") or "error"), message)
-
-
-def plain(value: Any) -> str:
-    """A field's value as the row's text: reference fields come back as {"link", "value"}."""
-    if isinstance(value, dict):
-        value = value.get("value")
-    return "" if value is None else str(value)
