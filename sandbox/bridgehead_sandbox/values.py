@@ -90,7 +90,10 @@ def integer(text: str) -> str:
     number = _decimal(text)
     if number is None:
         return ""
-    return str(int(number.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+    try:
+        return str(int(number.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+    except InvalidOperation:  # more digits than a number field holds (1E+30): stored empty
+        return ""
 
 
 def decimal(text: str, scale: int) -> str:
@@ -99,7 +102,10 @@ def decimal(text: str, scale: int) -> str:
     number = _decimal(text)
     if number is None:
         return ""
-    rounded = number.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+    try:
+        rounded = number.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than a number field holds (1E+30): stored empty
+        return ""
     plain = format(rounded, "f")
     if "." in plain:
         plain = plain.rstrip("0").rstrip(".")

@@ -200,7 +200,7 @@ def test_ten_thousand_records_through_asynchronous_label_keyed_insert_multiple(
     row's outcome is read back from sys_import_set_row."""
     config = TABLES + '\n[tables.u_items_import]\nextends = "sys_import_set_row"\n'
     config += '[tables.u_items_import.fields.u_id]\nlabel = "Item number"\n'
-    config += "\n[instance]\nasync_transform_delay_ms = 200\n"
+    config += "\n[instance]\nasync_transform_delay_ms = 20\n"  # pending at first: the sink must poll
     sandbox, api = start(config, max_in_flight=8)
     sync = deliver(api, ITEMS_SINK, {"count": 10_000, "size": 1}, timeout=300)
     assert ("done", 10_000, 0, 0, 0, 0) == counts(sync), sync

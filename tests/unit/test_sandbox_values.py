@@ -30,6 +30,8 @@ def field(kind: str, max_length: int = 40) -> FieldDef:
         ("integer", "007", "7"),
         ("integer", "2.5", "3"),
         ("integer", "abc", ""),
+        ("integer", "1E+30", ""),  # more digits than the field holds: stored empty, not a 500
+        ("decimal", "1E+30", ""),
         ("decimal", "1234.500", "1234.5"),
         ("decimal", "2400.00", "2400"),
         ("decimal", 1.005, "1.01"),

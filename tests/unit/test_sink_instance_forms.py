@@ -41,6 +41,8 @@ def field(kind: str, max_length: int = 40) -> FieldInfo:
         ("integer", "7.5", "8"),
         ("integer", "007", "7"),
         ("integer", "abc", ""),
+        ("integer", "1E+30", ""),  # more digits than the field holds (hypothesis found it)
+        ("decimal", "1E+30", ""),
         ("boolean", "Yes", "true"),
         ("boolean", "0", "false"),
         ("boolean", "maybe", "false"),

@@ -37,6 +37,7 @@ from bridgehead.control.metrics import Metrics
 from bridgehead.control.sinks.auth import Authenticator, AuthFailed, RefreshTokens, TokenUnavailable
 from bridgehead.control.sinks.config import ServiceNowInstance
 from bridgehead.control.sinks.instance_schema import SchemaCache
+from bridgehead.control.sinks.pace import TransformPace
 
 log = logging.getLogger("bridgehead.control.sinks")
 
@@ -104,6 +105,9 @@ class InstanceClient:
         self._session: aiohttp.ClientSession | None = None
         # The instance's table definitions (sys_db_object / sys_dictionary), shared by its deliveries.
         self.schemas = SchemaCache(instance.schema_ttl_s)
+        # How soon its asynchronous import sets are transformed, learned (import_rows).
+        self.transform_pace = TransformPace(instance.import_poll_s, ceiling_s=instance.import_poll_s * 10)
+        self._counters: dict[str, Any] = {}  # status -> its sink_responses child, looked up once
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -198,8 +202,12 @@ class InstanceClient:
         )
 
     def _count(self, status: str) -> None:
-        if self.metrics is not None:
-            self.metrics.sink_responses.labels(self.name, status).inc()
+        if self.metrics is None:
+            return
+        counter = self._counters.get(status)
+        if counter is None:
+            counter = self._counters[status] = self.metrics.sink_responses.labels(self.name, status)
+        counter.inc()
 
     async def _back_off(self, attempt: int, problem: str) -> None:
         delay = random.uniform(0, min(self.instance.backoff_max_s, _BACKOFF_BASE_S * 2**attempt))  # noqa: S311

@@ -4,8 +4,10 @@ its ``sys_import_set_row`` record (``sys_import_state``, ``sys_import_state_comm
 by import set and ordered by ``sys_import_row``, the row's place in the request
 (SERVICENOW_API.md §3.3, §3.4).
 
-Polling is bounded: from ``import_poll_s``, backing off to ten times that, for at most
-``import_wait_s``; every poll is a request like any other (rate limit, retries). Rows still
+The first poll comes when the rows are likely done (``pace.TransformPace``, learned from the
+instance's earlier import sets); later ones back off from ``import_poll_s`` to ten times
+that, for at most ``import_wait_s``; every poll is a request like any other (rate limit,
+retries). Rows still
 pending at the end are reported as errors saying so (the instance may still transform
 them: a new delivery finds them by coalesce). A staging table is a child of
 ``sys_import_set_row`` on an instance; a stand-in that keeps rows only in the staging table
@@ -36,21 +38,27 @@ async def staged_outcomes(
     """``(state, message, target sys_id)`` for each of the ``count`` rows, in request order."""
     instance = client.instance
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + instance.import_wait_s
-    pause = instance.import_poll_s
+    started = loop.time()
+    deadline = started + instance.import_wait_s
+    pause = client.transform_pace.first_wait(count)
     tables = ["sys_import_set_row", staging]
     rows: list[dict[str, Any]] = []
+    polls = 0
     while True:
+        await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+        polls += 1
         for table in list(tables):
             rows = await _read(client, table, import_set, count)
             if rows:
                 tables = [table]  # where this instance keeps them: read only there from now on
                 break
         done = len(rows) >= count and all(plain(r.get("sys_import_state")).lower() not in _PENDING for r in rows)
-        if done or loop.time() + pause > deadline:
+        if done:
+            client.transform_pace.learn(count, loop.time() - started, polls)
             break
-        await asyncio.sleep(pause)
-        pause = min(pause * 1.5, instance.import_poll_s * 10)
+        if loop.time() >= deadline:
+            break
+        pause = min(max(pause, instance.import_poll_s) * 1.5, instance.import_poll_s * 10)
     rows.sort(key=lambda r: _int(plain(r.get("sys_import_row"))))
     outcomes: list[tuple[str, str, str]] = []
     for i in range(count):

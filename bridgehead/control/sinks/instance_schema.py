@@ -22,10 +22,25 @@ import re
 import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from bridgehead.control.sinks.client import InstanceClient
+
+class _Answer(Protocol):
+    @property
+    def status(self) -> int: ...
+    @property
+    def body(self) -> Any: ...
+    def error_message(self) -> str: ...
+
+
+class TableReader(Protocol):
+    """What reading a schema needs of an ``InstanceClient``. A protocol rather than the class,
+    because the client holds this module's ``SchemaCache``: importing it back would be a cycle."""
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
+    ) -> _Answer: ...
+
 
 _MAX_SUPER_CLASSES = 16  # cmdb_ci_linux_server is 5 deep; a loop in the chain stops here
 _PAGE = 1000
@@ -100,7 +115,7 @@ def normalise(info: FieldInfo, value: str) -> str:
         return "true" if value.strip().casefold() in _TRUE else "false"
     if kind in INTEGER_TYPES:
         number = _decimal(value)
-        return "" if number is None else str(int(number.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+        return "" if number is None else _integer_text(number)
     if kind in DECIMAL_TYPES:
         number = _decimal(value)
         return "" if number is None else _decimal_text(number, _SCALE.get(kind, 2))
@@ -123,9 +138,21 @@ def _decimal(value: str) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+def _integer_text(number: Decimal) -> str:
+    try:
+        return str(int(number.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+    except InvalidOperation:  # more digits than a number field holds (1E+30): stored empty
+        return ""
+
+
 def _decimal_text(number: Decimal, scale: int) -> str:
-    """Rounded to ``scale`` places, without trailing zeros or exponent: 1.50 -> "1.5"."""
-    text = format(number.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP), "f")
+    """Rounded to ``scale`` places, without trailing zeros or exponent: 1.50 -> "1.5"; a
+    number with more digits than the field holds (1E+30) is stored empty."""
+    try:
+        rounded = number.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+    except InvalidOperation:
+        return ""
+    text = format(rounded, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
@@ -154,7 +181,7 @@ def _date_time(value: str) -> dt.datetime | None:
     return moment
 
 
-async def _rows(client: InstanceClient, table: str, query: str, fields: str, limit: int) -> list[dict[str, Any]]:
+async def _rows(client: TableReader, table: str, query: str, fields: str, limit: int) -> list[dict[str, Any]]:
     """Every row of ``table`` matching ``query`` (paged), or SchemaUnreadable."""
     rows: list[dict[str, Any]] = []
     while len(rows) < limit:
@@ -183,12 +210,12 @@ async def _rows(client: InstanceClient, table: str, query: str, fields: str, lim
     return rows
 
 
-async def _table_record(client: InstanceClient, query: str) -> dict[str, Any] | None:
+async def _table_record(client: TableReader, query: str) -> dict[str, Any] | None:
     rows = await _rows(client, "sys_db_object", query, "sys_id,name,label,super_class", 1)
     return rows[0] if rows else None
 
 
-async def schema_readable(client: InstanceClient) -> bool:
+async def schema_readable(client: TableReader) -> bool:
     """Whether the instance describes its tables at all: every instance has a sys_db_object
     row for sys_db_object itself; a stand-in that makes tables on first write has none."""
     try:
@@ -197,7 +224,7 @@ async def schema_readable(client: InstanceClient) -> bool:
         return False
 
 
-async def read_schema(client: InstanceClient, table: str) -> TableSchema | None:
+async def read_schema(client: TableReader, table: str) -> TableSchema | None:
     """``table``'s fields, inherited ones included (a child's definition wins), or None."""
     record = await _table_record(client, f"name={table}")
     if record is None:
@@ -246,7 +273,7 @@ class SchemaCache:
         self._tables: dict[str, tuple[float, TableSchema | None]] = {}
         self._readable: tuple[float, bool] | None = None
 
-    async def get(self, client: InstanceClient, table: str) -> TableSchema | None | Unknown:
+    async def get(self, client: TableReader, table: str) -> TableSchema | None | Unknown:
         now = time.monotonic()
         if self._readable is None or now - self._readable[0] > self.ttl_s:
             self._readable = (now, await schema_readable(client))

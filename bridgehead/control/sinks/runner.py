@@ -32,7 +32,15 @@ from bridgehead.control.sinks.client import InstanceClient, InstanceUnavailable
 from bridgehead.control.sinks.memberships import Memberships
 from bridgehead.control.sinks.presets import PRESETS, preset_row
 from bridgehead.control.sinks.spec import SinkSpec, parse_sink, to_row
-from bridgehead.control.sinks.targets import ImportSetTarget, InvalidTarget, Outcome, Row, TableTarget, TargetRefused
+from bridgehead.control.sinks.targets import (
+    ImportSetTarget,
+    InvalidTarget,
+    Outcome,
+    Planned,
+    Row,
+    TableTarget,
+    TargetRefused,
+)
 from bridgehead.control.store.base import JobRow, Rejected, Store
 from bridgehead.core.redact import REDACTOR
 
@@ -208,11 +216,13 @@ class Delivery:
         last = min(first + self.batch_size - 1, job.record_count)
         outcomes: list[Outcome] = []
         rejected: list[Rejected] = []
-        # Read ahead of the turn: the batch is ready the moment the one before it is sent.
+        # Read, mapped and keyed ahead of the turn: the batch is ready the moment the one
+        # before it is sent (none of this needs an answer from the instance).
         chunk = await self._read(first - 1, last)
+        ready = self._plan(chunk)
         turn = self.turns.turn(first) if self.turns is not None else contextlib.nullcontext()
         async with turn:
-            done = await self._send(chunk, first - 1, last, outcomes, rejected)
+            done = await self._send(chunk, ready, first - 1, last, outcomes, rejected)
         if not outcomes:
             return
         counts = _counts(outcomes)
@@ -230,19 +240,30 @@ class Delivery:
         rows = await self.store.records(self.job.id, self.job.attempt, done, last - done, max_bytes)
         return [(seq, _decode.decode(data)) for seq, data in rows]
 
+    def _plan(self, records: list[tuple[int, Any]]) -> Planned:
+        return self.target.plan([self._row(record) for _seq, record in records])
+
     async def _send(
-        self, records: list[tuple[int, Any]], done: int, last: int, outcomes: list[Outcome], rejected: list[Rejected]
+        self,
+        records: list[tuple[int, Any]],
+        ready: Planned,
+        done: int,
+        last: int,
+        outcomes: list[Outcome],
+        rejected: list[Rejected],
     ) -> int:
-        """``records``, then the rest up to ``last``, to the target, in requests of at most
-        max_request_bytes (a batch stays the unit kept as delivered); the last seq sent."""
+        """``records`` (``ready``: planned), then the rest up to ``last``, to the target, in
+        requests of at most max_request_bytes (a batch stays the unit kept as delivered); the
+        last seq sent."""
         while records:
-            sent = await self.target.send([self._row(record) for _seq, record in records])
+            sent = await self.target.send(ready)
             if self.memberships is not None:
                 await self.memberships.sync([record for _seq, record in records], sent)
             outcomes += sent
             rejected += _rejected(records, sent)
             done = records[-1][0]
             records = await self._read(done, last) if done < last else []
+            ready = self._plan(records)
         return done
 
     def _row(self, record: Any) -> Row:

@@ -30,6 +30,7 @@ __all__ = [
     "ImportSetTarget",
     "InvalidTarget",
     "Outcome",
+    "Planned",
     "Row",
     "TableTarget",
     "TargetRefused",
@@ -61,6 +62,16 @@ class Row:
 
     fields: dict[str, str]
     delete: bool = False
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A batch's rows with the work that needs no answer from the instance done (``plan``), so
+    a runner can do it before the batch's turn to send, while the batch before it is on the
+    wire. ``keys``: each row's coalesce key (a table's; empty for an import set)."""
+
+    rows: list[Row]
+    keys: list[tuple[str, ...]]
 
 
 class ImportSetTarget:
@@ -154,7 +165,11 @@ class ImportSetTarget:
             keyed[label] = value
         return keyed
 
-    async def send(self, rows: Sequence[Row]) -> list[Outcome]:
+    def plan(self, rows: Sequence[Row]) -> Planned:
+        return Planned(list(rows), [])
+
+    async def send(self, batch: Sequence[Row] | Planned) -> list[Outcome]:
+        rows = batch.rows if isinstance(batch, Planned) else batch
         key = (self.client.name, self.staging)
         if key not in self._insert_multiple:
             async with self._learning.setdefault(key, asyncio.Lock()):
@@ -246,14 +261,18 @@ class TableTarget:
                 ", ".join(missing),
             )
 
-    async def send(self, rows: Sequence[Row]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(rows)
+    def plan(self, rows: Sequence[Row]) -> Planned:
+        """The rows without the fields the table lacks, and their keys as the instance compares
+        them (the fields are the table's as ``prepare`` read them, fixed for the delivery)."""
+        kept = [Row(self.fields.keep(row.fields), row.delete) for row in rows]
+        return Planned(kept, [self.fields.key(row.fields) for row in kept])
+
+    async def send(self, batch: Sequence[Row] | Planned) -> list[Outcome]:
+        planned = batch if isinstance(batch, Planned) else self.plan(batch)
+        kept = planned.rows
+        outcomes: list[Outcome | None] = [None] * len(kept)
         by_key: dict[tuple[str, ...], list[int]] = {}
-        kept: list[Row] = []
-        for i, row in enumerate(rows):
-            row = Row(self.fields.keep(row.fields), row.delete)
-            kept.append(row)
-            key = self.fields.key(row.fields)
+        for i, key in enumerate(planned.keys):
             if not all(key):
                 outcomes[i] = Outcome("skipped", f"empty coalesce field(s): {', '.join(self.coalesce)}")
                 continue
