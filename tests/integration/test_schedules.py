@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from bridgehead_testing.harness import Agent, Api, ControlPlane, wait_connected, wait_until
+
+from bridgehead.control.schedules.clock import OFFSET_ENV
 
 AgentFactory = Callable[..., Agent]
 
@@ -236,16 +239,19 @@ def test_disable_and_enable(control: ControlPlane) -> None:
 
 
 def test_minute_boundary_runs_the_idle_schedule_and_skips_the_busy_one(
-    control: ControlPlane, agent_factory: AgentFactory
+    control_factory: Callable[..., ControlPlane], agent_factory: AgentFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At a real minute boundary, '* * * * *' makes a job keyed by its occurrence, unless the
     schedule's previous run is still going: then the occurrence is skipped and counted."""
+    # The scheduler's clock set to 35 s past a minute (clock.OFFSET_ENV, tests only), so the
+    # boundary comes ~25 s after start instead of up to a minute later; both schedules are
+    # created well before it, so they plan the same one.
+    now = time.time()
+    monkeypatch.setenv(OFFSET_ENV, str(60 * (now // 60) + 95 - now))
+    control = control_factory(heartbeat_s=1.0)
     api = control.api()
     agent_factory(control)
     wait_connected(api, ["agent-1"])
-    # Both schedules must plan the same boundary: keep their creation off the end of a minute.
-    if datetime.now(UTC).second >= 50:
-        time.sleep(61 - datetime.now(UTC).second)  # a wait for the wall clock, which is the event here
     # Created disabled and run by hand first, so its previous run is going before any occurrence.
     create(api, "busy", cron="* * * * *", params=SLOW, enabled=False)
     status, slow = api.request("POST", "/api/v1/schedules/busy/run")

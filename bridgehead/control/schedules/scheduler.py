@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from datetime import UTC, datetime
 
 import msgspec
 
+from bridgehead.control.schedules import clock
 from bridgehead.control.schedules.times import ScheduleSpecError, next_occurrence, utc_iso, zone
 from bridgehead.control.services.errors import Conflict, NotFound, ServiceError
 from bridgehead.control.services.jobs import JobService
@@ -81,7 +81,7 @@ class Scheduler:
             # Cleared before reading the store, so a change made meanwhile is not slept through.
             self._wake.clear()
             try:
-                delay = await self.run_due(time.time())
+                delay = await self.run_due(clock.now())
             except Exception:  # noqa: BLE001 - the loop outlives a failed pass; the error is logged
                 log.exception("scheduler: a pass failed; trying again in %g s", ERROR_BACKOFF_S)
                 delay = ERROR_BACKOFF_S
@@ -96,7 +96,7 @@ class Scheduler:
             next_at = await self.store.next_schedule_at()
         if next_at is None:
             return MAX_SLEEP_S
-        return min(max(next_at - time.time(), 0.0), MAX_SLEEP_S)
+        return min(max(next_at - clock.now(), 0.0), MAX_SLEEP_S)
 
     async def _occurrence(self, schedule: ScheduleRow, now: float) -> None:
         assert schedule.next_run_at is not None  # noqa: S101 - due_schedules selects only these
@@ -135,7 +135,7 @@ class Scheduler:
             busy = await self.previous_run_busy(schedule)
             if busy is not None:
                 raise Conflict(f"schedule {name!r}: {busy}; runs never overlap", code="schedule_busy")
-            now = time.time()
+            now = clock.now()
             key = f"schedule:{name}:manual:{datetime.fromtimestamp(now, UTC).isoformat()}"
             job, _created = await self.jobs.submit(self._submit(schedule, key))
             await self.store.record_schedule_run(name, job.id, now, schedule.next_run_at)

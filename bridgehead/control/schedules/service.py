@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from bridgehead.control.config import ControlConfig
+from bridgehead.control.schedules import clock
 from bridgehead.control.schedules.models import MAX_NAME, Schedule, ScheduleCreate, ScheduleError
 from bridgehead.control.schedules.scheduler import Scheduler, following
 from bridgehead.control.schedules.times import ScheduleSpecError, check_cron, utc_iso, zone
@@ -89,7 +90,7 @@ class ScheduleService:
             raise exc.prefixed("job: ") from None
         template = msgspec.to_builtins(body.job)
         del template["idempotency_key"]
-        now = time.time()
+        now = clock.now()
         schedule = ScheduleRow(
             name=body.name, cron=cron, timezone=body.timezone, job=template, enabled=body.enabled, created_at=now
         )
@@ -144,7 +145,7 @@ class ScheduleService:
         async with self.scheduler.lock:
             schedule = await self.get(name)
             if schedule.enabled != enabled:
-                now = time.time()
+                now = clock.now()
                 schedule.enabled = enabled
                 try:
                     schedule.next_run_at = following(schedule, now) if enabled else None
