@@ -44,7 +44,7 @@ import msgspec
 from bridgehead.core.errors import ConfigError
 from bridgehead_sandbox.errors import SnError, invalid_table
 from bridgehead_sandbox.query import Query
-from bridgehead_sandbox.records import SYS_FIELDS, now_text
+from bridgehead_sandbox.records import SYS_FIELDS, new_record, now_text
 from bridgehead_sandbox.schema import (
     SYS_FIELD_DEFS,
     FieldDef,
@@ -564,12 +564,5 @@ def dictionary_record(table: str, field: FieldDef) -> Record:
 
 
 def new_meta_record(fields: Record, user: str, now: str) -> Record:
-    return {
-        **fields,
-        "sys_created_on": now,
-        "sys_created_by": user,
-        "sys_updated_on": now,
-        "sys_updated_by": user,
-        "sys_mod_count": "0",
-        "sys_tags": "",
-    }
+    """A definition's record, keeping the stable sys_id its fields carry."""
+    return new_record(fields, user, now, fields["sys_id"])
