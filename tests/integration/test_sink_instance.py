@@ -169,6 +169,38 @@ def test_a_missing_coalesce_field_fails_before_anything_is_sent(
     assert [] == sandbox.rows("u_assets", fields="sys_id")
 
 
+# --- keys are hostile ------------------------------------------------------------------------
+
+HOSTILE_KEYS = ["evil^ORsys_idISNOTEMPTY", "evil2^^ORsys_idISNOTEMPTY", "evil3^NQu_keyISEMPTY"]
+
+
+def test_a_key_cannot_rewrite_the_lookup_query(start: Callable[..., tuple[SandboxServer, Api]]) -> None:
+    """Coalesce keys are record data: a ``^`` in one would add an OR term that matches every
+    row, the lookup's row limit would then cut off the real match, and the row would be inserted
+    twice (or another row changed). Read back: each key's row exists once, the others are
+    untouched, and a key that starts with ``^`` is an error of its own, never sent."""
+    sandbox, api = start()
+    plain = [{"key": f"Asset-{i:04d}", "note": "kept"} for i in range(50)]
+    hostile = [{"key": key, "note": "first"} for key in HOSTILE_KEYS]
+    sink = assets_sink(map={"u_key": "key", "u_note": "note"}, passthrough=False)
+    first = deliver(api, sink, {"records": plain})  # first, so that these rows come first
+    assert ("done", 50, 0, 0, 0, 0) == counts(first), first
+    second = deliver(api, sink, {"records": hostile})
+    assert ("done", 3, 0, 0, 0, 0) == counts(second), second
+    # Only the hostile keys, against a table of 53 rows: an OR term matching them all would
+    # fill the lookup's page (two rows a key) with the rows made first.
+    again = deliver(api, sink, {"records": [{**r, "note": "second"} for r in hostile]})
+    assert ("done", 0, 3, 0, 0, 0) == counts(again), again
+    rows = sandbox.rows("u_assets", fields="u_key,u_note")
+    assert 53 == len(rows), sorted(r["u_key"] for r in rows)
+    assert {key: "second" for key in HOSTILE_KEYS} == {r["u_key"]: r["u_note"] for r in rows if "evil" in r["u_key"]}
+    assert {"kept"} == {r["u_note"] for r in rows if r["u_key"].startswith("Asset-")}
+    before = writes(sandbox)
+    refused = deliver(api, sink, {"records": [{"key": "^ORsys_idISNOTEMPTY", "note": "x"}]})
+    assert ("done", 0, 0, 0, 0, 1) == counts(refused), refused
+    assert before == writes(sandbox), "a key no query can carry was sent"
+
+
 # --- URL budget -----------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from bridgehead.control.sinks.auth import AuthFailed, jwt_assertion, refusal_mes
 from bridgehead.control.sinks.config import ServiceNowInstance
 from bridgehead.control.sinks.fields import TargetFields
 from bridgehead.control.sinks.instance_schema import FieldInfo, TableSchema, normalise
-from bridgehead.control.sinks.lookups import in_queries, one_query, url_bytes
+from bridgehead.control.sinks.lookups import Query, in_queries, one_query, url_bytes
 from bridgehead.control.sinks.targets import guessed_label
 
 
@@ -90,18 +90,48 @@ def test_every_lookup_stays_under_the_budget_and_every_key_is_asked(budget: int)
     keys = [f"{i:05d}" + "é" * 250 for i in range(40)] + [f"short-{i}" for i in range(300)] + ["a,b"]
     asked: list[str] = []
     for query, chunk in in_queries(BASE, FIXED, "u_key", keys, budget):
+        assert query is not None
         asked += chunk
-        sent = BASE + "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in {**FIXED, "sysparm_query": query}.items())
-        assert len(sent.encode()) <= budget or "STARTSWITH" not in query and len(chunk) == 1, (budget, len(sent))
-        assert url_bytes(BASE, {**FIXED, "sysparm_query": query}) <= budget or len(chunk) == 1
+        params = {**FIXED, "sysparm_query": query.text}
+        sent = BASE + "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
+        assert len(sent.encode()) <= budget or query.exact and len(chunk) == 1, (budget, len(sent))
+        assert url_bytes(BASE, params) <= budget or len(chunk) == 1
     assert sorted(asked) == sorted(keys)
 
 
 def test_a_key_longer_than_the_budget_is_looked_up_by_a_prefix() -> None:
-    key = "x" * 900 + "^tail"
+    key = "x" * 900 + "tail"
     query = one_query(BASE, FIXED, [("u_key", key)], 1024)
-    assert query.startswith("u_keySTARTSWITHxxxx") and url_bytes(BASE, {**FIXED, "sysparm_query": query}) <= 1024
-    assert "u_key=a^^b" == one_query(BASE, FIXED, [("u_key", "a^b")], 1024)
+    assert query is not None and not query.exact
+    assert (
+        query.text.startswith("u_keySTARTSWITHxxxx") and url_bytes(BASE, {**FIXED, "sysparm_query": query.text}) <= 1024
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "sent"),
+    [
+        ("a^ORsys_idISNOTEMPTY", "u_keySTARTSWITHa"),  # the attack: an OR term matching every row
+        ("a^^ORsys_idISNOTEMPTY", "u_keySTARTSWITHa"),  # doubling is no escape an instance documents
+        ("x" * 900 + "^NQsys_idISNOTEMPTY", "u_keySTARTSWITHxxxx"),
+    ],
+)
+def test_no_caret_from_a_key_reaches_the_query(key: str, sent: str) -> None:
+    """A key is record data: its ``^`` would start a term of the sender's choosing. The lookup
+    goes by the text before it, inexact (so the caller filters and reads every page)."""
+    for query, chunk in in_queries(BASE, FIXED, "u_key", ["plain", key], 1024):
+        assert query is not None
+        assert "^" not in query.text and "ISNOTEMPTY" not in query.text
+        if chunk == [key]:
+            assert query.text.startswith(sent) and not query.exact
+        else:
+            assert query == Query("u_keyINplain", exact=True)
+
+
+def test_a_key_that_starts_with_a_caret_cannot_be_looked_up_alone() -> None:
+    assert one_query(BASE, FIXED, [("u_key", "^ORsys_idISNOTEMPTY")], 1024) is None
+    both = one_query(BASE, FIXED, [("u_key", "^x"), ("u_site", "lyon")], 1024)
+    assert both == Query("u_site=lyon", exact=False)  # found by the other term, then filtered
 
 
 def _instance(tmp_path: Path, key_file: Path) -> ServiceNowInstance:

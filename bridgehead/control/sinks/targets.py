@@ -20,12 +20,13 @@ from bridgehead.control.sinks.client import Answer, InstanceClient
 from bridgehead.control.sinks.fields import InvalidTarget, TargetFields
 from bridgehead.control.sinks.import_rows import staged_outcomes
 from bridgehead.control.sinks.instance_schema import UNKNOWN, SchemaUnreadable, TableSchema, plain
-from bridgehead.control.sinks.lookups import in_queries, one_query
+from bridgehead.control.sinks.lookups import TERM_SEPARATOR, in_queries, one_query
 
 log = logging.getLogger("bridgehead.control.sinks")
 
 STATUSES = ("inserted", "updated", "ignored", "skipped", "error")
-_PREFIX_LOOKUP_LIMIT = 1000  # rows a prefix lookup (a key too long for the URL budget) reads
+_PREFIX_LOOKUP_LIMIT = 1000  # rows a page of a prefix lookup (a key too long, or with a ^) reads
+_MAX_CANDIDATES = 10_000  # rows sharing a prefix read before the key is given up as unsettled
 __all__ = [
     "ImportSetTarget",
     "InvalidTarget",
@@ -282,6 +283,10 @@ class TableTarget:
 
         async def apply(key: tuple[str, ...], indexes: list[int]) -> None:
             existing = found.get(key)
+            if existing is None:
+                for i in indexes:
+                    outcomes[i] = Outcome("error", self._unsettled(key))
+                return
             for i in indexes:
                 outcome, existing = await self._apply(kept[i], existing)
                 outcomes[i] = outcome
@@ -289,9 +294,16 @@ class TableTarget:
         await asyncio.gather(*(apply(k, ix) for k, ix in by_key.items()))
         return [o or Outcome("error", "not applied") for o in outcomes]
 
+    def _unsettled(self, key: tuple[str, ...]) -> str:
+        fields = ", ".join(self.coalesce)
+        if any(part.startswith(TERM_SEPARATOR) for part in key):
+            return f"coalesce key ({fields}) starts with '^', which no encoded query can carry; not sent"
+        return f"more than {_MAX_CANDIDATES} rows of {self.table} share the coalesce key's prefix ({fields}); not sent"
+
     def _fixed(self, wanted: set[str], limit: int) -> dict[str, str]:
         """The lookup's params besides the query: the fields compared, when that list is short."""
-        # No Link header: it would repeat this long URL four times, and lookups do not page.
+        # No Link header: it would repeat this long URL four times (a lookup that pages counts
+        # its own offset).
         params = {"sysparm_limit": str(limit), "sysparm_suppress_pagination_header": "true"}
         names = sorted({"sys_id", "active", *self.coalesce, *wanted})
         listed = ",".join(names)
@@ -301,39 +313,72 @@ class TableTarget:
 
     async def _lookup(
         self, first_rows: dict[tuple[str, ...], Row], wanted: set[str]
-    ) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-        """Existing rows by case-folded key (as the instance matches them)."""
-        found: dict[tuple[str, ...], list[dict[str, Any]]] = {k: [] for k in first_rows}
+    ) -> dict[tuple[str, ...], list[dict[str, Any]] | None]:
+        """Existing rows by case-folded key (as the instance matches them); ``None`` for a key
+        no lookup can settle. Absence is trusted only from an answer that was not cut short:
+        a key missing from a full page is looked up again on its own, and an inexact lookup
+        (a prefix) reads every page. Otherwise a cut-off match would be inserted twice."""
+        found: dict[tuple[str, ...], list[dict[str, Any]] | None] = {k: [] for k in first_rows}
         if not first_rows:
             return found
         base = self.client.instance.base_url + f"/api/now/table/{self.table}"
         budget = self.client.instance.max_url_bytes
+        # Sized with the widest limit a lookup sends, so the real URL is never longer.
+        fixed = self._fixed(wanted, _PREFIX_LOOKUP_LIMIT)
+        alone: dict[tuple[str, ...], Row] = {}
         if len(self.coalesce) == 1:
             field = self.coalesce[0]
-            values = [self.fields.key_part(field, row.fields.get(field, "")) for row in first_rows.values()]
-            # Sized with the widest limit a lookup sends, so the real URL is never longer.
-            fixed = self._fixed(wanted, _PREFIX_LOOKUP_LIMIT)
-            queries = list(in_queries(base, fixed, field, values, budget))
-            for query, keys in queries:
-                limit = 2 * len(keys) if query.startswith(f"{field}IN") else _PREFIX_LOOKUP_LIMIT
-                for record in await self._query(query, {**fixed, "sysparm_limit": str(limit)}):
-                    key = self.fields.record_key(record)
-                    if key in found:
-                        found[key].append(record)
-            return found
+            by_value = {
+                self.fields.key_part(field, row.fields.get(field, "")): (k, row) for k, row in first_rows.items()
+            }
+            for query, values in in_queries(base, fixed, field, list(by_value), budget):
+                if query is None or not query.exact:
+                    alone.update(by_value[v] for v in values)
+                    continue
+                limit = 2 * len(values)
+                records = await self._query(query.text, {**fixed, "sysparm_limit": str(limit)})
+                for record in records:
+                    rows = found.get(self.fields.record_key(record))
+                    if rows is not None:
+                        rows.append(record)
+                if len(records) >= limit:  # maybe cut short: absence and uniqueness unproven
+                    alone.update(by_value[v] for v in values if len(found[by_value[v][0]] or ()) < 2)
+        else:
+            alone = dict(first_rows)
 
         async def one(key: tuple[str, ...], row: Row) -> None:
             terms = [(f, self.fields.key_part(f, row.fields.get(f, ""))) for f in self.coalesce]
-            fixed = self._fixed(wanted, _PREFIX_LOOKUP_LIMIT)
             query = one_query(base, fixed, terms, budget)
-            if "STARTSWITH" not in query:
-                fixed["sysparm_limit"] = "2"
-            records = await self._query(query, fixed)
+            if query is None:
+                found[key] = None
+                return
+            if query.exact:
+                records = await self._query(query.text, {**fixed, "sysparm_limit": "2"})
+            else:
+                every = await self._query_all(query.text, fixed)
+                if every is None:
+                    found[key] = None
+                    return
+                records = every
             # Only exact (case-insensitive) matches: a prefix lookup reads more.
             found[key] = [r for r in records if self.fields.record_key(r) == key]
 
-        await asyncio.gather(*(one(k, row) for k, row in first_rows.items()))
+        await asyncio.gather(*(one(k, row) for k, row in alone.items()))
         return found
+
+    async def _query_all(self, query: str, fixed: dict[str, str]) -> list[dict[str, Any]] | None:
+        """Every row ``query`` matches, page by page; ``None`` past ``_MAX_CANDIDATES`` (too
+        many rows share the prefix to be sure of the match). Ordered by sys_id, so that no row
+        moves between pages while they are read."""
+        query = f"{query}{TERM_SEPARATOR}ORDERBYsys_id"
+        records: list[dict[str, Any]] = []
+        while len(records) <= _MAX_CANDIDATES:
+            page = {**fixed, "sysparm_limit": str(_PREFIX_LOOKUP_LIMIT), "sysparm_offset": str(len(records))}
+            rows = await self._query(query, page)
+            records.extend(rows)
+            if len(rows) < _PREFIX_LOOKUP_LIMIT:
+                return records
+        return None
 
     async def _query(self, query: str, params: dict[str, str]) -> list[dict[str, Any]]:
         params = {"sysparm_query": query, **params}
