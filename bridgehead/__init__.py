@@ -9,4 +9,9 @@ One distribution, one import namespace. What lives where (docs/architecture.md):
 - ``bridgehead.control``: the control plane.
 """
 
-__version__ = "0.1.0"
+import os as _os
+
+# BRIDGEHEAD_VERSION_OVERRIDE is for tests only: it lets a stand-in release (a script that
+# runs this package) claim a version, as the self-update tests need (docs/packaging.md). It
+# changes what the program reports (--version, Hello), nothing else; never set it in production.
+__version__ = _os.environ.get("BRIDGEHEAD_VERSION_OVERRIDE") or "0.1.0"

@@ -78,6 +78,19 @@ class LimitsSection(_Section):
     spool_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1024 * 1024 * MiB)] = 512 * MiB
 
 
+class UpdateSection(_Section):
+    """Self-update (docs/packaging.md): releases signed by the key pinned at enrolment only."""
+
+    enabled: bool = True
+    # Only this version is taken when set (an admin's pin on this one machine); "" follows the
+    # cluster's wanted version.
+    pin: str = ""
+    # An older release is refused unless allowed: a control plane that was taken over could
+    # otherwise hand back an old, signed, vulnerable release.
+    allow_downgrade: bool = False
+    max_release_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024, le=512 * MiB)] = 256 * MiB
+
+
 class CredentialSection(_Section):
     username: str | None = None
     password: str | None = None
@@ -98,6 +111,7 @@ class AgentConfig(_Section):
     agent: AgentSection
     control: ControlSection
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    update: UpdateSection = msgspec.field(default_factory=UpdateSection)
     connections: dict[NameStr, dict[str, Any]] = {}
     credentials: dict[NameStr, CredentialSection] = {}
     path: str = ""

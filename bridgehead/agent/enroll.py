@@ -8,7 +8,8 @@ of the certificate the agent must trust it with. The agent
    certificate with that hash;
 2. makes its key pair (it never leaves ``data_dir``) and sends a CSR with the token's secret,
    over TLS verified against the pinned certificate;
-3. keeps the client certificate, the pinned certificate and the job-signing keys it got back.
+3. keeps the client certificate, the pinned certificate, the job-signing keys and the release
+   key (if the control plane has one: self-update installs only releases it signed) it got back.
 
 Plain ``urllib`` keeps this one request free of the HTTP client the rest plugin imports lazily.
 """
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from bridgehead.agent.config import AgentConfig
-from bridgehead.agent.identity import make_csr, new_key, pem_sha256, save_identity
+from bridgehead.agent.identity import decode_release_key, make_csr, new_key, pem_sha256, save_identity
 from bridgehead.agent.tls import client_context, proxy_for
 from bridgehead.core.errors import EnrollmentError
 from bridgehead.protocol import SigningKey
@@ -122,8 +123,12 @@ def enroll(config: AgentConfig, token: str, timeout_s: float = 15.0) -> str:
             signing_keys = msgspec.convert(answer["signing_keys"], list[SigningKey])
             certificate = str(answer["certificate"]).encode()
             agent_id = str(answer["agent_id"])
+            # Absent from older control planes: no key is pinned, and self-update is refused.
+            release_key = decode_release_key(str(answer.get("release_key") or ""))
         except (KeyError, TypeError, msgspec.ValidationError) as exc:
             raise EnrollmentError(f"{endpoint} answered without a certificate or keys ({exc})") from None
+        except ValueError as exc:
+            raise EnrollmentError(f"{endpoint} answered with a bad release key: {exc}") from None
         save_identity(
             config.data_dir,
             key,
@@ -133,6 +138,7 @@ def enroll(config: AgentConfig, token: str, timeout_s: float = 15.0) -> str:
             certificate=certificate,
             server_ca=anchor,
             signing_keys=signing_keys,
+            release_key=release_key,
         )
         return agent_id
     raise EnrollmentError(f"could not reach the control plane: {last_error}")

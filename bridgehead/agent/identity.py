@@ -9,12 +9,16 @@ Kept in ``data_dir``, readable by the agent's user only (0600 files in a 0700 fo
                        SHA-256 the enrolment token pinned
     signing-keys.json  the job-signing keys the agent trusts (pinned at enrolment; successors
                        endorsed by a trusted key are added as the control plane publishes them)
+    release-key        the release key (base64 of its raw 32-byte Ed25519 public half) pinned
+                       at enrolment: a self-update installs only releases it signed. Empty when
+                       the control plane had none (self-update is then refused)
     identity.json      name, cluster and id
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import hashlib
 import json
@@ -35,6 +39,7 @@ CERT_FILE = "agent.crt"
 SERVER_CA_FILE = "control-ca.pem"
 SIGNING_KEYS_FILE = "signing-keys.json"
 IDENTITY_FILE = "identity.json"
+RELEASE_KEY_FILE = "release-key"
 
 
 class NotEnrolled(BridgeheadError):
@@ -63,6 +68,7 @@ class Identity:
     certificate: bytes = b""  # PEM; empty for an identity enrolled before TLS
     server_ca: bytes = b""  # PEM
     signing_keys: list[SigningKey] = field(default_factory=list)
+    release_key: bytes = b""  # raw 32-byte Ed25519 public key; b"": none pinned
     _window: tuple[float, float] | None = field(default=None, repr=False)
 
     def sign(self, nonce: str) -> str:
@@ -119,6 +125,19 @@ class Identity:
         self.signing_keys = list(keys)
 
 
+def decode_release_key(text: str) -> bytes:
+    """The raw release key in ``text`` (base64 of 32 bytes, or empty for none); ValueError otherwise."""
+    if not text.strip():
+        return b""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the release key is not base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"the release key is {len(raw)} bytes, not the 32 of an Ed25519 public key")
+    return raw
+
+
 def public_key_b64(key: Ed25519PrivateKey) -> str:
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode()
@@ -163,6 +182,7 @@ def save_identity(
     certificate: bytes = b"",
     server_ca: bytes = b"",
     signing_keys: list[SigningKey] | None = None,
+    release_key: bytes = b"",
 ) -> None:
     ensure_private_dir(data_dir)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -170,6 +190,8 @@ def save_identity(
     write_private(data_dir / CERT_FILE, certificate)
     write_private(data_dir / SERVER_CA_FILE, server_ca)
     write_private(data_dir / SIGNING_KEYS_FILE, msgspec.json.encode(signing_keys or []))
+    # Written even when empty: a re-enrolment against a control plane without a key unpins the old one.
+    write_private(data_dir / RELEASE_KEY_FILE, (base64.b64encode(release_key).decode() + "\n").encode())
     # Last: an identity.json names a complete identity (a crash before it leaves none).
     window = None
     if certificate:
@@ -209,6 +231,10 @@ def load_identity(data_dir: Path) -> Identity:
         signing_keys = msgspec.json.decode(raw_keys, type=list[SigningKey]) if raw_keys else []
     except msgspec.DecodeError:
         raise NotEnrolled(f"{data_dir / SIGNING_KEYS_FILE} is damaged: enrol the agent again") from None
+    try:
+        release_key = decode_release_key(_read(data_dir / RELEASE_KEY_FILE).decode("ascii", "replace"))
+    except ValueError as exc:
+        raise NotEnrolled(f"{data_dir / RELEASE_KEY_FILE} is damaged ({exc}): enrol the agent again") from None
     return Identity(
         agent=doc["agent"],
         cluster=doc["cluster"],
@@ -218,5 +244,6 @@ def load_identity(data_dir: Path) -> Identity:
         certificate=_read(data_dir / CERT_FILE),
         server_ca=_read(data_dir / SERVER_CA_FILE),
         signing_keys=signing_keys,
+        release_key=release_key,
         _window=tuple(doc["certificate_window"]) if "certificate_window" in doc else None,
     )

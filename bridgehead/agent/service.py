@@ -37,9 +37,11 @@ from bridgehead.agent.plugin_loader import AnyPlugin, params_schema
 from bridgehead.agent.runner import Attempt, Key, Runner
 from bridgehead.agent.stream import SpoolBudget
 from bridgehead.agent.tls import client_context, proxy_for
+from bridgehead.agent.updater import Updater
 from bridgehead.core.crash_points import crash_point
 from bridgehead.core.errors import ConfigError
 from bridgehead.core.files import make_private_tree
+from bridgehead.core.sdnotify import Notifier, keep_watchdog
 from bridgehead.protocol import (
     SUBPROTOCOL,
     Abandon,
@@ -63,6 +65,8 @@ from bridgehead.protocol import (
     PluginInfo,
     ProtocolError,
     Reject,
+    ReleaseChunk,
+    UpdateOffer,
     Welcome,
     pack,
 )
@@ -80,6 +84,7 @@ class AgentService:
         identity: Identity,
         plugins: dict[str, AnyPlugin],
         profiles: dict[str, Profile],
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -100,6 +105,14 @@ class AgentService:
         ]
         self.verifier = OfferVerifier(identity.trusted_signing_keys(), identity.agent, config.control.max_clock_skew_s)
         self.credentials = Credentials(identity, self.verifier)
+        self.updater = Updater(config, identity, self._send, self.stop)
+        # systemd (Type=notify): READY once first connected, STATUS, WATCHDOG while healthy().
+        self.notifier = notifier or Notifier(None)
+        self._ready = False
+        self._failed_attempts = 0  # since the last successful connection
+        self._progress_at = time.monotonic()  # last sign of the connection loop moving on
+        self._heartbeat_s = 0.0
+        self._loops: list[asyncio.Task[None]] = []
         self._restore()
 
     # --- state carried over a restart ----------------------------------------------------
@@ -143,6 +156,10 @@ class AgentService:
     def _wake(self) -> None:
         self._wakeup.set()
 
+    def _send(self, message: AgentMessage) -> None:
+        self._control.append(message)
+        self._wake()
+
     def _slot_freed(self, attempt: Attempt) -> None:
         if self.connected and not self.draining:
             self._control.append(Credit(n=1))
@@ -151,15 +168,67 @@ class AgentService:
     # --- the connection loop ---------------------------------------------------------------
 
     def stop(self) -> None:
+        if not self._stop.is_set():
+            if self.updater.ready is not None or self.updater.rolling_back:
+                # The same process comes back (exec, same PID): STOPPING=1 would make systemd
+                # treat the unit as going down and kill what comes back after TimeoutStopSec.
+                self.notifier.status(f"draining to restart for an update: {self.runner.running} job(s) running")
+            else:
+                self.notifier.stopping(f"draining: {self.runner.running} job(s) running")
         self._stop.set()
+
+    # --- health, for systemd's watchdog ------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """True while the agent does its work: its connection loop and journal committer
+        still run (if either ended, the agent would sit idle forever) and the connection loop
+        moved on within ``stall_limit_s`` (each dial starts, each heartbeat of a live session
+        marks progress; every wait between them has a timeout, so only a bug outlasts it).
+        The caller runs on the agent's event loop: a blocked loop never gets to ask. While
+        draining, systemd's stop timeout bounds the agent instead, so it counts as healthy."""
+        if self.draining:
+            return True
+        if any(task.done() for task in self._loops):
+            return False
+        return time.monotonic() - self._progress_at <= self.stall_limit_s()
+
+    def stall_limit_s(self) -> float:
+        """The longest the connection loop may go without progress: a whole dial (connect,
+        challenge and welcome, each bounded by connect_timeout_s), the longest backoff, a
+        close (5 s), two heartbeats, and a margin for a busy machine."""
+        control = self.config.control
+        return 3 * control.connect_timeout_s + control.backoff_max_s + 5 + 2 * self._heartbeat_s + 10
+
+    def _connected(self, url: str, heartbeat_s: float) -> None:
+        self._failed_attempts = 0
+        self._heartbeat_s = heartbeat_s
+        self._progress_at = time.monotonic()
+        status = self._state_line(url)
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready(status)
+        else:
+            self.notifier.status(status)
+
+    def _state_line(self, url: str) -> str:
+        draining = "draining; " if self.draining else ""
+        return f"{draining}connected to {url}; {self.runner.running} job(s) running"
+
+    def _reconnecting(self, reason: str) -> None:
+        self._failed_attempts += 1
+        self.notifier.status(f"reconnecting (attempt {self._failed_attempts}): {reason}")
 
     async def run(self) -> None:
         """Serve until ``stop()``; then drain: finish running jobs, deliver, leave."""
         connection = asyncio.create_task(self._connect_forever(), name="connection")
         committer = asyncio.create_task(self._commit_periodically(), name="journal commits")
+        self._loops = [connection, committer]
+        watchdog = asyncio.create_task(keep_watchdog(self.notifier, self.healthy), name="watchdog")
+        trial = asyncio.create_task(self.updater.watch_trial(), name="update trial")
         await self._stop.wait()
+        trial.cancel()
         await self._drain()
-        for task in (connection, committer):
+        for task in (connection, committer, watchdog):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -198,7 +267,7 @@ class AgentService:
         delays = backoff(control.backoff_initial_s, control.backoff_max_s)
         while True:
             url = websocket_url(next(urls))
-            started = time.monotonic()
+            started = self._progress_at = time.monotonic()
             via = ""
             try:
                 proxy = proxy_for(self.config, url)  # credentials re-read each time: rotation works
@@ -220,12 +289,16 @@ class AgentService:
                 raise
             except SessionEnded as exc:
                 log.error("control plane %s ended the session: %s", url, exc)
+                self._reconnecting(f"{url} ended the session: {exc}")
             except ConfigError as exc:
                 log.error("cannot connect to %s: %s", url, exc)
+                self._reconnecting(f"cannot connect to {url}: {exc}")
             except (OSError, TimeoutError, websockets.WebSocketException, ProtocolError) as exc:
                 log.warning("connection to %s%s failed: %s", url, via, describe(exc))
-            except Exception:  # noqa: BLE001 - a bug costs one session, never the agent
+                self._reconnecting(f"{url}{via}: {describe(exc)}")
+            except Exception as exc:  # noqa: BLE001 - a bug costs one session, never the agent
                 log.exception("connection to %s failed unexpectedly", url)
+                self._reconnecting(f"{url}: unexpected {type(exc).__name__}")
             finally:
                 self.connected = False
             if time.monotonic() - started > 30:
@@ -279,14 +352,16 @@ class AgentService:
             welcome.heartbeat_s,
             len(welcome.resume),
         )
+        self._connected(url, welcome.heartbeat_s)
         if self.draining:
             self._control.append(Drain(reason="agent stopping"))
         self.credentials.renewing = False  # a request lost with an earlier session is asked again
         self._renew_if_due()
+        self.updater.on_connected()
         tasks = [
             asyncio.create_task(self._reader(ws, session, welcome.heartbeat_s * 2), name="reader"),
             asyncio.create_task(self._writer(ws, session), name="writer"),
-            asyncio.create_task(self._heartbeat(welcome.heartbeat_s), name="heartbeat"),
+            asyncio.create_task(self._heartbeat(welcome.heartbeat_s, url), name="heartbeat"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -364,6 +439,10 @@ class AgentService:
                 self.runner.abandon(key)
         elif isinstance(message, Certificate):
             self.credentials.on_certificate(message)
+        elif isinstance(message, UpdateOffer):
+            self.updater.on_offer(message)
+        elif isinstance(message, ReleaseChunk):
+            self.updater.on_chunk(message)
         elif isinstance(message, Error):
             raise SessionEnded(f"{message.code}: {message.message}")
 
@@ -389,9 +468,11 @@ class AgentService:
                 for frame in pack(ready.parts, max_bytes):
                     await ws.send(frame)
 
-    async def _heartbeat(self, interval_s: float) -> None:
+    async def _heartbeat(self, interval_s: float, url: str) -> None:
         while True:
             await asyncio.sleep(interval_s)
+            self._progress_at = time.monotonic()
+            self.notifier.status(self._state_line(url))
             self._renew_if_due()
             running = [JobRef(job_id=a.offer_job_id, attempt=a.attempt) for a in self.runner.attempts.values()]
             self._control.append(Heartbeat(running=running))

@@ -70,11 +70,13 @@ def build_app(control: ControlPlane) -> Starlette:
         await control.dispatcher.start()
         await control.scheduler.start()  # after the dispatcher: its first pass runs missed runs
         await control.sinks.start()
+        await control.courier.start()
         revocations = asyncio.create_task(watch_revocations(control), name="revocations")
         try:
             yield
         finally:
             revocations.cancel()
+            await control.courier.stop()
             await control.sinks.stop()
             await control.scheduler.stop()
             await control.dispatcher.stop()

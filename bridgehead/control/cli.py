@@ -9,6 +9,9 @@
     bridgehead-control agent revoke NAME --data-dir DIR
     bridgehead-control signing-key rotate|list --data-dir DIR
     bridgehead-control servicenow check NAME --config control.toml [--sink JSON] [--data-dir DIR] [--json]
+    bridgehead-control service install [--user U] [--config PATH] [--data-dir DIR] [--unit-dir DIR] [--no-start]
+    bridgehead-control service uninstall|start|stop|status          # systemd
+    bridgehead-control release keygen|sign|upload|set|list ...   (bridgehead.control.releases.commands)
 
 Token commands work while the server runs (SQLite WAL allows a second writer process).
 """
@@ -27,15 +30,19 @@ from pathlib import Path
 from typing import TypeVar
 
 from bridgehead import __version__
+from bridgehead.control import service_install
 from bridgehead.control.auth import API_TOKEN_PREFIX, ROLES, new_enrollment_token, new_token, token_hash
 from bridgehead.control.config import ControlConfig, load_control_config
+from bridgehead.control.releases.commands import add_release_commands
 from bridgehead.control.store.base import CLI, ApiTokenRow, Store
 from bridgehead.core.addresses import is_loopback, parse_listen
 from bridgehead.core.commands import run_command
 from bridgehead.core.errors import ConfigError
 from bridgehead.core.files import write_private
 from bridgehead.core.logs import configure_logging
+from bridgehead.core.sdnotify import Notifier
 from bridgehead.core.serve import HttpServer, bind
+from bridgehead.core.service_control import add_service_commands
 
 T = TypeVar("T")
 
@@ -73,6 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ws_max_size=config.server.max_message_bytes + 1024,
         ws_ping_interval=None,  # agents send protocol heartbeats, answered by the gateway
         ssl_context=tls.context if tls is not None else None,
+        notifier=Notifier.from_environment(),  # under systemd: READY once listening, WATCHDOG, STATUS
+        status=lambda: (
+            f"serving on {scheme}://{actual[0]}:{actual[1]}; {len(control.dispatcher.links)} agent(s) connected"
+        ),
     )
     actual = sock.getsockname()
     scheme = "http" if tls is None else "https"
@@ -347,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--uses", type=int, default=1, help="how many agents it may enrol (default 1)")
     c.add_argument("--replace", metavar="NAME", help="may enrol NAME again although it is enrolled (a new key)")
     c.set_defaults(func=cmd_enrollment_token)
+    add_service_commands(sub, service_install.controller, service_install.install_options)
+    add_release_commands(sub)
     return parser
 
 

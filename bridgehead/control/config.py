@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Literal
 
 import msgspec
@@ -9,6 +11,7 @@ import msgspec
 from bridgehead.control.sinks.config import INSTANCE_NAME, ServiceNowInstance, check_secrets
 from bridgehead.core.errors import ConfigError
 from bridgehead.core.tomlconfig import convert, read_toml
+from bridgehead.protocol.messages import MAX_RELEASE_BYTES, MAX_RELEASE_CHUNK
 
 MiB = 1024 * 1024
 
@@ -36,7 +39,7 @@ class ServerSection(_Section):
     tls_ca_file: str = ""
     tls_names: Annotated[list[str], msgspec.Meta(max_length=100)] = []
     # Agent certificates: their life, renewed by the agent over its session when a third is left.
-    agent_cert_ttl_s: Annotated[float, msgspec.Meta(ge=60, le=5 * 365 * 86_400)] = 90 * 86_400.0
+    agent_cert_ttl_s: Annotated[float, msgspec.Meta(ge=30, le=5 * 365 * 86_400)] = 90 * 86_400.0
     # How long a signed job offer is valid (agents remember offers this long to refuse replays).
     offer_ttl_s: Annotated[int, msgspec.Meta(ge=10, le=86_400)] = 300
     # The most job slots one agent session may hold (credit it asks for beyond this is ignored).
@@ -77,11 +80,75 @@ class StoreSection(_Section):
     synchronous: Literal["normal", "full"] = "full"
 
 
+class ReleasesSection(_Section):
+    """Agent self-update (docs/packaging.md, "Releases on the control plane")."""
+
+    # The release key's public half: base64 of the raw 32-byte Ed25519 key, pinned by agents at
+    # enrolment; or a file holding that text. Neither: self-update is off (uploads refused).
+    public_key: str = ""
+    public_key_file: str = ""
+    max_release_bytes: Annotated[int, msgspec.Meta(ge=1024, le=MAX_RELEASE_BYTES)] = 256 * MiB
+    # How long an updated agent has to reconnect and pass its health check before it rolls back.
+    health_deadline_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
+    # Bytes of a release per message to an agent (also at most half of server.max_message_bytes).
+    chunk_bytes: Annotated[int, msgspec.Meta(ge=4096, le=MAX_RELEASE_CHUNK)] = 256 * 1024
+    # How long one agent's update may hold its cluster's slot (one member updates at a time).
+    update_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 900.0
+    # How often the server re-reads the wanted versions (so that the CLI's changes reach it).
+    poll_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 2.0
+
+    @property
+    def key(self) -> bytes:
+        """The raw 32-byte public release key; b"" when self-update is off (after
+        ``load_control_config``, which reads ``public_key_file`` into ``public_key``)."""
+        return base64.b64decode(self.public_key) if self.public_key else b""
+
+
+def release_public_key(text: str) -> bytes:
+    """The raw Ed25519 public key in ``text`` (base64 of 32 bytes); ValueError saying what is wrong."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64 (expected the line 'bridgehead-control release keygen' printed)") from None
+    if len(raw) != 32:
+        raise ValueError(f"a raw Ed25519 public key is 32 bytes, this is {len(raw)}")
+    return raw
+
+
+def _check_releases(path: str, releases: ReleasesSection, server: ServerSection) -> None:
+    """Read ``public_key_file`` into ``public_key`` and check both, and the chunk size."""
+    if releases.public_key and releases.public_key_file:
+        raise ConfigError(path, "releases.public_key_file", "set releases.public_key or public_key_file, not both")
+    key, text = "releases.public_key", releases.public_key
+    if releases.public_key_file:
+        key = "releases.public_key_file"
+        try:
+            with open(releases.public_key_file, encoding="ascii") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(path, key, f"cannot read {releases.public_key_file}: {exc}") from None
+    if text.strip():
+        try:
+            raw = release_public_key(text)
+        except ValueError as exc:
+            raise ConfigError(path, key, str(exc)) from None
+        releases.public_key = base64.b64encode(raw).decode()
+    else:
+        releases.public_key = ""
+    if releases.chunk_bytes > server.max_message_bytes // 2:
+        raise ConfigError(
+            path,
+            "releases.chunk_bytes",
+            f"at most half of server.max_message_bytes ({server.max_message_bytes // 2}): a chunk is base64 in JSON",
+        )
+
+
 class ControlConfig(_Section):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     jobs: JobsSection = msgspec.field(default_factory=JobsSection)
     store: StoreSection = msgspec.field(default_factory=StoreSection)
     schedules: SchedulesSection = msgspec.field(default_factory=SchedulesSection)
+    releases: ReleasesSection = msgspec.field(default_factory=ReleasesSection)
     # ServiceNow instances that job sinks name (docs/sinks.md).
     servicenow: dict[str, ServiceNowInstance] = msgspec.field(default_factory=dict)
 
@@ -105,4 +172,5 @@ def load_control_config(path: str | None) -> ControlConfig:
             raise ConfigError(path, f"servicenow.{name}", "a name of letters, digits, '_', '.' and '-'")
         for problem in check_secrets(name, instance):
             raise ConfigError(path, f"servicenow.{name}", problem.split(": ", 1)[1])
+    _check_releases(path, config.releases, config.server)
     return config

@@ -33,11 +33,13 @@ from bridgehead.protocol import (
     Certificate,
     Challenge,
     Error,
+    FetchRelease,
     Hello,
     ProtocolError,
     Renew,
     ServerMessage,
     ServerSession,
+    UpdateStatus,
     Welcome,
     encode,
     pack,
@@ -220,6 +222,7 @@ async def agent_endpoint(ws: WebSocket) -> None:
             len(hello.jobs),
         )
         control.dispatcher.activate(link)
+        control.courier.attached(link)
         stall_limit = control.dispatcher.lease_s
         while not writer_task.done():
             frame = await _receive(ws)
@@ -231,6 +234,8 @@ async def agent_endpoint(ws: WebSocket) -> None:
             for message in session.receive(frame):
                 if isinstance(message, Renew):
                     await _renew(control, link, message, send)
+                elif isinstance(message, FetchRelease | UpdateStatus):
+                    control.courier.handle(link, message)
                 else:
                     control.dispatcher.handle(link, message)
     except Flooding as exc:

@@ -14,6 +14,7 @@ import msgspec
 
 from bridgehead import __version__
 from bridgehead.control.schedules.models import Schedule, ScheduleCreate, SchedulePatch
+from bridgehead.control.services.releases import ClusterRelease, Release, ReleaseList, WantedRelease
 from bridgehead.control.services.requests import ApiTokenRequest, EnrollmentTokenRequest, EnrollRequest, JobSubmit
 from bridgehead.control.services.shapes import (
     Agent,
@@ -54,6 +55,7 @@ _PAGE_BY_NAME = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
 ]
 _SCHEDULE_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_CLUSTER = {"name": "cluster", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 @functools.cache
@@ -62,7 +64,8 @@ def openapi_document() -> dict[str, Any]:
         [JobSubmit, EnrollRequest, EnrollmentTokenRequest, Job, RecordsPage, Agent, ErrorResponse]
         + [ApiTokenRequest, ApiToken, NewApiToken, AuditPage]
         + [ScheduleCreate, SchedulePatch, Schedule]
-        + [CheckRequest, Report],
+        + [CheckRequest, Report]
+        + [Release, ReleaseList, WantedRelease, ClusterRelease],
         ref_template="#/components/schemas/{name}",
     )
     paths: dict[str, Any] = {
@@ -326,6 +329,63 @@ def openapi_document() -> dict[str, Any]:
                     **_ERRORS,
                 },
             }
+        },
+        "/api/v1/releases": {
+            "post": {
+                "summary": "Upload an agent release (admin): the binary as the body, signed offline by the release key",
+                "parameters": [
+                    {
+                        "name": "version",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                        "description": "the release's version (letters, digits, '.', '+', '_', '-')",
+                    },
+                    {
+                        "name": "signature",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "description": "base64, as 'bridgehead-control release sign' prints it",
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "responses": {
+                    "201": _json(_ref("Release"), "Kept"),
+                    "200": _json(_ref("Release"), "Uploaded before with the same bytes"),
+                    "409": _json(
+                        _ref("ErrorResponse"),
+                        "Self-update is off (no [releases] public_key), or the version exists with other bytes",
+                    ),
+                    "413": _json(_ref("ErrorResponse"), "Over [releases] max_release_bytes"),
+                    **_ERRORS,
+                    "422": _json(_ref("ErrorResponse"), "A bad version or signature (bad_signature: nothing kept)"),
+                },
+            },
+            "get": {
+                "summary": "Uploaded agent releases, newest first",
+                "responses": {"200": _json(_ref("ReleaseList"), "Releases"), **_ERRORS},
+            },
+        },
+        "/api/v1/clusters/{cluster}/release": {
+            "get": {
+                "summary": "The release a cluster's agents should run, and what each runs and last reported",
+                "parameters": [_CLUSTER],
+                "responses": {"200": _json(_ref("ClusterRelease"), "The cluster's release"), **_ERRORS},
+            },
+            "put": {
+                "summary": "Set (or with null clear) the release a cluster's agents should run (admin)",
+                "parameters": [_CLUSTER],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WantedRelease")}}},
+                "responses": {
+                    "200": _json(_ref("ClusterRelease"), "Set; agents move one at a time"),
+                    **_ERRORS,
+                    "404": _json(_ref("ErrorResponse"), "No release of that version was uploaded"),
+                },
+            },
         },
         "/api/v1/whoami": {
             "get": {

@@ -15,12 +15,15 @@ from bridgehead.control.config import ControlConfig
 from bridgehead.control.dispatch import Dispatcher
 from bridgehead.control.metrics import Metrics
 from bridgehead.control.pki import Authority
+from bridgehead.control.releases.courier import Courier
+from bridgehead.control.releases.files import ReleaseFiles
 from bridgehead.control.schedules.scheduler import Scheduler
 from bridgehead.control.schedules.service import ScheduleService
 from bridgehead.control.schemas import SchemaRegistry
 from bridgehead.control.services.agents import AgentService
 from bridgehead.control.services.checks import SubmitChecks
 from bridgehead.control.services.jobs import JobService
+from bridgehead.control.services.releases import ReleaseService
 from bridgehead.control.services.syncs import SyncService
 from bridgehead.control.services.tokens import TokenService
 from bridgehead.control.signing_keys import SigningKeys
@@ -85,6 +88,10 @@ class ControlPlane:
         self.tokens = TokenService(config, self.store)
         self.scheduler = Scheduler(self.store, self.jobs)
         self.schedules = ScheduleService(config, self.store, self.jobs, self.scheduler)
+        self.release_files = ReleaseFiles(data_dir)  # agent releases (the courier serves them)
+        self.releases = ReleaseService(config, self.store, self.release_files, self.dispatcher)
+        # Hands a cluster's wanted release to its agents, one at a time (courier.py).
+        self.courier = Courier(self.store, self.release_files, config.releases, self.dispatcher.links)
 
     @property
     def trust_anchor_pem(self) -> bytes:

@@ -17,19 +17,30 @@ What every server gets here:
   graceful stop raises the signal again under the handler that was there before it: the one
   installed here makes that a no-op for SIGTERM, so the process exits 0 rather than dying by
   the signal; Ctrl-C then ends the command as an interrupt (exit 130, ``core.commands``).
+- under systemd (``notifier``, ``core.sdnotify``): READY=1 once listening, STATUS from
+  ``status()`` (refreshed every 5 s), WATCHDOG=1 while healthy, STOPPING=1 when the graceful
+  stop begins. Healthy: uvicorn's main loop ticked (every 0.1 s) within the last 5 s, on the
+  event loop that serves every request; a loop blocked or the server's loop gone stops the
+  pings, and systemd restarts the service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from bridgehead.core.errors import ConfigError
 from bridgehead.core.eventloop import loop_factory
+from bridgehead.core.sdnotify import Notifier, keep_watchdog
+
+TICK_STALE_S = 5.0  # uvicorn's main loop ticks every 0.1 s; 5 s without one is a wedge
+STATUS_EVERY_TICKS = 50  # 5 s
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -65,15 +76,46 @@ class HttpServer:
         limit_concurrency: int | None = None,
         server_header: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        notifier: Notifier | None = None,
+        status: Callable[[], str] | None = None,
     ) -> None:
         import uvicorn  # noqa: PLC0415 - a command that fails its configuration check never loads it
 
+        notify = notifier or Notifier(None)
+        state = status or (lambda: "serving")
+
         class Server(uvicorn.Server):
             interrupted = False  # stopped by Ctrl-C (SIGINT)
+            ticked_at = time.monotonic()
+            watchdog: asyncio.Task[None] | None = None
 
             def handle_exit(self, sig: int, frame: Any) -> None:
                 self.interrupted = self.interrupted or sig == signal.SIGINT
                 super().handle_exit(sig, frame)
+
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                if self.started:  # the lifespan ran and the sockets accept connections
+                    self.ticked_at = time.monotonic()
+                    notify.ready(state())
+                    self.watchdog = asyncio.create_task(keep_watchdog(notify, self.healthy), name="watchdog")
+
+            def healthy(self) -> bool:
+                return not self.should_exit and time.monotonic() - self.ticked_at <= TICK_STALE_S
+
+            async def on_tick(self, counter: int) -> bool:
+                self.ticked_at = time.monotonic()
+                if counter % STATUS_EVERY_TICKS == 0:
+                    notify.status(state())
+                return bool(await super().on_tick(counter))
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                notify.stopping("stopping: closing connections, finishing requests")
+                if self.watchdog is not None:
+                    self.watchdog.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self.watchdog
+                await super().shutdown(sockets=sockets)
 
         self._server = Server(
             uvicorn.Config(

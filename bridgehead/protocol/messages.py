@@ -28,6 +28,11 @@ Text = Annotated[str, msgspec.Meta(max_length=8192)]
 MAX_BATCH_RECORDS = 10_000
 MAX_LISTED = 10_000
 JobStatus = Literal["succeeded", "failed", "cancelled"]
+# A release's version: it names a directory on the agent, so no separators and no dot first.
+ReleaseVersion = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")]
+MAX_RELEASE_BYTES = 512 * 1024 * 1024
+MAX_RELEASE_CHUNK = 1024 * 1024
+UpdateState = Literal["downloading", "refused", "restarting", "committed", "rolled_back"]
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
@@ -193,6 +198,32 @@ class Certificate(msgspec.Struct, tag="certificate", frozen=True):
     certificate: Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
 
 
+class UpdateOffer(msgspec.Struct, tag="update", frozen=True):
+    """Move to release ``version`` of the agent (its cluster's wanted version).
+
+    The agent fetches it through this channel (``fetch_release``), checks ``sha256`` and
+    ``signature`` (Ed25519 by the release key the agent pinned at enrolment, over the version
+    and the hash: ``bridgehead.agent.update.signing``), drains its jobs, swaps and restarts,
+    and rolls back by itself unless the new release connects and is healthy within
+    ``health_deadline_s``. The control plane is only the courier: it cannot sign a release.
+    """
+
+    version: ReleaseVersion
+    size: Annotated[int, msgspec.Meta(ge=1, le=MAX_RELEASE_BYTES)]
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    signature: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    health_deadline_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
+
+
+class ReleaseChunk(msgspec.Struct, tag="release_chunk", frozen=True):
+    """Bytes ``offset`` to ``offset + len(data)`` of release ``version`` (base64 in JSON),
+    answering ``fetch_release``."""
+
+    version: ReleaseVersion
+    offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_RELEASE_BYTES)]
+    data: bytes
+
+
 class Error(msgspec.Struct, tag="error", frozen=True):
     """The sender is about to close the connection, and says why."""
 
@@ -288,5 +319,53 @@ class Complete(msgspec.Struct, tag="complete", frozen=True):
     sync_state: SyncState | None = None
 
 
-ServerMessage = Challenge | Welcome | Offer | Ack | CompleteAck | Cancel | Abandon | Heartbeat | Certificate | Error
-AgentMessage = Hello | Credit | Drain | Accept | Reject | Records | Progress | Complete | Heartbeat | Renew | Error
+class FetchRelease(msgspec.Struct, tag="fetch_release", frozen=True):
+    """Send ``length`` bytes of release ``version`` from ``offset`` (one request at a time:
+    the download is paced by the agent, resumable from what it has on disk)."""
+
+    version: ReleaseVersion
+    offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_RELEASE_BYTES)]
+    length: Annotated[int, msgspec.Meta(ge=1, le=MAX_RELEASE_CHUNK)]
+
+
+class UpdateStatus(msgspec.Struct, tag="update_status", frozen=True):
+    """Where the agent's move to ``version`` stands: ``downloading``, ``refused`` (not taken:
+    bad signature or hash, no pinned key, a pin, a failed try before; ``message`` says which),
+    ``restarting`` (verified and drained: it swaps and restarts now), ``committed`` (the new
+    release runs and is healthy) or ``rolled_back`` (it was not: the previous release runs)."""
+
+    version: ReleaseVersion
+    state: UpdateState
+    message: Text = ""
+    done_bytes: Annotated[int, msgspec.Meta(ge=0, le=MAX_RELEASE_BYTES)] = 0
+
+
+ServerMessage = (
+    Challenge
+    | Welcome
+    | Offer
+    | Ack
+    | CompleteAck
+    | Cancel
+    | Abandon
+    | Heartbeat
+    | Certificate
+    | UpdateOffer
+    | ReleaseChunk
+    | Error
+)
+AgentMessage = (
+    Hello
+    | Credit
+    | Drain
+    | Accept
+    | Reject
+    | Records
+    | Progress
+    | Complete
+    | Heartbeat
+    | Renew
+    | FetchRelease
+    | UpdateStatus
+    | Error
+)

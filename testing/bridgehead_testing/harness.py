@@ -8,6 +8,7 @@ Every wait in the tests goes through ``scaled`` so a slow machine can stretch th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -66,6 +67,19 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
     return result
+
+
+def agent_binary() -> str | None:
+    """The built agent the tests run instead of this virtualenv's, if ``BRIDGEHEAD_AGENT_BIN``
+    names one (``dist/bridgehead-agent`` from ``scripts/build-agent``)."""
+    return os.environ.get("BRIDGEHEAD_AGENT_BIN") or None
+
+
+def agent_command() -> list[str]:
+    """How to run ``bridgehead-agent``: the built binary (``agent_binary``), else this
+    interpreter with the agent's module, so that the same test covers both."""
+    binary = agent_binary()
+    return [binary] if binary else [sys.executable, "-m", "bridgehead.agent.cli"]
 
 
 def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> int:
@@ -304,6 +318,7 @@ class Agent:
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.wrapper: list[str] = []  # a command the agent runs under (say strace and its options)
+        self.own_group = False  # started in a process group of its own (the binary: see start)
 
     def enroll(self, token: str) -> None:
         result = self.try_enroll(token)
@@ -312,7 +327,7 @@ class Agent:
     def try_enroll(self, token: str) -> subprocess.CompletedProcess[str]:
         """Enrol with the token on standard input (``--token -``), as an admin should."""
         return subprocess.run(
-            [sys.executable, "-m", "bridgehead.agent.cli", "enroll", "--config", str(self.config), "--token", "-"],
+            [*agent_command(), "enroll", "--config", str(self.config), "--token", "-"],
             input=token + "\n",
             capture_output=True,
             text=True,
@@ -321,22 +336,39 @@ class Agent:
         )
 
     def start(self) -> Agent:
+        # The one-file binary is a bootloader and the agent, its child: a process group of
+        # their own lets kill9 kill both, as a service manager kills the unit's cgroup.
+        self.own_group = agent_binary() is not None
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [*self.wrapper, sys.executable, "-m", "bridgehead.agent.cli", "run", "--config", str(self.config)],
+                [*self.wrapper, *agent_command(), "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
+                start_new_session=self.own_group,
             )
         return self
 
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError):  # nothing of it is left
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
     def kill9(self) -> None:
+        """SIGKILL the agent. The binary's bootloader cannot pass SIGKILL on to the agent it
+        started (which would live on, orphaned), so there the whole process group gets it."""
         assert self.proc is not None
-        self.proc.kill()
+        if self.own_group:
+            self._kill_group()
+        else:
+            self.proc.kill()
         self.proc.wait()
 
     def stop(self, timeout: float = 30) -> int:
-        return terminate(self.proc, timeout)
+        code = terminate(self.proc, timeout)
+        if self.own_group:  # a bootloader killed after the timeout leaves its agent running
+            self._kill_group()
+        return code
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

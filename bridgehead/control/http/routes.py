@@ -11,6 +11,7 @@ from bridgehead.control.gateway import agent_endpoint
 from bridgehead.control.http.access import Access
 from bridgehead.control.http.agents import AgentRoutes
 from bridgehead.control.http.jobs import JobRoutes
+from bridgehead.control.http.releases import ReleaseRoutes
 from bridgehead.control.http.responses import json_response
 from bridgehead.control.http.schedules import ScheduleRoutes
 from bridgehead.control.http.servicenow import ServiceNowRoutes
@@ -27,6 +28,7 @@ def routes(control: ControlPlane) -> list[BaseRoute]:
     tokens = TokenRoutes(config, access, control.tokens)
     schedules = ScheduleRoutes(config, access, control.schedules)
     servicenow = ServiceNowRoutes(config, access, control.store)
+    releases = ReleaseRoutes(config, access, control.releases)
 
     async def metrics(request: Request) -> Response:
         if not config.server.metrics_public:
@@ -61,6 +63,10 @@ def routes(control: ControlPlane) -> list[BaseRoute]:
         Route("/api/v1/schedules/{name}", schedules.delete, methods=["DELETE"]),
         Route("/api/v1/schedules/{name}/run", schedules.run, methods=["POST"]),
         Route("/api/v1/servicenow/{name}/check", servicenow.check, methods=["POST"]),
+        Route("/api/v1/releases", releases.upload, methods=["POST"]),
+        Route("/api/v1/releases", releases.list, methods=["GET"]),
+        Route("/api/v1/clusters/{cluster}/release", releases.get_cluster, methods=["GET"]),
+        Route("/api/v1/clusters/{cluster}/release", releases.set_cluster, methods=["PUT"]),
         Route("/api/v1/whoami", tokens.whoami, methods=["GET"]),
         Route("/api/v1/tokens", tokens.list, methods=["GET"]),
         Route("/api/v1/tokens", tokens.create, methods=["POST"]),

@@ -88,6 +88,9 @@ class AgentService:
             "certificate_expires_at": issued.not_after,
             "server_ca": self.trust_anchor().decode(),
             "signing_keys": [msgspec.to_builtins(k) for k in self.signing_keys.published],
+            # The release key's public half (base64; "" when self-update is off), pinned by the
+            # agent: releases it installs later must be signed by it, whoever delivers them.
+            "release_key": self.config.releases.public_key,
         }
 
     async def create_enrollment_token(self, body: EnrollmentTokenRequest, actor: Actor) -> dict[str, Any]:

@@ -2,14 +2,15 @@
 
 The dispatcher holds the hot state (queues, leases, credit) in memory and writes every
 transition here *before* it acknowledges it to anyone (persist, then ack). ``Store`` is the
-whole surface, in five parts::
+whole surface, in six parts::
 
     Store
     ├── JobStore        jobs and attempts, records, sync states       (store.jobs)
     ├── AgentStore      enrolment tokens and agents                   (store.agents)
     ├── AccessStore     API tokens and the audit log                  (store.access)
     ├── ScheduleStore   recurring schedules                           (store.schedules)
-    └── DeliveryStore   sink deliveries and the sinks' refresh tokens (store.deliveries)
+    ├── DeliveryStore   sink deliveries and the sinks' refresh tokens (store.deliveries)
+    └── ReleaseStore    agent releases, wanted versions, update reports (store.releases)
 
 The rows they take and return are plain dataclasses (``store.rows``), re-exported here.
 
@@ -57,6 +58,7 @@ from bridgehead.control.store.access import TOKEN_ID_CHARS, AccessStore
 from bridgehead.control.store.agents import AgentStore
 from bridgehead.control.store.deliveries import DeliveryStore
 from bridgehead.control.store.jobs import JobStore
+from bridgehead.control.store.releases import ReleaseStore
 from bridgehead.control.store.rows import (
     CLI,
     COUNTS,
@@ -71,8 +73,11 @@ from bridgehead.control.store.rows import (
     EnrollmentRefused,
     JobRow,
     Rejected,
+    ReleaseConflict,
+    ReleaseRow,
     ScheduleRow,
     SyncSummary,
+    UpdateRow,
     json_size,
 )
 from bridgehead.control.store.schedules import ScheduleStore
@@ -96,15 +101,19 @@ __all__ = [
     "JobRow",
     "JobStore",
     "Rejected",
+    "ReleaseConflict",
+    "ReleaseRow",
+    "ReleaseStore",
     "ScheduleRow",
     "ScheduleStore",
     "Store",
     "SyncSummary",
+    "UpdateRow",
     "json_size",
 ]
 
 
-class Store(JobStore, AgentStore, AccessStore, ScheduleStore, DeliveryStore, abc.ABC):
+class Store(JobStore, AgentStore, AccessStore, ScheduleStore, DeliveryStore, ReleaseStore, abc.ABC):
     """The whole contract. ``close`` flushes what is issued and releases the backend; the
     store is not used after it."""
 

@@ -177,3 +177,33 @@ class Rejected:
     status: str
     message: str
     record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """An uploaded agent release (``ReleaseStore``): its bytes are ``releases/<version>.bin`` in
+    the data dir; ``signature`` (base64) is the release key's over the version and ``sha256``."""
+
+    version: str
+    size: int
+    sha256: str  # lowercase hex
+    signature: str
+    uploaded_at: float
+    uploaded_by: str  # the actor's id: an API token's, or "cli"
+
+
+@dataclass(frozen=True)
+class UpdateRow:
+    """What an agent said of its move to ``version`` (``state``: an ``UpdateStatus`` state)."""
+
+    agent: str
+    cluster: str
+    version: str
+    state: str
+    message: str
+    at: float
+
+
+class ReleaseConflict(Exception):
+    """A release of that version exists with other bytes (another SHA-256): a version names one
+    binary for good, so a rebuilt one needs a new version."""

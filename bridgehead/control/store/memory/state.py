@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bridgehead.control.store.rows import AgentRow, AuditRow, JobRow, Rejected, ScheduleRow
+from bridgehead.control.store.rows import AgentRow, AuditRow, JobRow, Rejected, ReleaseRow, ScheduleRow, UpdateRow
 from bridgehead.protocol import SyncState
 
 T = TypeVar("T")
@@ -92,6 +92,9 @@ class MemoryState:
     schedules: dict[str, ScheduleRow] = field(default_factory=dict)
     deliveries: dict[str, SinkDelivery] = field(default_factory=dict)
     refresh_tokens: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    releases: dict[str, ReleaseRow] = field(default_factory=dict)
+    wanted_releases: dict[str, tuple[str, float]] = field(default_factory=dict)  # cluster -> (version, set at)
+    updates: list[UpdateRow] = field(default_factory=list)
     queue_seq: int = 0  # the highest queue position handed out
     commits: int = 0  # by every store over this state (external_changes)
 

@@ -15,11 +15,12 @@ from bridgehead.control.store.base import Store
 from bridgehead.control.store.memory.agents import AccessTables, AgentTables
 from bridgehead.control.store.memory.deliveries import DeliveryTables
 from bridgehead.control.store.memory.jobs import JobTables
+from bridgehead.control.store.memory.releases import ReleaseTables
 from bridgehead.control.store.memory.schedules import ScheduleTables
 from bridgehead.control.store.memory.state import MemoryState
 
 
-class MemoryStore(JobTables, AgentTables, AccessTables, ScheduleTables, DeliveryTables, Store):
+class MemoryStore(JobTables, AgentTables, AccessTables, ScheduleTables, DeliveryTables, ReleaseTables, Store):
     def __init__(self, state: MemoryState | None = None) -> None:
         super().__init__(state if state is not None else MemoryState())
 

@@ -1,6 +1,8 @@
 """The SQLite store's tables, and opening a data dir's database (any version since 0.1).
 
-The sink and schedule tables are declared next to their code (``sinks.py``, ``schedules.py``).
+The sink, schedule and release tables are declared next to their code (``sinks.py``,
+``schedules.py``, ``releases.py``); new tables need no migration (``CREATE TABLE IF NOT EXISTS``
+on every open), new columns of old tables are in ``_ADDED_COLUMNS``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from bridgehead.control.store.sqlite.records import pack_sizes
+from bridgehead.control.store.sqlite.releases import RELEASE_SCHEMA
 from bridgehead.control.store.sqlite.schedules import SCHEDULE_SCHEMA
 from bridgehead.control.store.sqlite.sinks import SINK_SCHEMA
 
@@ -143,6 +146,7 @@ def open_database(path: Path) -> sqlite3.Connection:
     db.executescript(SCHEMA)
     db.executescript(SINK_SCHEMA)
     db.executescript(SCHEDULE_SCHEMA)
+    db.executescript(RELEASE_SCHEMA)
     _migrate_record_rows(db)
     for table, column, kind in _ADDED_COLUMNS:
         if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:

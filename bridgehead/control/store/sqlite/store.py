@@ -15,6 +15,7 @@ from bridgehead.control.store.sqlite.access import AccessTables
 from bridgehead.control.store.sqlite.agents import AgentTables
 from bridgehead.control.store.sqlite.jobs import JobTables, queue_positions
 from bridgehead.control.store.sqlite.records import RecordTables
+from bridgehead.control.store.sqlite.releases import ReleaseTables
 from bridgehead.control.store.sqlite.schedules import ScheduleTables
 from bridgehead.control.store.sqlite.schema import open_database
 from bridgehead.control.store.sqlite.sinks import SinkTables
@@ -22,7 +23,9 @@ from bridgehead.control.store.sqlite.syncs import SyncTables
 from bridgehead.core.wal_sync import WalSync
 
 
-class SqliteStore(JobTables, RecordTables, SyncTables, AgentTables, AccessTables, ScheduleTables, SinkTables, Store):
+class SqliteStore(
+    JobTables, RecordTables, SyncTables, AgentTables, AccessTables, ScheduleTables, SinkTables, ReleaseTables, Store
+):
     def __init__(self, path: Path, synchronous: Literal["full", "normal"] = "full") -> None:
         """``synchronous``: ``full`` (the default) resolves a write once a flush of the WAL
         covers it, so it survives a power loss; ``normal`` once committed, so it survives a
