@@ -25,6 +25,7 @@ def install_options(parser: argparse.ArgumentParser) -> None:
         help=f"the account it runs as (Linux: default {DEFAULT_USER}, created if missing; "
         "Windows: default NT SERVICE\\bridgehead-agent)",
     )
+    parser.add_argument("--executable", help="the program the unit starts (default: this one, where it runs from)")
 
 
 def controller(args: argparse.Namespace) -> ServiceController:
@@ -47,7 +48,7 @@ def controller(args: argparse.Namespace) -> ServiceController:
     section = load_agent_section(config)
     if not Path(section.data_dir).is_absolute():
         raise ConfigError(str(config), "agent.data_dir", "must be an absolute path for a service (it runs from /)")
-    executable, frozen = program_path("bridgehead-agent")
+    executable, frozen = program_path("bridgehead-agent", args.executable)
     spec = agent_unit(
         executable,
         str(config),

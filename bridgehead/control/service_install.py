@@ -19,6 +19,7 @@ def install_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="control.toml (default: none, the built-in defaults)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"its data dir (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--user", default=DEFAULT_USER, help=f"the user it runs as (default {DEFAULT_USER})")
+    parser.add_argument("--executable", help="the program the unit starts (default: this one, where it runs from)")
 
 
 def controller(args: argparse.Namespace) -> ServiceController:
@@ -33,7 +34,7 @@ def controller(args: argparse.Namespace) -> ServiceController:
     config = Path(args.config).absolute() if args.config else None
     if config is not None and not config.is_file():
         raise ConfigError(str(config), "", "no such file")
-    executable, frozen = program_path("bridgehead-control")
+    executable, frozen = program_path("bridgehead-control", args.executable)
     data_dir = str(Path(args.data_dir).absolute())
     spec = control_unit(executable, data_dir, str(config) if config else None, user=args.user, frozen=frozen)
     return SystemdController(spec.name, unit_dir, spec, config)

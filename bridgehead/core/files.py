@@ -52,3 +52,31 @@ def write_private(path: Path, data: bytes, exclusive: bool = False) -> bool:
     finally:
         tmp.unlink(missing_ok=True)
     return True
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the names in ``path`` (a rename, a new or removed entry) durable."""
+    if os.name == "nt":  # directories cannot be opened for fsync there; NTFS journals names
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (mode 0600): a temporary file, fsync, rename, fsync of the
+    directory. A crash, even a power cut, leaves the old file or the new one, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

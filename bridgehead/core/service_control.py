@@ -50,11 +50,16 @@ class ServiceController(Protocol):
         ...
 
 
-def program_path(command: str) -> tuple[str, bool]:
+def program_path(command: str, given: str | None = None) -> tuple[str, bool]:
     """The absolute path a service manager should start ``command`` by, and whether it is a
-    frozen (PyInstaller) binary: that binary itself, else the console script beside this
-    Python (a virtualenv's bin/ or Scripts\\), else the one on PATH. Symlinks are kept, not
-    resolved: a self-update that swaps the file a link points to must not be pinned past."""
+    frozen (PyInstaller) binary: ``given`` (``--executable``: the same program installed
+    elsewhere), else that binary itself, else the console script beside this Python (a
+    virtualenv's bin/ or Scripts\\), else the one on PATH. Symlinks are kept, not resolved: a
+    self-update that swaps the file a link points to must not be pinned past."""
+    if given is not None:
+        if not (os.path.isfile(given) and os.access(given, os.X_OK)):
+            raise ServiceError(f"--executable {given}: not an executable file")
+        return os.path.abspath(given), bool(getattr(sys, "frozen", False))
     if getattr(sys, "frozen", False):
         return os.path.abspath(sys.executable), True
     suffix = ".exe" if sys.platform == "win32" else ""

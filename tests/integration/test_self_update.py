@@ -19,6 +19,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -115,32 +116,55 @@ def states(control: ControlPlane, agent: str, version: str) -> list[str]:
     return [r["state"] for r in updates(control, agent) if r["version"] == version]
 
 
+@dataclass
+class Fleet:
+    """A control plane with a release key, and what a test does with it."""
+
+    control: ControlPlane
+    api: Api
+    key: Ed25519PrivateKey
+    releases: Path
+    make_agent: Callable[..., Agent]
+
+    def agent(self, name: str = "agent-1", **options: Any) -> Agent:
+        agent = self.make_agent(self.control, name, **options)
+        wait_connected(self.api, [name])
+        return agent
+
+    def publish(self, version: str, **script: Any) -> bytes:
+        """A stand-in release, signed and uploaded; the cluster does not want it yet."""
+        data = script_release(self.releases / f"release-{version}", version, **script)
+        upload(self.api, self.key, version, data)
+        return data
+
+    def ran(self, version: str) -> bool:
+        return (self.releases / f"release-{version}.ran").exists()
+
+
 @pytest.fixture
-def updating(control_factory: Callable[..., ControlPlane], release_key: Ed25519PrivateKey) -> tuple[ControlPlane, Api]:
-    control = control_factory(heartbeat_s=1.0, extra_config=releases_config(release_key))
-    return control, control.api()
-
-
-def test_a_good_release_is_taken_with_jobs_drained_and_none_lost(
-    updating: tuple[ControlPlane, Api],
+def fleet(
+    control_factory: Callable[..., ControlPlane],
     agent_factory: Callable[..., Agent],
     release_key: Ed25519PrivateKey,
     tmp_path: Path,
-) -> None:
-    control, api = updating
-    agent = agent_factory(control)
-    wait_connected(api, [agent.name])
+) -> Fleet:
+    control = control_factory(heartbeat_s=1.0, extra_config=releases_config(release_key))
+    return Fleet(control, control.api(), release_key, tmp_path, agent_factory)
+
+
+def test_a_good_release_is_taken_with_jobs_drained_and_none_lost(fleet: Fleet) -> None:
+    control, api = fleet.control, fleet.api
+    agent = fleet.agent()
     assert (agent.dir / "data" / "release-key").read_bytes(), "no release key pinned at enrolment"
     pid = agent.proc.pid if agent.proc else 0
     # Jobs running when the update arrives: the drain lets them finish on this agent.
     jobs = [api.submit("echo", {"sleep_s": 3, "records": [{"n": i}]})["id"] for i in range(3)]
     wait_until(lambda: all(api.job(j)["state"] == "running" for j in jobs), scaled(20), "jobs running", interval=0.1)
-    data = script_release(tmp_path / "release-0.2.0", "0.2.0")
-    upload(api, release_key, "0.2.0", data)
+    fleet.publish("0.2.0")
     want(api, "default", "0.2.0")
     wait_version(api, agent.name, "0.2.0")
     wait_until(lambda: "committed" in states(control, agent.name, "0.2.0"), scaled(30), "the commit reported")
-    assert (tmp_path / "release-0.2.0.ran").exists()
+    assert fleet.ran("0.2.0")
     for job_id in jobs:
         job = api.wait_done(job_id, timeout=30)
         assert ("succeeded", 1) == (job["state"], job["attempt"]), job
@@ -153,21 +177,12 @@ def test_a_good_release_is_taken_with_jobs_drained_and_none_lost(
     assert ["offered", "downloading", "restarting", "committed"] == states(control, agent.name, "0.2.0")
 
 
-def test_a_release_that_cannot_connect_rolls_back_by_itself_and_is_not_retried(
-    updating: tuple[ControlPlane, Api],
-    agent_factory: Callable[..., Agent],
-    release_key: Ed25519PrivateKey,
-    tmp_path: Path,
-) -> None:
-    control, api = updating
-    agent = agent_factory(control)
-    wait_connected(api, [agent.name])
-    data = script_release(tmp_path / "release-0.3.0", "0.3.0", broken=True)
-    upload(api, release_key, "0.3.0", data)
+def test_a_release_that_cannot_connect_rolls_back_by_itself_and_is_not_retried(fleet: Fleet) -> None:
+    control, api = fleet.control, fleet.api
+    agent = fleet.agent()
+    fleet.publish("0.3.0", broken=True)
     want(api, "default", "0.3.0")
-    wait_until(
-        lambda: (tmp_path / "release-0.3.0.ran").exists(), scaled(60), "the broken release started", interval=0.2
-    )
+    wait_until(lambda: fleet.ran("0.3.0"), scaled(60), "the broken release started", interval=0.2)
     # It cannot reach the control plane; at the deadline it rolls back to the base by itself.
     wait_until(
         lambda: "rolled_back" in states(control, agent.name, "0.3.0"),
@@ -185,40 +200,27 @@ def test_a_release_that_cannot_connect_rolls_back_by_itself_and_is_not_retried(
     assert "succeeded" == api.wait_done(job["id"], timeout=30)["state"]
 
 
-def test_a_release_tampered_on_the_control_plane_is_refused(
-    updating: tuple[ControlPlane, Api],
-    agent_factory: Callable[..., Agent],
-    release_key: Ed25519PrivateKey,
-    tmp_path: Path,
-) -> None:
+def test_a_release_tampered_on_the_control_plane_is_refused(fleet: Fleet) -> None:
     """Whoever holds the control plane's disk can swap the bytes, not sign them."""
-    control, api = updating
-    agent = agent_factory(control)
-    wait_connected(api, [agent.name])
-    data = script_release(tmp_path / "release-0.2.0", "0.2.0")
-    upload(api, release_key, "0.2.0", data)
+    control, api = fleet.control, fleet.api
+    agent = fleet.agent()
+    data = fleet.publish("0.2.0")
     [stored] = list((control.data_dir / "releases").glob("0.2.0*"))
     stored.write_bytes(data.replace(b"exec ", b"rm -rf / ; exec ", 1)[: len(data)])
     want(api, "default", "0.2.0")
     wait_until(lambda: "refused" in states(control, agent.name, "0.2.0"), scaled(30), "the refusal")
     [report] = [r for r in updates(control, agent.name) if r["state"] == "refused"]
     assert "hash to" in report["message"] and hashlib.sha256(data).hexdigest() in report["message"], report
-    assert not (tmp_path / "release-0.2.0.ran").exists()
+    assert not fleet.ran("0.2.0")
     assert agent_versions(api)[agent.name] == (True, "0.1.0")
     releases = agent.dir / "data" / "releases"
     assert not (releases / "0.2.0").exists() and not (releases / "current").exists()
 
 
-def test_agents_of_a_cluster_update_one_at_a_time(
-    updating: tuple[ControlPlane, Api],
-    agent_factory: Callable[..., Agent],
-    release_key: Ed25519PrivateKey,
-    tmp_path: Path,
-) -> None:
-    control, api = updating
-    first, second = agent_factory(control, "agent-a"), agent_factory(control, "agent-b")
-    wait_connected(api, [first.name, second.name])
-    upload(api, release_key, "0.2.0", script_release(tmp_path / "release-0.2.0", "0.2.0"))
+def test_agents_of_a_cluster_update_one_at_a_time(fleet: Fleet) -> None:
+    control, api = fleet.control, fleet.api
+    first, second = fleet.agent("agent-a"), fleet.agent("agent-b")
+    fleet.publish("0.2.0")
     want(api, "default", "0.2.0")
     wait_version(api, first.name, "0.2.0", timeout=90)
     wait_version(api, second.name, "0.2.0", timeout=90)
@@ -229,19 +231,12 @@ def test_agents_of_a_cluster_update_one_at_a_time(
 
 
 @pytest.mark.parametrize("crash_at", ["update.after_state_trial", "update.after_link_swap"])
-def test_killed_in_the_swap_the_agent_starts_and_finishes_the_update(
-    updating: tuple[ControlPlane, Api],
-    agent_factory: Callable[..., Agent],
-    release_key: Ed25519PrivateKey,
-    tmp_path: Path,
-    crash_at: str,
-) -> None:
+def test_killed_in_the_swap_the_agent_starts_and_finishes_the_update(fleet: Fleet, crash_at: str) -> None:
     """kill -9 at a step of the swap (the process kills itself there), then a restart as a
     service manager would do: the agent starts and ends on the new release, committed."""
-    control, api = updating
-    agent = agent_factory(control, env={"BRIDGEHEAD_CRASH_AT": crash_at})
-    wait_connected(api, [agent.name])
-    upload(api, release_key, "0.2.0", script_release(tmp_path / "release-0.2.0", "0.2.0"))
+    control, api = fleet.control, fleet.api
+    agent = fleet.agent(env={"BRIDGEHEAD_CRASH_AT": crash_at})
+    fleet.publish("0.2.0")
     want(api, "default", "0.2.0")
     assert agent.proc is not None
     agent.proc.wait(timeout=scaled(60))
@@ -252,17 +247,10 @@ def test_killed_in_the_swap_the_agent_starts_and_finishes_the_update(
     wait_until(lambda: "committed" in states(control, agent.name, "0.2.0"), scaled(30), "the commit reported")
 
 
-def test_a_download_cut_by_a_kill_resumes_from_the_disk(
-    updating: tuple[ControlPlane, Api],
-    agent_factory: Callable[..., Agent],
-    release_key: Ed25519PrivateKey,
-    tmp_path: Path,
-) -> None:
-    control, api = updating
-    agent = agent_factory(control)
-    wait_connected(api, [agent.name])
-    data = script_release(tmp_path / "release-0.2.0", "0.2.0", pad=6 * 1024 * 1024)
-    upload(api, release_key, "0.2.0", data)
+def test_a_download_cut_by_a_kill_resumes_from_the_disk(fleet: Fleet) -> None:
+    api = fleet.api
+    agent = fleet.agent()
+    data = fleet.publish("0.2.0", pad=6 * 1024 * 1024)
     want(api, "default", "0.2.0")
     partial = agent.dir / "data" / "releases" / ".partial" / "0.2.0"
 
@@ -276,3 +264,38 @@ def test_a_download_cut_by_a_kill_resumes_from_the_disk(
     resumed = [line for line in agent.log_text().splitlines() if "downloading" in line and "from byte" in line]
     assert any(int(line.rsplit("from byte ", 1)[1].split(")")[0]) > 0 for line in resumed[1:]), resumed
     assert os.path.getsize(agent.dir / "data" / "releases" / "0.2.0" / "bridgehead-agent") == len(data)
+
+
+def test_an_older_release_is_refused_unless_the_agent_allows_downgrades(fleet: Fleet) -> None:
+    """A control plane that was taken over could hand back an old, signed release with a known
+    hole: the agent refuses it unless its own config allows downgrades."""
+    control, api = fleet.control, fleet.api
+    agent = fleet.agent()
+    fleet.publish("0.0.9")
+    want(api, "default", "0.0.9")
+    wait_until(lambda: "refused" in states(control, agent.name, "0.0.9"), scaled(30), "the refusal")
+    [report] = [r for r in updates(control, agent.name) if r["state"] == "refused"]
+    assert "older than the running 0.1.0" in report["message"], report
+    assert not fleet.ran("0.0.9") and agent_versions(api)[agent.name] == (True, "0.1.0")
+
+
+def test_an_agent_enrolled_without_a_release_key_takes_no_release(
+    control_factory: Callable[..., ControlPlane], agent_factory: Callable[..., Agent], tmp_path: Path
+) -> None:
+    """The release key is pinned at enrolment: a key configured later (or by someone who took
+    the control plane over) cannot make an agent enrolled without one run a release."""
+    control = control_factory(heartbeat_s=1.0)
+    agent = agent_factory(control)
+    wait_connected(control.api(), [agent.name])
+    key = Ed25519PrivateKey.generate()
+    control.stop()
+    control.config.write_text(control.config.read_text() + releases_config(key))
+    control.start()
+    fleet = Fleet(control, control.api(), key, tmp_path, agent_factory)
+    wait_connected(fleet.api, [agent.name])
+    fleet.publish("0.2.0")
+    want(fleet.api, "default", "0.2.0")
+    wait_until(lambda: "refused" in states(control, agent.name, "0.2.0"), scaled(30), "the refusal")
+    [report] = [r for r in updates(control, agent.name) if r["state"] == "refused"]
+    assert "no release key was pinned at enrolment" in report["message"], report
+    assert not fleet.ran("0.2.0")

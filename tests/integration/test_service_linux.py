@@ -263,6 +263,14 @@ def service_root() -> Iterator[Path]:
     shutil.rmtree(root)
 
 
+def linked(root: Path, program: Path) -> Path:
+    """``program`` as a service would be installed: a link in ``root/bin`` (outside /tmp)."""
+    link = root / "bin" / program.name
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(program)
+    return link
+
+
 def service(program: list[str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*program, "service", *args], capture_output=True, text=True, timeout=scaled(60))
 
@@ -288,8 +296,21 @@ def test_agent_service_install_status_uninstall(tmp_path: Path, throwaway_user: 
     units = tmp_path / "units"
     program = agent_command()
     common = ["--unit-dir", str(units)]
+    # The program as installed outside /tmp (this checkout may sit under /tmp, which the unit's
+    # PrivateTmp hides: install refuses that, as the first install below shows).
+    binary = agent_binary()
+    installed = linked(service_root, Path(binary) if binary else Path(sys.executable).parent / "bridgehead-agent")
 
-    first = service(program, "install", *common, "--user", throwaway_user, "--config", str(config))
+    in_tmp = tmp_path / "bridgehead-agent"  # tmp_path is under /tmp
+    in_tmp.write_text("#!/bin/sh\n")
+    in_tmp.chmod(0o755)
+    hidden = service(program, "install", *common, "--config", str(config), "--executable", str(in_tmp))
+    assert 1 == hidden.returncode and "hidden from the service by PrivateTmp=yes" in hidden.stderr, hidden.stderr
+    missing = service(program, "install", *common, "--config", str(config), "--executable", str(tmp_path / "none"))
+    assert 1 == missing.returncode and "not an executable file" in missing.stderr, missing.stderr
+    first = service(
+        program, "install", *common, "--user", throwaway_user, "--config", str(config), "--executable", str(installed)
+    )
     assert 0 == first.returncode, first.stderr
     assert f"created system user {throwaway_user}" in first.stdout
     assert "systemd is not running here (PID 1 is " in first.stdout
@@ -302,9 +323,7 @@ def test_agent_service_install_status_uninstall(tmp_path: Path, throwaway_user: 
     unit = units / "bridgehead-agent.service"
     verify(unit)
     text = unit.read_text()
-    binary = agent_binary()
-    executable = os.path.abspath(binary) if binary else str(Path(sys.executable).parent / "bridgehead-agent")
-    assert f"ExecStart={executable} run --config {config}\n" in text
+    assert f"ExecStart={installed} run --config {config}\n" in text
     assert f"NotifyAccess={'all' if binary else 'main'}\n" in text
     for line in ("Type=notify", "WatchdogSec=30", f"User={throwaway_user}", f"ReadWritePaths={data}"):
         assert f"\n{line}\n" in text, line
@@ -312,12 +331,14 @@ def test_agent_service_install_status_uninstall(tmp_path: Path, throwaway_user: 
     assert "StateDirectory=" not in text  # only for a data dir right under /var/lib
     assert "\nCapabilityBoundingSet=\n" in text and "\nProtectSystem=strict\n" in text
 
-    again = service(program, "install", *common, "--user", throwaway_user, "--config", str(config))
+    again = service(
+        program, "install", *common, "--user", throwaway_user, "--config", str(config), "--executable", str(installed)
+    )
     assert 0 == again.returncode and f"user {throwaway_user} exists" in again.stdout, again
 
     status = service(program, "status", *common)
     assert 0 == status.returncode, status
-    assert f"runs: {executable} run --config {config}" in status.stdout
+    assert f"runs: {installed} run --config {config}" in status.stdout
     assert "systemd is not running here" in status.stdout
 
     removed = service(program, "uninstall", *common)
@@ -347,12 +368,16 @@ def test_control_service_install_writes_a_verified_unit(
     units = tmp_path / "units"
     program = [sys.executable, "-m", "bridgehead.control.cli"]
     data = service_root / "control"
-    result = service(program, "install", "--unit-dir", str(units), "--user", throwaway_user, "--data-dir", str(data))
+    installed = linked(service_root, Path(sys.executable).parent / "bridgehead-control")
+    result = service(
+        program,
+        *["install", "--unit-dir", str(units), "--user", throwaway_user, "--data-dir", str(data)],
+        *["--executable", str(installed)],
+    )
     assert 0 == result.returncode, result.stderr
     unit = units / "bridgehead-control.service"
     verify(unit)
-    executable = Path(sys.executable).parent / "bridgehead-control"
-    assert f"\nExecStart={executable} serve --data-dir {data}\n" in unit.read_text()
+    assert f"\nExecStart={installed} serve --data-dir {data}\n" in unit.read_text()
     assert pwd.getpwnam(throwaway_user).pw_uid == data.stat().st_uid
     assert 0 == service(program, "uninstall", "--unit-dir", str(units)).returncode
     assert not unit.exists()

@@ -9,7 +9,7 @@ import msgspec
 
 from bridgehead.agent.doctor.findings import Finding, credential_ref, fail, ok
 from bridgehead.agent.doctor.reach import reach_all
-from bridgehead.agent.doctor.runner import Chain, Step
+from bridgehead.agent.doctor.runner import Chain, connection_chain
 from bridgehead.agent.doctor.threads import in_thread
 from bridgehead.plugins.ldap import client
 from bridgehead.plugins.ldap.params import LdapProfile, check_url
@@ -30,14 +30,7 @@ class LdapProbe:
         self.credential = credential
 
     def chain(self) -> Chain:
-        label = f"connection {self.name}"
-        return Chain(
-            [
-                Step(f"{label} driver", self.driver),
-                Step(f"{label} reach", self.reach, always=True),
-                Step(f"{label} login", self.login),
-            ]
-        )
+        return connection_chain(self)
 
     async def driver(self) -> Finding:
         from ldap3.version import __version__

@@ -11,7 +11,7 @@ import msgspec
 
 from bridgehead.agent.doctor.findings import Finding, credential_ref, fail, ok, warn
 from bridgehead.agent.doctor.reach import reach_all
-from bridgehead.agent.doctor.runner import Chain, Step
+from bridgehead.agent.doctor.runner import Chain, connection_chain
 from bridgehead.plugins.rest.client import SessionPool, fetch
 from bridgehead.plugins.rest.params import RestProfile
 from bridgehead.plugins.rest.urls import Target
@@ -35,15 +35,7 @@ class RestProbe:
         self.sessions = SessionPool()
 
     def chain(self) -> Chain:
-        label = f"connection {self.name}"
-        return Chain(
-            [
-                Step(f"{label} driver", self.driver),
-                Step(f"{label} reach", self.reach, always=True),
-                Step(f"{label} login", self.login),
-            ],
-            cleanup=self.sessions.aclose,
-        )
+        return connection_chain(self, self.sessions.aclose)
 
     async def driver(self) -> Finding:
         import aiohttp

@@ -11,7 +11,7 @@ import msgspec
 
 from bridgehead.agent.doctor.findings import Finding, credential_ref, fail, ok, skip
 from bridgehead.agent.doctor.reach import reach_all
-from bridgehead.agent.doctor.runner import Chain, Step
+from bridgehead.agent.doctor.runner import Chain, connection_chain
 from bridgehead.agent.doctor.threads import in_thread
 from bridgehead.plugins.sql import odbc_string
 from bridgehead.plugins.sql.params import SqlProfile
@@ -106,15 +106,7 @@ class SqlProbe:
         self.pool: Pool | None = None
 
     def chain(self) -> Chain:
-        label = f"connection {self.name}"
-        return Chain(
-            [
-                Step(f"{label} driver", self.driver),
-                Step(f"{label} reach", self.reach, always=True),
-                Step(f"{label} login", self.login),
-            ],
-            cleanup=self.close,
-        )
+        return connection_chain(self, self.close)
 
     async def driver(self) -> Finding:
         return await in_thread(check_driver, self.profile)

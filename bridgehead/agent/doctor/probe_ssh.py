@@ -14,7 +14,7 @@ import msgspec
 
 from bridgehead.agent.doctor.findings import Finding, credential_ref, fail, ok, skip, warn
 from bridgehead.agent.doctor.reach import reach_all
-from bridgehead.agent.doctor.runner import Chain, Step
+from bridgehead.agent.doctor.runner import Chain, connection_chain
 from bridgehead.agent.doctor.threads import DAEMON_THREADS
 from bridgehead.plugins.ssh.params import SshProfile
 from bridgehead.sdk import Credential, JobError
@@ -43,15 +43,7 @@ class SshProbe:
         self.transports: HostTransports | None = None
 
     def chain(self) -> Chain:
-        label = f"connection {self.name}"
-        return Chain(
-            [
-                Step(f"{label} driver", self.driver),
-                Step(f"{label} reach", self.reach, always=True),
-                Step(f"{label} login", self.login),
-            ],
-            cleanup=self.close,
-        )
+        return connection_chain(self, self.close)
 
     def _unreachable_directly(self) -> str:
         if self.profile.jump is not None:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bridgehead.agent.doctor.findings import Finding, Result, Row, fail, skip
 
@@ -37,6 +38,32 @@ class Chain:
     # Called once the chain is done, whatever happened (closing a connection the steps shared).
     cleanup: Callable[[], Awaitable[None]] | None = None
     rows: list[Row] = field(default_factory=list)
+
+
+class ConnectionProbe(Protocol):
+    """A connection profile's checks, in the order they depend on each other."""
+
+    name: str
+
+    async def driver(self) -> Finding: ...
+
+    async def reach(self) -> Finding: ...
+
+    async def login(self) -> Finding: ...
+
+
+def connection_chain(probe: ConnectionProbe, cleanup: Callable[[], Awaitable[None]] | None = None) -> Chain:
+    """driver, then reach (run even when the driver is missing: it says whether the server is
+    up at all), then login."""
+    label = f"connection {probe.name}"
+    return Chain(
+        [
+            Step(f"{label} driver", probe.driver),
+            Step(f"{label} reach", probe.reach, always=True),
+            Step(f"{label} login", probe.login),
+        ],
+        cleanup=cleanup,
+    )
 
 
 def constant(finding: Finding) -> Callable[[], Awaitable[Finding]]:

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from bridgehead.agent.update.errors import UpdateRefused
+from bridgehead.core.files import fsync_dir
 
 RELEASES_DIR = "releases"
 BINARY_NAME = "bridgehead-agent"
@@ -66,33 +67,6 @@ def version_of_target(target: str) -> str | None:
     if not sep or name != BINARY_NAME or not is_valid_version(version):
         return None
     return version
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the names in ``path`` (a rename, a new or removed entry) durable."""
-    if os.name == "nt":  # directories cannot be opened for fsync there; NTFS journals names
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def replace_symlink(link: Path, target: str) -> None:

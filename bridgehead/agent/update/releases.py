@@ -34,7 +34,6 @@ from bridgehead.agent.update.layout import (
     CURRENT_LINK,
     STATE_FILE,
     check_version,
-    fsync_dir,
     is_executable_file,
     is_valid_version,
     link_target,
@@ -44,10 +43,10 @@ from bridgehead.agent.update.layout import (
     remove_link,
     replace_symlink,
     version_of_target,
-    write_atomic,
 )
 from bridgehead.agent.update.staging import file_sha256, read_release_info
 from bridgehead.core.crash_points import crash_point
+from bridgehead.core.files import fsync_dir, write_atomically
 
 log = logging.getLogger("bridgehead.agent.update")
 
@@ -274,7 +273,7 @@ class Releases:
             self._point_link_at(state.current)
 
     def _save(self, state: UpdateState) -> None:
-        write_atomic(self.state_path, msgspec.json.encode(state))
+        write_atomically(self.state_path, msgspec.json.encode(state))
 
     def _prune(self, state: UpdateState, retired: str | None) -> None:
         """Delete the release just pushed out (or just failed) and any failed one still on disk;

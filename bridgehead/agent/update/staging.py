@@ -26,12 +26,10 @@ from bridgehead.agent.update.layout import (
     PARTIAL_DIR,
     RELEASE_INFO,
     check_version,
-    fsync_dir,
-    write_atomic,
 )
 from bridgehead.agent.update.signing import release_message, verify_release
 from bridgehead.core.crash_points import crash_point
-from bridgehead.core.files import ensure_private_dir
+from bridgehead.core.files import ensure_private_dir, fsync_dir, write_atomically
 
 _HASH_CHUNK = 1 << 20
 
@@ -89,7 +87,7 @@ class Download:
         if known != terms:
             # Another artifact's bytes (or none): start over under these terms.
             self.path.unlink(missing_ok=True)
-            write_atomic(self._terms_path, msgspec.json.encode(terms))
+            write_atomically(self._terms_path, msgspec.json.encode(terms))
             return 0
         try:
             on_disk = self.path.stat().st_size
@@ -151,7 +149,7 @@ class Download:
         fsync_dir(self.releases_dir)
         info = ReleaseInfo(version=self.version, size=self.size, sha256=self.sha256, signature=signature.hex())
         # The record first, the binary last: the binary's presence is what "staged" means.
-        write_atomic(target_dir / RELEASE_INFO, msgspec.json.encode(info))
+        write_atomically(target_dir / RELEASE_INFO, msgspec.json.encode(info))
         crash_point("update.stage_before_publish")
         binary = target_dir / BINARY_NAME
         os.replace(self.path, binary)
