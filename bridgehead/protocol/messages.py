@@ -203,7 +203,7 @@ class UpdateOffer(msgspec.Struct, tag="update", frozen=True):
 
     The agent fetches it through this channel (``fetch_release``), checks ``sha256`` and
     ``signature`` (Ed25519 by the release key the agent pinned at enrolment, over the version
-    and the hash: ``bridgehead.agent.update.signing``), drains its jobs, swaps and restarts,
+    and the hash: ``bridgehead.protocol.release_signing``), drains its jobs, swaps and restarts,
     and rolls back by itself unless the new release connects and is healthy within
     ``health_deadline_s``. The control plane is only the courier: it cannot sign a release.
     """

@@ -16,11 +16,11 @@ complete new one, never a torn one (ext4/xfs semantics; the rename itself is ato
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from bridgehead.agent.update.errors import UpdateRefused
 from bridgehead.core.files import fsync_dir
+from bridgehead.protocol.release_signing import ReleaseSignatureError, check_release_version, is_release_version
 
 RELEASES_DIR = "releases"
 BINARY_NAME = "bridgehead-agent"
@@ -29,23 +29,18 @@ PARTIAL_DIR = ".partial"
 CURRENT_LINK = "current"
 STATE_FILE = "state.json"
 
-# A version becomes a path component and a symlink target: no separators, no "..", no
-# leading dot (so it cannot name .partial or a hidden temporary), bounded length.
-_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
-
 
 def check_version(version: str) -> str:
-    """``version`` if it is a safe release version, else UpdateRefused."""
-    if not isinstance(version, str) or not is_valid_version(version):
-        raise UpdateRefused(
-            f"release version {version!r} is not valid: 1-64 letters, digits, '.', '+', '_', '-', "
-            "starting with a letter or digit"
-        )
-    return version
+    """``version`` if it is a safe release version (it becomes a path component and a link
+    target: ``bridgehead.protocol.release_signing``'s rule), else UpdateRefused."""
+    try:
+        return check_release_version(version)
+    except ReleaseSignatureError as exc:
+        raise UpdateRefused(str(exc)) from None
 
 
 def is_valid_version(name: str) -> bool:
-    return bool(_VERSION.fullmatch(name)) and ".." not in name
+    return is_release_version(name)
 
 
 def releases_dir(data_dir: Path) -> Path:

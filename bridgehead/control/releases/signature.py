@@ -1,13 +1,8 @@
 """The release signature as the control plane checks it (uploads) and as the CLI makes it
-(``release sign``, offline): the very scheme agents verify, ``bridgehead.agent.update.signing``.
+(``release sign``, offline): the very scheme agents verify, ``bridgehead.protocol.release_signing``.
 
 The control plane refuses a release whose signature the agents would refuse, so a tampered
 binary or signature fails at upload with a clear answer rather than on every agent later.
-
-Layering: ``bridgehead.control`` imports nothing of ``bridgehead.agent`` at module level
-(tests/unit/test_import_cycles.py). The scheme lives with the agent, which must carry it in its
-single binary; until it moves to a shared layer (``bridgehead.protocol``), this module is the
-one place the control plane reaches it, by imports inside the functions.
 """
 
 from __future__ import annotations
@@ -18,6 +13,7 @@ import binascii
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bridgehead.core.errors import BridgeheadError
+from bridgehead.protocol.release_signing import ReleaseSignatureError, sign_release, verify_release
 
 MAX_SIGNATURE_CHARS = 256  # UpdateOffer.signature's bound (an Ed25519 signature is 88 characters)
 
@@ -49,13 +45,10 @@ def decode_signature(signature_b64: str) -> bytes:
 def verify(public_key: bytes, version: str, sha256: str, signature_b64: str) -> None:
     """Return if ``signature_b64`` is the release key's over (``version``, ``sha256``), as an
     agent that pinned ``public_key`` would accept it; else ``BadSignature`` saying so."""
-    from bridgehead.agent.update.errors import UpdateRefused  # see the module docstring
-    from bridgehead.agent.update.signing import verify_release
-
     raw = decode_signature(signature_b64)
     try:
         verify_release(public_key, version, sha256, raw)
-    except UpdateRefused:
+    except ReleaseSignatureError:
         raise BadSignature(
             f"release {version}: the signature does not match the configured release key "
             f"([releases] public_key) and this binary: a tampered binary or signature, another version, "
@@ -65,6 +58,4 @@ def verify(public_key: bytes, version: str, sha256: str, signature_b64: str) -> 
 
 def sign(key: Ed25519PrivateKey, version: str, sha256: str) -> str:
     """The release key's signature over (``version``, ``sha256``), base64."""
-    from bridgehead.agent.update.signing import sign_release  # see the module docstring
-
     return base64.b64encode(sign_release(key, version, sha256)).decode()
