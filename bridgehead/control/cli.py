@@ -1,6 +1,7 @@
 """``bridgehead-control``: serve, and manage tokens, agents and keys on the data dir.
 
     bridgehead-control serve --data-dir DIR [--listen HOST:PORT] [--config control.toml] [--insecure-http]
+                             [--database postgresql://USER@HOST:PORT/DATABASE]
     bridgehead-control ca-cert --data-dir DIR
     bridgehead-control api-token create --data-dir DIR --role admin|operator|viewer [--name NAME] [--ttl S]
     bridgehead-control api-token list --data-dir DIR
@@ -13,7 +14,8 @@
     bridgehead-control service uninstall|start|stop|status          # systemd
     bridgehead-control release keygen|sign|upload|set|list ...   (bridgehead.control.releases.commands)
 
-Token commands work while the server runs (SQLite WAL allows a second writer process).
+Token commands work while the server runs (SQLite WAL allows a second writer process; on
+PostgreSQL, the data dir's store.json names the database).
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
+
 from bridgehead import __version__
 from bridgehead.control import service_install
 from bridgehead.control.auth import API_TOKEN_PREFIX, ROLES, new_enrollment_token, new_token, token_hash
-from bridgehead.control.config import ControlConfig, load_control_config
+from bridgehead.control.config import ControlConfig, StoreSection, load_control_config
 from bridgehead.control.releases.commands import add_release_commands
 from bridgehead.control.store.base import CLI, ApiTokenRow, Store
 from bridgehead.core.addresses import is_loopback, parse_listen
@@ -43,6 +47,7 @@ from bridgehead.core.logs import configure_logging
 from bridgehead.core.sdnotify import Notifier
 from bridgehead.core.serve import HttpServer, bind
 from bridgehead.core.service_control import add_service_commands
+from bridgehead.core.tomlconfig import convert
 
 T = TypeVar("T")
 
@@ -57,6 +62,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A belt to the data dir's chmod: whatever this process creates is its own alone.
     os.umask(0o077)
     config: ControlConfig = load_control_config(args.config)
+    if args.database:
+        # Over [store]: the backend and URL; the password's source stays the config's.
+        wanted = {**msgspec.structs.asdict(config.store), "backend": "postgresql", "database": args.database}
+        config.store = convert(wanted, StoreSection, "--database")
+        try:
+            config.store.password()
+        except ConfigError as exc:
+            raise ConfigError(args.config or "--database", f"store.{exc.key}", exc.problem) from None
     listen = args.listen or config.server.listen
     try:
         host, port = parse_listen(listen)
@@ -302,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8080 or server.listen)")
     p.add_argument("--config", help="control.toml")
+    p.add_argument(
+        "--database",
+        help="postgresql://USER@HOST:PORT/DATABASE: the store on PostgreSQL ([store] database; password from "
+        "[store] password_env or password_file)",
+    )
     p.add_argument(
         "--insecure-http", action="store_true", help="serve plain HTTP (loopback addresses only; development)"
     )

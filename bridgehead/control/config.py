@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
 from bridgehead.control.sinks.config import INSTANCE_NAME, ServiceNowInstance, check_secrets
 from bridgehead.core.errors import ConfigError
+from bridgehead.core.redact import REDACTOR
 from bridgehead.core.tomlconfig import convert, read_toml
 from bridgehead.protocol.messages import MAX_RELEASE_BYTES, MAX_RELEASE_CHUNK
 
@@ -73,11 +77,52 @@ class SchedulesSection(_Section):
 
 
 class StoreSection(_Section):
-    backend: Literal["sqlite"] = "sqlite"
+    # sqlite: a file in the data dir (one node); postgresql: ``database`` (docs/operations.md#store).
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    # SQLite only (PostgreSQL commits with synchronous_commit=on, always):
     # full: every acknowledgement follows a flush to stable storage (survives power loss);
     # normal: only a commit (survives a crash of the process; the last commits can vanish
     # with the machine). docs/operations.md#durability.
     synchronous: Literal["normal", "full"] = "full"
+    # postgresql://USER@HOST:PORT/DATABASE; its password never in the URL (it would reach
+    # logs and ps): from password_env or password_file, like the other secrets here.
+    database: str = ""
+    password_env: str = ""
+    password_file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.backend == "sqlite":
+            if self.database or self.password_env or self.password_file:
+                raise ValueError('database and its password are for backend = "postgresql"')
+            return
+        if not self.database:
+            raise ValueError('backend = "postgresql" needs database = "postgresql://USER@HOST:PORT/DATABASE"')
+        parts = urlsplit(self.database)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or len(parts.path) < 2:
+            raise ValueError("database: expected postgresql://USER@HOST:PORT/DATABASE")
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise ValueError("database: no password in the URL; set password_env or password_file")
+        if self.password_env and self.password_file:
+            raise ValueError("set only one of password_env and password_file")
+
+    def password(self) -> str | None:
+        """The database password, read now (a rotated file is picked up on the next start);
+        None when neither is set (trust, peer or a ~/.pgpass of the service's user)."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError("[store]", "password_env", f"environment variable {self.password_env} is not set")
+        elif self.password_file:
+            try:
+                value = Path(self.password_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    "[store]", "password_file", f"cannot read {self.password_file}: {exc.strerror}"
+                ) from None
+        else:
+            return None
+        REDACTOR.add(value)
+        return value
 
 
 class ReleasesSection(_Section):
@@ -173,4 +218,9 @@ def load_control_config(path: str | None) -> ControlConfig:
         for problem in check_secrets(name, instance):
             raise ConfigError(path, f"servicenow.{name}", problem.split(": ", 1)[1])
     _check_releases(path, config.releases, config.server)
+    if config.store.backend == "postgresql":
+        try:
+            config.store.password()  # unreadable: said at start, not at the first connection
+        except ConfigError as exc:
+            raise ConfigError(path, f"store.{exc.key}", exc.problem) from None
     return config

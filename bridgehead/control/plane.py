@@ -8,10 +8,11 @@ It imports neither the HTTP layer nor the gateway, which both take it as a param
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 from pathlib import Path
 
-from bridgehead.control.config import ControlConfig
+from bridgehead.control.config import ControlConfig, StoreSection
 from bridgehead.control.dispatch import Dispatcher
 from bridgehead.control.metrics import Metrics
 from bridgehead.control.pki import Authority
@@ -28,20 +29,38 @@ from bridgehead.control.services.syncs import SyncService
 from bridgehead.control.services.tokens import TokenService
 from bridgehead.control.signing_keys import SigningKeys
 from bridgehead.control.sinks.runner import SinkRunner
+from bridgehead.control.store.base import Store
 from bridgehead.control.store.sqlite import SqliteStore
 from bridgehead.control.tls import TlsSetup
-from bridgehead.core.files import make_private_tree
+from bridgehead.core.files import make_private_tree, write_private
+from bridgehead.core.tomlconfig import convert
 from bridgehead.protocol.signing import OfferSigner
 
 DB_FILE = "control.db"
+# Where a data dir's store is when it is not DB_FILE: written by ``serve`` on PostgreSQL, so
+# the CLI's commands on the data dir (tokens, revocations) reach the same database.
+STORE_FILE = "store.json"
 
 
-def open_store(data_dir: Path, config: ControlConfig) -> SqliteStore:
+def open_store(data_dir: Path, config: ControlConfig) -> Store:
     # 0700/0600 whatever they were found with: the database holds records and OAuth refresh
     # tokens, tls/ and signing/ hold keys (before the database opens: its -wal and -shm take
     # its mode).
     make_private_tree(data_dir)
-    return SqliteStore(data_dir / DB_FILE, synchronous=config.store.synchronous)
+    store = config.store
+    marker = data_dir / STORE_FILE
+    if store.backend == "sqlite" and not marker.exists():
+        return SqliteStore(data_dir / DB_FILE, synchronous=store.synchronous)
+    if store.backend == "sqlite":  # the CLI, with no config: the data dir says where its store is
+        store = convert({"backend": "postgresql", **json.loads(marker.read_bytes())}, StoreSection, str(marker))
+    from bridgehead.control.store.postgres import PostgresStore  # asyncpg only where used
+
+    opened = PostgresStore(store.database, store.password())
+    # Once it opened: the secret's name, never the secret (the data dir's keys go with this database).
+    where = {"database": store.database, "password_env": store.password_env, "password_file": store.password_file}
+    if not marker.exists() or json.loads(marker.read_bytes()) != where:
+        write_private(marker, json.dumps(where).encode())
+    return opened
 
 
 class ControlPlane:

@@ -1,2 +1,2 @@
 """What the control plane keeps durably: the contract (``base``) and its backends (``sqlite``,
-``memory``)."""
+``postgres``, ``memory``)."""

@@ -42,8 +42,9 @@ class AccessStore(abc.ABC):
 
         Synchronous on purpose: it must be a cheap local read the backend keeps up to date,
         not a round trip per request (SQLite: ``PRAGMA data_version``, a read of shared
-        memory; PostgreSQL: a counter bumped by a LISTEN/NOTIFY listener). It never changes
-        for this store's own writes; a backend without other writers may return a constant."""
+        memory; PostgreSQL: a counter bumped by a LISTEN/NOTIFY listener, so a change shows a
+        moment, milliseconds, after the other process's write resolved). It never changes for
+        this store's own writes; a backend without other writers may return a constant."""
 
     @abc.abstractmethod
     def audit(self, actor: Actor, action: str, detail: dict[str, Any], now: float) -> Awaitable[object]:

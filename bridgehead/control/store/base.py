@@ -15,9 +15,12 @@ whole surface, in six parts::
 The rows they take and return are plain dataclasses (``store.rows``), re-exported here.
 
 Backends: ``SqliteStore`` (``store.sqlite``, embedded, one process owns the file),
-``MemoryStore`` (``store.memory``, for tests, shipped like httpx's MockTransport), and next a
-PostgreSQL store for several control-plane nodes. ``tests/unit/store`` runs one contract suite
-against each. Callers hold a ``Store``, never a backend type.
+``PostgresStore`` (``store.postgres``, asyncpg: one write connection with the same group
+commit, a read pool, a LISTEN connection; one node per database until claims come) and
+``MemoryStore`` (``store.memory``, for tests, shipped like httpx's MockTransport).
+``tests/unit/store`` runs one contract suite against each. Callers hold a ``Store``, never a
+backend type. The real backends number their schema versions and migrate on open, refusing a
+newer schema (``store.versions.SchemaTooNew``).
 
 What every backend promises
 ---------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from store_contract import Reopen
 
 from bridgehead.control.store.base import (
@@ -122,7 +124,17 @@ async def test_external_changes_are_another_process_commits(store: Store, reopen
     assert seen == store.external_changes()
     cli = reopen()  # the CLI, writing to the same store meanwhile
     await cli.add_api_token("9" * 64, "read", "x", 2.0)
+    # PostgreSQL's notification reaches the listener a moment after the commit (SQLite reads
+    # shared memory: at once); a second is far more than it takes, and never passes a miss.
+    for _ in range(200):
+        if seen != store.external_changes():
+            break
+        await asyncio.sleep(0.005)
     assert seen != store.external_changes()
+    await store.audit(CLI, "own again", {}, 3.0)
+    after = store.external_changes()
+    await asyncio.sleep(0.05)  # our own commit's notification, had it counted, would be in by now
+    assert after == store.external_changes()
 
 
 async def test_the_audit_log_is_in_call_order_and_filters(store: Store) -> None:

@@ -9,17 +9,22 @@ import pytest
 
 from bridgehead.control.store.base import Store
 from bridgehead.control.store.memory import MemoryStore
+from bridgehead.control.store.postgres import PostgresStore
 from bridgehead.control.store.sqlite import SqliteStore
 
 # MemoryStore.reopen: restarts, for tests; hold/release_durability: a slow flush to disk, for tests.
-EXTRAS = {SqliteStore: set(), MemoryStore: {"reopen", "hold_durability", "release_durability"}}
+EXTRAS = {
+    SqliteStore: set(),
+    PostgresStore: set(),
+    MemoryStore: {"reopen", "hold_durability", "release_durability"},
+}
 
 
 def public_methods(cls: type) -> set[str]:
     return {name for name, _ in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")}
 
 
-@pytest.mark.parametrize("backend", [SqliteStore, MemoryStore], ids=lambda b: b.__name__)
+@pytest.mark.parametrize("backend", [SqliteStore, PostgresStore, MemoryStore], ids=lambda b: b.__name__)
 def test_a_backend_adds_no_public_method_to_the_contract(backend: type[Store]) -> None:
     assert EXTRAS[backend] == public_methods(backend) - public_methods(Store)
     assert not inspect.isabstract(backend)

@@ -1,8 +1,14 @@
 """The SQLite store's tables, and opening a data dir's database (any version since 0.1).
 
+Schema versions are numbered, kept in the database's ``PRAGMA user_version`` (SQLite's own
+slot for it, in the file's header) and run on open: the missing ones in order, and a
+database newer than ``LATEST`` is refused (``SchemaTooNew``). Version 1 is the schema as
+every open made it before versions were kept (``CREATE TABLE IF NOT EXISTS``, the record
+rows of 0.1 moved into batches, ``_ADDED_COLUMNS``): it is idempotent, so it brings a new
+database or an existing one of any release since 0.1 (user_version 0) to version 1 without
+losing a row. Later changes are new entries of ``_MIGRATIONS``, never edits of version 1.
 The sink, schedule and release tables are declared next to their code (``sinks.py``,
-``schedules.py``, ``releases.py``); new tables need no migration (``CREATE TABLE IF NOT EXISTS``
-on every open), new columns of old tables are in ``_ADDED_COLUMNS``.
+``schedules.py``, ``releases.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from bridgehead.control.store.sqlite.records import pack_sizes
 from bridgehead.control.store.sqlite.releases import RELEASE_SCHEMA
 from bridgehead.control.store.sqlite.schedules import SCHEDULE_SCHEMA
 from bridgehead.control.store.sqlite.sinks import SINK_SCHEMA
+from bridgehead.control.store.versions import SchemaTooNew
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -143,6 +150,15 @@ def open_database(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA busy_timeout=5000")
     db.execute("PRAGMA foreign_keys=OFF")
+    try:
+        migrate(db, str(path))
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _version_1(db: sqlite3.Connection) -> None:
     db.executescript(SCHEMA)
     db.executescript(SINK_SCHEMA)
     db.executescript(SCHEDULE_SCHEMA)
@@ -151,7 +167,22 @@ def open_database(path: Path) -> sqlite3.Connection:
     for table, column, kind in _ADDED_COLUMNS:
         if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    return db
+
+
+# Version N is _MIGRATIONS[N - 1]; append, never edit one that has shipped.
+_MIGRATIONS = (_version_1,)
+LATEST = len(_MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection, where: str) -> int:
+    """Bring ``db`` to ``LATEST``; the version it was at (0: new, or older than versions)."""
+    (found,) = db.execute("PRAGMA user_version").fetchone()
+    if found > LATEST:
+        raise SchemaTooNew(where, found, LATEST)
+    for version in range(found + 1, LATEST + 1):
+        _MIGRATIONS[version - 1](db)
+        db.execute(f"PRAGMA user_version = {version}")  # an int from range(): nothing to quote
+    return int(found)
 
 
 def _migrate_record_rows(db: sqlite3.Connection) -> None:
