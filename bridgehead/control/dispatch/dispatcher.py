@@ -250,6 +250,10 @@ class Dispatcher:
         """The welcome is sent: the link takes part in dispatch from now on."""
         if link.closed:
             return
+        # The agent's heartbeat timer starts when it reads the welcome, so its silence is
+        # counted from here: the welcome waits on a store write, seconds under a reconnect
+        # storm (bench/many_agents.py), which must not eat into its lease.
+        link.last_seen = time.monotonic()
         self.links[link.name] = link
         self.links_version += 1
         self.dispatch(link.cluster)
