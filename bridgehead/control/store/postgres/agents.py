@@ -13,27 +13,12 @@ import asyncpg
 from bridgehead.control.store.postgres.access import audit_now
 from bridgehead.control.store.postgres.writer import GroupCommit
 from bridgehead.control.store.rows import Actor, AgentRow, EnrollmentGrant, EnrollmentRefused
+from bridgehead.control.store.sql_rows import agent_row
 
 _AGENT = (
     "name, cluster, agent_id, public_key, enrolled_at, last_seen, version, plugins, connections, cert_expires_at, "
     "revoked_at"
 )
-
-
-def _agent(row: asyncpg.Record) -> AgentRow:
-    return AgentRow(
-        name=row[0],
-        cluster=row[1],
-        agent_id=row[2],
-        public_key=row[3],
-        enrolled_at=row[4],
-        last_seen=row[5],
-        version=row[6],
-        plugins=json.loads(row[7]),
-        connections=json.loads(row[8]),
-        cert_expires_at=row[9],
-        revoked_at=row[10],
-    )
 
 
 class AgentTables(GroupCommit):
@@ -117,7 +102,7 @@ class AgentTables(GroupCommit):
             f"SELECT {_AGENT} FROM agents WHERE name=$1",  # noqa: S608 - fixed column list
             name,
         )
-        return _agent(row) if row else None
+        return agent_row(row) if row else None
 
     async def list_agents(self, after: str = "", limit: int = -1) -> list[AgentRow]:
         rows = await (await self._reads()).fetch(
@@ -125,7 +110,7 @@ class AgentTables(GroupCommit):
             after,
             None if limit < 0 else limit,
         )
-        return [_agent(r) for r in rows]
+        return [agent_row(r) for r in rows]
 
     def agent_seen(
         self, name: str, now: float, version: str, plugins: list[dict[str, Any]], connections: list[str]

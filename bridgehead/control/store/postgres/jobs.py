@@ -14,44 +14,13 @@ from bridgehead.control.store.postgres.sinks import queue_delivery_now
 from bridgehead.control.store.postgres.syncs import keep_sync_state
 from bridgehead.control.store.postgres.writer import GroupCommit
 from bridgehead.control.store.rows import JobRow, json_size
+from bridgehead.control.store.sql_rows import JOB_COLUMNS, job_row
 from bridgehead.protocol import SyncState
 
-_JOB_COLUMNS = (
-    "id, plugin, params, cluster, state, attempt, max_attempts, timeout_s, idempotency_key, sink, agent, "
-    "accepted, safe_to_repeat, cancel_requested, error_code, error_message, acked_seq, record_count, "
-    "created_at, started_at, finished_at, queue_seq"
-)
 _INSERT = (
     "INSERT INTO jobs (queue_seq, id, plugin, params, cluster, state, max_attempts, timeout_s, idempotency_key, "
     "sink, created_at) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10)"
 )
-
-
-def _job(row: asyncpg.Record) -> JobRow:
-    return JobRow(
-        id=row[0],
-        plugin=row[1],
-        params=json.loads(row[2]),
-        cluster=row[3],
-        state=row[4],
-        attempt=row[5],
-        max_attempts=row[6],
-        timeout_s=row[7],
-        idempotency_key=row[8],
-        sink=json.loads(row[9]) if row[9] else None,
-        agent=row[10],
-        accepted=row[11],
-        safe_to_repeat=row[12],
-        cancel_requested=row[13],
-        error_code=row[14],
-        error_message=row[15],
-        acked_seq=row[16],
-        record_count=row[17],
-        created_at=row[18],
-        started_at=row[19],
-        finished_at=row[20],
-        queue_seq=row[21],
-    )
 
 
 def _values(job: JobRow) -> tuple[Any, ...]:
@@ -112,10 +81,10 @@ class JobTables(GroupCommit):
             if inserted or job.idempotency_key is None:
                 return None
             row = await db.fetchrow(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key=$1",  # noqa: S608 - fixed column list
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key=$1",  # noqa: S608 - fixed column list
                 job.idempotency_key,
             )
-            return _job(row) if row is not None else None
+            return job_row(row) if row is not None else None
 
         existing = await self._write(op)
         if existing is not None:
@@ -135,10 +104,10 @@ class JobTables(GroupCommit):
 
     async def get_job(self, job_id: str) -> JobRow | None:
         row = await (await self._reads()).fetchrow(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=$1",  # noqa: S608 - fixed column list
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=$1",  # noqa: S608 - fixed column list
             job_id,
         )
-        return _job(row) if row else None
+        return job_row(row) if row else None
 
     async def list_jobs(
         self, state: str | None, cluster: str | None, limit: int, before: str | None, max_bytes: int | None = None
@@ -154,7 +123,7 @@ class JobTables(GroupCommit):
         if before:
             args.append(before)
             where.append(f"queue_seq < (SELECT queue_seq FROM jobs WHERE id=${len(args)})")  # noqa: S608 - a placeholder
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"  # noqa: S608 - only fixed fragments are joined
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs"  # noqa: S608 - only fixed fragments are joined
         if where:
             sql += " WHERE " + " AND ".join(where)
         args.append(max(limit, 0))
@@ -164,7 +133,7 @@ class JobTables(GroupCommit):
         async with (await self._reads()).acquire() as db, db.transaction():
             # A cursor, row by row: a page of large params stops at max_bytes.
             async for row in db.cursor(sql, *args, prefetch=min(max(limit, 1), 50)):
-                job = _job(row)
+                job = job_row(row)
                 out.append(job)
                 size += json_size(job.params) + json_size(job.sink)
                 if max_bytes is not None and size >= max_bytes:
@@ -173,10 +142,10 @@ class JobTables(GroupCommit):
 
     async def jobs_in_state(self, state: str) -> list[JobRow]:
         rows = await (await self._reads()).fetch(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state=$1 ORDER BY queue_seq",  # noqa: S608 - fixed column list
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state=$1 ORDER BY queue_seq",  # noqa: S608 - fixed column list
             state,
         )
-        return [_job(r) for r in rows]
+        return [job_row(r) for r in rows]
 
     def start_attempt(self, job_id: str, attempt: int, agent: str, now: float) -> Awaitable[None]:
         async def op(db: asyncpg.Connection) -> None:

@@ -10,29 +10,7 @@ import asyncpg
 
 from bridgehead.control.store.postgres.writer import GroupCommit
 from bridgehead.control.store.rows import ScheduleRow, json_size
-
-_COLUMNS = (
-    "name, cron, timezone, job, enabled, next_run_at, last_run_at, last_job_id, runs, skipped_overlaps, "
-    "last_error_code, last_error_message, created_at"
-)
-
-
-def _schedule(row: asyncpg.Record) -> ScheduleRow:
-    return ScheduleRow(
-        name=row[0],
-        cron=row[1],
-        timezone=row[2],
-        job=json.loads(row[3]),
-        enabled=row[4],
-        next_run_at=row[5],
-        last_run_at=row[6],
-        last_job_id=row[7],
-        runs=row[8],
-        skipped_overlaps=row[9],
-        last_error_code=row[10],
-        last_error_message=row[11],
-        created_at=row[12],
-    )
+from bridgehead.control.store.sql_rows import SCHEDULE_COLUMNS, schedule_row
 
 
 class ScheduleTables(GroupCommit):
@@ -46,7 +24,8 @@ class ScheduleTables(GroupCommit):
             if await db.fetchval("SELECT count(*) FROM schedules") >= limit:
                 return "full"
             await db.execute(
-                f"INSERT INTO schedules ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",  # noqa: S608 - fixed column list
+                f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) "  # noqa: S608 - fixed column list
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",  # noqa: S608 - fixed column list
                 schedule.name,
                 schedule.cron,
                 schedule.timezone,
@@ -67,23 +46,23 @@ class ScheduleTables(GroupCommit):
 
     async def get_schedule(self, name: str) -> ScheduleRow | None:
         row = await (await self._reads()).fetchrow(
-            f"SELECT {_COLUMNS} FROM schedules WHERE name=$1",  # noqa: S608 - fixed column list
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name=$1",  # noqa: S608 - fixed column list
             name,
         )
-        return _schedule(row) if row else None
+        return schedule_row(row) if row else None
 
     async def list_schedules(self, after: str = "", limit: int = -1, max_bytes: int | None = None) -> list[ScheduleRow]:
         out: list[ScheduleRow] = []
         size = 0
         async with (await self._reads()).acquire() as db, db.transaction():
             cursor = db.cursor(
-                f"SELECT {_COLUMNS} FROM schedules WHERE name > $1 ORDER BY name LIMIT $2",  # noqa: S608
+                f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name > $1 ORDER BY name LIMIT $2",  # noqa: S608
                 after,
                 None if limit < 0 else limit,
                 prefetch=50,
             )
             async for row in cursor:  # each holds a job template: stop at max_bytes
-                out.append(_schedule(row))
+                out.append(schedule_row(row))
                 size += json_size(out[-1].job)
                 if max_bytes is not None and size >= max_bytes:
                     break
@@ -91,10 +70,10 @@ class ScheduleTables(GroupCommit):
 
     async def due_schedules(self, now: float) -> list[ScheduleRow]:
         rows = await (await self._reads()).fetch(
-            f"SELECT {_COLUMNS} FROM schedules WHERE enabled AND next_run_at<=$1 ORDER BY next_run_at, name",  # noqa: S608
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE enabled AND next_run_at<=$1 ORDER BY next_run_at, name",  # noqa: S608
             now,
         )
-        return [_schedule(r) for r in rows]
+        return [schedule_row(r) for r in rows]
 
     async def next_schedule_at(self) -> float | None:
         value = await (await self._reads()).fetchval("SELECT min(next_run_at) FROM schedules WHERE enabled")

@@ -8,24 +8,9 @@ from collections.abc import Awaitable
 from typing import Any
 
 from bridgehead.control.store.rows import Actor, AgentRow, EnrollmentGrant, EnrollmentRefused
+from bridgehead.control.store.sql_rows import agent_row
 from bridgehead.control.store.sqlite.access import audit_now
 from bridgehead.control.store.sqlite.writer import GroupCommit
-
-
-def _agent(row: tuple[Any, ...]) -> AgentRow:
-    return AgentRow(
-        name=row[0],
-        cluster=row[1],
-        agent_id=row[2],
-        public_key=row[3],
-        enrolled_at=row[4],
-        last_seen=row[5],
-        version=row[6],
-        plugins=json.loads(row[7]),
-        connections=json.loads(row[8]),
-        cert_expires_at=row[9],
-        revoked_at=row[10],
-    )
 
 
 class AgentTables(GroupCommit):
@@ -95,11 +80,11 @@ class AgentTables(GroupCommit):
 
     async def get_agent(self, name: str) -> AgentRow | None:
         row = self.db.execute("SELECT * FROM agents WHERE name=?", (name,)).fetchone()
-        return _agent(row) if row else None
+        return agent_row(row) if row else None
 
     async def list_agents(self, after: str = "", limit: int = -1) -> list[AgentRow]:
         rows = self.db.execute("SELECT * FROM agents WHERE name > ? ORDER BY name LIMIT ?", (after, limit))
-        return [_agent(r) for r in rows.fetchall()]
+        return [agent_row(r) for r in rows.fetchall()]
 
     def agent_seen(
         self, name: str, now: float, version: str, plugins: list[dict[str, Any]], connections: list[str]

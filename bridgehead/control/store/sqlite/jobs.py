@@ -10,43 +10,11 @@ from collections.abc import Awaitable, Iterator
 from typing import Any
 
 from bridgehead.control.store.rows import JobRow, json_size
+from bridgehead.control.store.sql_rows import JOB_COLUMNS, job_row
 from bridgehead.control.store.sqlite.sinks import queue_delivery_now
 from bridgehead.control.store.sqlite.syncs import keep_sync_state
 from bridgehead.control.store.sqlite.writer import GroupCommit
 from bridgehead.protocol import SyncState
-
-_JOB_COLUMNS = (
-    "id, plugin, params, cluster, state, attempt, max_attempts, timeout_s, idempotency_key, sink, agent, "
-    "accepted, safe_to_repeat, cancel_requested, error_code, error_message, acked_seq, record_count, "
-    "created_at, started_at, finished_at, queue_seq"
-)
-
-
-def _job(row: tuple[Any, ...]) -> JobRow:
-    return JobRow(
-        id=row[0],
-        plugin=row[1],
-        params=json.loads(row[2]),
-        cluster=row[3],
-        state=row[4],
-        attempt=row[5],
-        max_attempts=row[6],
-        timeout_s=row[7],
-        idempotency_key=row[8],
-        sink=json.loads(row[9]) if row[9] else None,
-        agent=row[10],
-        accepted=bool(row[11]),
-        safe_to_repeat=bool(row[12]),
-        cancel_requested=bool(row[13]),
-        error_code=row[14],
-        error_message=row[15],
-        acked_seq=row[16],
-        record_count=row[17],
-        created_at=row[18],
-        started_at=row[19],
-        finished_at=row[20],
-        queue_seq=row[21],
-    )
 
 
 def queue_positions(db: sqlite3.Connection) -> Iterator[int]:
@@ -72,12 +40,12 @@ class JobTables(GroupCommit):
             if job.idempotency_key is None:
                 raise
             row = self.db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key=?",  # noqa: S608 - fixed column list
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key=?",  # noqa: S608 - fixed column list
                 (job.idempotency_key,),
             ).fetchone()
             if row is None:
                 raise
-            return _job(row), False
+            return job_row(row), False
         return job, True
 
     def insert_job(self, job: JobRow) -> asyncio.Future[None]:
@@ -107,8 +75,8 @@ class JobTables(GroupCommit):
         )
 
     async def get_job(self, job_id: str) -> JobRow | None:
-        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()  # noqa: S608
-        return _job(row) if row else None
+        row = self.db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()  # noqa: S608
+        return job_row(row) if row else None
 
     async def list_jobs(
         self, state: str | None, cluster: str | None, limit: int, before: str | None, max_bytes: int | None = None
@@ -123,7 +91,7 @@ class JobTables(GroupCommit):
         if before:
             where.append("queue_seq < (SELECT queue_seq FROM jobs WHERE id=?)")
             args.append(before)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"  # noqa: S608 - only fixed fragments are joined
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs"  # noqa: S608 - only fixed fragments are joined
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY queue_seq DESC LIMIT ?"
@@ -131,7 +99,7 @@ class JobTables(GroupCommit):
         size = 0
         cursor = self.db.execute(sql, (*args, limit))
         for row in cursor:  # row by row: a page of large params stops at max_bytes
-            job = _job(row)
+            job = job_row(row)
             out.append(job)
             size += json_size(job.params) + json_size(job.sink)
             if max_bytes is not None and size >= max_bytes:
@@ -141,10 +109,10 @@ class JobTables(GroupCommit):
 
     async def jobs_in_state(self, state: str) -> list[JobRow]:
         rows = self.db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state=? ORDER BY queue_seq",  # noqa: S608 - fixed column list
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state=? ORDER BY queue_seq",  # noqa: S608 - fixed column list
             (state,),
         ).fetchall()
-        return [_job(r) for r in rows]
+        return [job_row(r) for r in rows]
 
     def start_attempt(self, job_id: str, attempt: int, agent: str, now: float) -> Awaitable[None]:
         def op() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import Any, Literal
 
 from bridgehead.control.store.rows import ScheduleRow, json_size
+from bridgehead.control.store.sql_rows import SCHEDULE_COLUMNS, schedule_row
 from bridgehead.control.store.sqlite.writer import GroupCommit
 
 SCHEDULE_SCHEMA = """
@@ -34,29 +35,6 @@ CREATE TABLE IF NOT EXISTS schedules (
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_run_at) WHERE enabled = 1;
 """
 
-_COLUMNS = (
-    "name, cron, timezone, job, enabled, next_run_at, last_run_at, last_job_id, runs, skipped_overlaps, "
-    "last_error_code, last_error_message, created_at"
-)
-
-
-def _schedule(row: tuple[Any, ...]) -> ScheduleRow:
-    return ScheduleRow(
-        name=row[0],
-        cron=row[1],
-        timezone=row[2],
-        job=json.loads(row[3]),
-        enabled=bool(row[4]),
-        next_run_at=row[5],
-        last_run_at=row[6],
-        last_job_id=row[7],
-        runs=row[8],
-        skipped_overlaps=row[9],
-        last_error_code=row[10],
-        last_error_message=row[11],
-        created_at=row[12],
-    )
-
 
 class ScheduleTables(GroupCommit):
     async def add_schedule(self, schedule: ScheduleRow, limit: int) -> Literal["created", "exists", "full"]:
@@ -66,7 +44,7 @@ class ScheduleTables(GroupCommit):
             if count >= limit:
                 return "full"
             self.db.execute(
-                f"INSERT INTO schedules ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - fixed column list
+                f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - fixed column list
                 (
                     schedule.name,
                     schedule.cron,
@@ -91,18 +69,18 @@ class ScheduleTables(GroupCommit):
             return "exists"
 
     async def get_schedule(self, name: str) -> ScheduleRow | None:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM schedules WHERE name=?", (name,)).fetchone()  # noqa: S608
-        return _schedule(row) if row else None
+        row = self.db.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name=?", (name,)).fetchone()  # noqa: S608
+        return schedule_row(row) if row else None
 
     async def list_schedules(self, after: str = "", limit: int = -1, max_bytes: int | None = None) -> list[ScheduleRow]:
         cursor = self.db.execute(
-            f"SELECT {_COLUMNS} FROM schedules WHERE name > ? ORDER BY name LIMIT ?",  # noqa: S608
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name > ? ORDER BY name LIMIT ?",  # noqa: S608
             (after, limit),
         )
         out: list[ScheduleRow] = []
         size = 0
         for row in cursor:  # each holds a job template (up to jobs.max_params_bytes): stop at max_bytes
-            out.append(_schedule(row))
+            out.append(schedule_row(row))
             size += json_size(out[-1].job)
             if max_bytes is not None and size >= max_bytes:
                 cursor.close()
@@ -111,10 +89,10 @@ class ScheduleTables(GroupCommit):
 
     async def due_schedules(self, now: float) -> list[ScheduleRow]:
         rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM schedules WHERE enabled=1 AND next_run_at<=? ORDER BY next_run_at, name",  # noqa: S608
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE enabled=1 AND next_run_at<=? ORDER BY next_run_at, name",  # noqa: S608
             (now,),
         ).fetchall()
-        return [_schedule(r) for r in rows]
+        return [schedule_row(r) for r in rows]
 
     async def next_schedule_at(self) -> float | None:
         row = self.db.execute("SELECT min(next_run_at) FROM schedules WHERE enabled=1").fetchone()
