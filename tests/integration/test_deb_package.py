@@ -31,6 +31,13 @@ from cryptography.hazmat.primitives import serialization
 
 from bridgehead import __version__
 
+# The throwaway root is an overlay whose lower layer is this machine's live /; overlayfs leaves
+# changes to a lower layer under a mounted overlay undefined, and other test files change /
+# (users, /var/lib): in a parallel run this file once saw libc.so.6 "Permission denied" there.
+# So it runs alone, after the others.
+pytestmark = pytest.mark.alone
+
+
 BUILD_DEB = ROOT / "scripts" / "build-deb"
 INSTALL_SH = ROOT / "packaging" / "install.sh"
 UNIT_PATH = "/lib/systemd/system/bridgehead-agent.service"
