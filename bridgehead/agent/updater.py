@@ -92,11 +92,18 @@ class Updater:
         if left is None:
             return
         log.info("release %s on trial: %.0f s to a healthy session", self.running_version, left)
-        await asyncio.sleep(max(0.0, left))
-        if self.guard.deadline_passed():
-            log.error("release %s: no healthy session before its trial's deadline; rolled back", self.running_version)
-            self.rolling_back = "deadline"
-            self.stop()
+        while left is not None:
+            # The sleep runs on the monotonic clock, the deadline is wall-clock: it can wake a
+            # hair early, so look again until the deadline has really passed (or it committed).
+            await asyncio.sleep(max(0.0, left) + 0.05)
+            if self.guard.deadline_passed():
+                log.error(
+                    "release %s: no healthy session before its trial's deadline; rolled back", self.running_version
+                )
+                self.rolling_back = "deadline"
+                self.stop()
+                return
+            left = self.guard.seconds_left()
 
     def on_connected(self) -> None:
         """The session is open (welcome received): the trial is healthy; report past outcomes;
