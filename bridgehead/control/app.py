@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridgehead.control import recovery
 from bridgehead.control.errors import ApiError
 from bridgehead.control.http.responses import error_body, error_response
 from bridgehead.control.http.routes import routes
@@ -67,7 +68,14 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def build_app(control: ControlPlane) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await control.dispatcher.start()
+        try:
+            await control.dispatcher.start()
+        except Exception as exc:
+            # The database went away between opening the store and here: wait for it and
+            # start again, as after a failed write (recovery.py), rather than exit.
+            if recovery.unreachable(exc):
+                control.dispatcher.fail_stop(exc)
+            raise
         await control.scheduler.start()  # after the dispatcher: its first pass runs missed runs
         await control.sinks.start()
         await control.courier.start()

@@ -1,7 +1,7 @@
 """``bridgehead-control``: serve, and manage tokens, agents and keys on the data dir.
 
     bridgehead-control serve --data-dir DIR [--listen HOST:PORT] [--config control.toml] [--insecure-http]
-                             [--database postgresql://USER@HOST:PORT/DATABASE]
+                             [--database postgresql://USER@HOST:PORT/DATABASE] [--database-wait SECONDS]
     bridgehead-control ca-cert --data-dir DIR
     bridgehead-control api-token create --data-dir DIR --role admin|operator|viewer [--name NAME] [--ttl S]
     bridgehead-control api-token list --data-dir DIR
@@ -34,7 +34,7 @@ from typing import TypeVar
 import msgspec
 
 from bridgehead import __version__
-from bridgehead.control import service_install
+from bridgehead.control import recovery, service_install
 from bridgehead.control.auth import API_TOKEN_PREFIX, ROLES, new_enrollment_token, new_token, token_hash
 from bridgehead.control.config import ControlConfig, StoreSection, load_control_config
 from bridgehead.control.releases.commands import add_release_commands
@@ -56,7 +56,6 @@ log = logging.getLogger("bridgehead.control")
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridgehead.control.app import ControlPlane, build_app
-    from bridgehead.control.pki import Authority
     from bridgehead.control.tls import PeerCertWebSocketProtocol, prepare_tls
 
     # A belt to the data dir's chmod: whatever this process creates is its own alone.
@@ -81,9 +80,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     configure_logging(config.server.log_level, config.server.log_format)
     data_dir = Path(args.data_dir)
-    tls = None if args.insecure_http else prepare_tls(config, Authority(data_dir), host)
+    # On PostgreSQL, a database that is away is waited for (docs/operations.md, "When
+    # PostgreSQL goes away"): here before the port is bound, so that nothing connects to a node
+    # that cannot answer yet, and after a failed write (the dispatcher's fail-stop).
+    wait_s = None if args.database_wait is None or args.database_wait < 0 else args.database_wait
+    control = recovery.open_waiting(lambda: ControlPlane(data_dir, config), config.store, wait_s)
+    # After the store opened: on PostgreSQL, the data dir's CA may just have come from the
+    # database (nodes/shared_identity.py), and the server certificate must be issued by that one.
+    tls = None if args.insecure_http else prepare_tls(config, control.authority, host)
+    control.tls = tls
+    recovery.arm(config.store, wait_s)
     sock = bind(host, port)
-    control = ControlPlane(data_dir, config, tls)
     if tls is not None:
         write_private(control.authority.anchor_file, tls.trust_anchor_pem)
     server = HttpServer(
@@ -100,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     actual = sock.getsockname()
     scheme = "http" if tls is None else "https"
+    control.node_url = config.server.node_url or f"{scheme}://{actual[0]}:{actual[1]}"
     log.info(
         "bridgehead-control %s serving on %s://%s:%d (data dir %s)",
         __version__,
@@ -322,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--insecure-http", action="store_true", help="serve plain HTTP (loopback addresses only; development)"
+    )
+    p.add_argument(
+        "--database-wait",
+        type=float,
+        metavar="SECONDS",
+        help="PostgreSQL only: how long to wait for the database when it is away, at start or after a failed "
+        "write (then exit 70); 0 exits at once; default: wait until it is back (or SIGTERM)",
     )
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("ca-cert", help="print the certificate (PEM) that agents and API clients trust")

@@ -48,6 +48,11 @@ class ServerSection(_Section):
     offer_ttl_s: Annotated[int, msgspec.Meta(ge=10, le=86_400)] = 300
     # The most job slots one agent session may hold (credit it asks for beyond this is ignored).
     max_agent_credit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    # Several nodes on PostgreSQL (docs/operations.md#several-nodes): a node whose heartbeat
+    # (every second) is this old is dead, and another takes over its running attempts.
+    node_dead_after_s: Annotated[float, msgspec.Meta(ge=2, le=3600)] = 5.0
+    # How clients reach this node, as GET /api/v1/nodes shows it; empty: SCHEME://LISTEN.
+    node_url: str = ""
     # Connections that have not finished the agent handshake: how many at once, and for how long.
     max_unauthenticated: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
     handshake_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 15.0
@@ -89,11 +94,19 @@ class StoreSection(_Section):
     database: str = ""
     password_env: str = ""
     password_file: str = ""
+    # PostgreSQL only: the secret that protects the control plane's CA and signing keys in the
+    # database (one identity for every node; docs/operations.md, "One identity for several
+    # nodes"). Neither: the database holds their public halves only, and each node's data dir
+    # must be given the key files.
+    identity_secret_env: str = ""
+    identity_secret_file: str = ""
 
     def __post_init__(self) -> None:
         if self.backend == "sqlite":
             if self.database or self.password_env or self.password_file:
                 raise ValueError('database and its password are for backend = "postgresql"')
+            if self.identity_secret_env or self.identity_secret_file:
+                raise ValueError('identity_secret_env and identity_secret_file are for backend = "postgresql"')
             return
         if not self.database:
             raise ValueError('backend = "postgresql" needs database = "postgresql://USER@HOST:PORT/DATABASE"')
@@ -104,6 +117,8 @@ class StoreSection(_Section):
             raise ValueError("database: no password in the URL; set password_env or password_file")
         if self.password_env and self.password_file:
             raise ValueError("set only one of password_env and password_file")
+        if self.identity_secret_env and self.identity_secret_file:
+            raise ValueError("set only one of identity_secret_env and identity_secret_file")
 
     def password(self) -> str | None:
         """The database password, read now (a rotated file is picked up on the next start);
@@ -123,6 +138,27 @@ class StoreSection(_Section):
             return None
         REDACTOR.add(value)
         return value
+
+    def identity_secret(self) -> bytes | None:
+        """The secret that seals the shared identity's private keys, read now; None when
+        neither source is set. Short secrets are refused: the sealed keys sit in the database,
+        open to offline guessing by whoever reads a backup."""
+        if self.identity_secret_env:
+            key, value = "identity_secret_env", os.environ.get(self.identity_secret_env)
+            if value is None:
+                raise ConfigError("[store]", key, f"environment variable {self.identity_secret_env} is not set")
+        elif self.identity_secret_file:
+            key = "identity_secret_file"
+            try:
+                value = Path(self.identity_secret_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError("[store]", key, f"cannot read {self.identity_secret_file}: {exc.strerror}") from None
+        else:
+            return None
+        if len(value) < 16:  # `openssl rand -base64 32` makes 44
+            raise ConfigError("[store]", key, "the identity secret needs at least 16 characters")
+        REDACTOR.add(value)
+        return value.encode()
 
 
 class ReleasesSection(_Section):

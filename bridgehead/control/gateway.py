@@ -202,6 +202,7 @@ async def agent_endpoint(ws: WebSocket) -> None:
             [{"name": p.name, "version": p.version} for p in hello.plugins],
             list(hello.connections),
         )
+        await control.dispatcher.prepare_attach(link.name)  # several nodes: its attempts are held here now
         verdicts = control.dispatcher.attach(link, hello)
         send(
             Welcome(

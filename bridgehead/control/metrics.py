@@ -6,9 +6,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, node: str = "") -> None:
+        """``node``: this node's name, in ``bridgehead_node_info`` (each node serves its own)."""
         self.registry = CollectorRegistry()
         r = self.registry
+        self.node_info = Gauge("bridgehead_node_info", "This control-plane node (always 1)", ["node"], registry=r)
+        self.node_info.labels(node).set(1)
         self.jobs_submitted = Counter("bridgehead_jobs_submitted", "Jobs accepted by the API", registry=r)
         self.jobs_finished = Counter(
             "bridgehead_jobs_finished", "Jobs that reached a final state", ["state"], registry=r

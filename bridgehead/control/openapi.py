@@ -23,6 +23,7 @@ from bridgehead.control.services.shapes import (
     ErrorResponse,
     Job,
     NewApiToken,
+    Node,
     RecordsPage,
 )
 from bridgehead.control.sinks.preflight import CheckRequest, Report
@@ -61,7 +62,7 @@ _CLUSTER = {"name": "cluster", "in": "path", "required": True, "schema": {"type"
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [JobSubmit, EnrollRequest, EnrollmentTokenRequest, Job, RecordsPage, Agent, ErrorResponse]
+        [JobSubmit, EnrollRequest, EnrollmentTokenRequest, Job, RecordsPage, Agent, Node, ErrorResponse]
         + [ApiTokenRequest, ApiToken, NewApiToken, AuditPage]
         + [ScheduleCreate, SchedulePatch, Schedule]
         + [CheckRequest, Report]
@@ -168,6 +169,18 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Enrolled agents, by name (a page of limit; more with after=<last name>)",
                 "parameters": _PAGE_BY_NAME,
                 "responses": {"200": _json({"type": "array", "items": _ref("Agent")}, "Agents"), **_ERRORS},
+            }
+        },
+        "/api/v1/nodes": {
+            "get": {
+                "summary": "The control-plane nodes sharing the store: alive, agents connected, attempts held",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"nodes": {"type": "array", "items": _ref("Node")}}},
+                        "Nodes, by id (on SQLite: this one)",
+                    ),
+                    **_ERRORS,
+                },
             }
         },
         "/api/v1/agents/{name}": {

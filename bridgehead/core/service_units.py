@@ -111,7 +111,8 @@ def control_unit(
         frozen=frozen,
         comment=(
             "# The Bridgehead control plane as a systemd service (written by `bridgehead-control service install`).\n"
-            "# A failed store write stops it (exit 70); Restart= then rebuilds its state from the store.\n"
+            "# A failed store write stops it (exit 70 on SQLite; on PostgreSQL it waits for the database and\n"
+            "# starts again by itself); Restart= then rebuilds its state from the store.\n"
         ),
     )
 

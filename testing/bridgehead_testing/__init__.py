@@ -14,4 +14,8 @@ Real servers started on free loopback ports with temporary configs, and the real
     impostor        a control plane that is not ours (for the agent's TLS and signature checks)
     sandbox_server  the ServiceNow sandbox in a subprocess
     child_server    servers in child processes      counting_sink   an HTTP sink that counts
+    postgres        the PostgreSQL the store tests use    pg_server   a private one to stop
+    store_choice    BRIDGEHEAD_TEST_STORE=postgresql: every control plane on a database of its own
+    nodes           several control-plane nodes on one database (node_group: the sinks' tests)
+    netns           a network namespace joined by links that can be cut (a real partition)
 """

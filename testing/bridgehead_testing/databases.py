@@ -13,6 +13,19 @@ import pyodbc
 PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test"
 MARIA = "Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Database=test"
 
+# An agent's connection profile ``pg_write``: read-write SQL on PG as root, for jobs whose
+# statements change something (not safe to repeat: what ran is witnessed on the server).
+PG_WRITE_PROFILE = f"""
+[connections.pg_write]
+plugin = "sql"
+connection_string = "{PG}"
+credential = "pg"
+read_only = false
+
+[credentials.pg]
+username = "root"
+"""
+
 
 def admin(connection_string: str) -> Any:
     """A root connection of the test itself (autocommit), to set up and inspect."""

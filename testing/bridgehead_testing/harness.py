@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bridgehead_testing.store_choice import store_for
+
 TIMEOUT_SCALE = float(os.environ.get("BRIDGEHEAD_TEST_TIMEOUT_SCALE", "1"))
 # The repository: this package lives in testing/bridgehead_testing/ and is installed editable.
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,16 +193,26 @@ class ControlPlane:
         self.data_dir = workdir / "control"
         self.port = port or free_port()
         self.tls = tls
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.host = "127.0.0.1"  # the listen address (a test may bind a namespace's link instead)
+        self.url = f"{'https' if tls else 'http'}://{self.host}:{self.port}"
         self.context: ssl.SSLContext | None = None
         self.config = workdir / "control.toml"
         lines = ["[server]", f"heartbeat_s = {heartbeat_s}"] + [f"{k} = {json.dumps(v)}" for k, v in server.items()]
+        # BRIDGEHEAD_TEST_STORE=postgresql: a database of its own, unless the test chose a store.
+        extra_config, self.database = store_for(self, extra_config)
         self.config.write_text("\n".join(lines) + "\n" + extra_config)
         self.log = workdir / "control.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_token = ""
         self.wrapper: list[str] = []  # a command the server runs under (say strace and its options)
         self.env: dict[str, str] | None = None  # the server's environment, if not this process's
+        self.serve_args: list[str] = []  # more arguments of ``serve`` (say --database-wait 5)
+
+    def listen_on(self, host: str) -> ControlPlane:
+        """Serve on ``host`` (an address of this machine) instead of 127.0.0.1; before start."""
+        self.host = host
+        self.url = f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+        return self
 
     def start(self) -> ControlPlane:
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
@@ -214,10 +226,11 @@ class ControlPlane:
                     "--data-dir",
                     str(self.data_dir),
                     "--listen",
-                    f"127.0.0.1:{self.port}",
+                    f"{self.host}:{self.port}",
                     "--config",
                     str(self.config),
                     *([] if self.tls else ["--insecure-http"]),
+                    *self.serve_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

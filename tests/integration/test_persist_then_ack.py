@@ -18,28 +18,22 @@ import signal
 from collections.abc import Callable, Iterator
 
 import pytest
-from bridgehead_testing.databases import PG, admin
+from bridgehead_testing.databases import PG, PG_WRITE_PROFILE, admin
 from bridgehead_testing.harness import Agent, Api, ControlPlane, scaled, wait_connected
 
 AgentFactory = Callable[..., Agent]
 CRASH = "BRIDGEHEAD_CRASH_AT"
 
-PROFILES = f"""
-[connections.pg_write]
-plugin = "sql"
-connection_string = "{PG}"
-credential = "pg"
-read_only = false
-
-[credentials.pg]
-username = "root"
-
+PROFILES = (
+    PG_WRITE_PROFILE
+    + """
 # Small batches and a small window: records go out paced by the acknowledgements (the rest
 # wait in the spool), so a job of a few thousand records sees many separate acks.
 [limits]
 batch_records = 100
 window_records = 200
 """
+)
 
 
 @pytest.fixture

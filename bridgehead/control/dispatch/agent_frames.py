@@ -62,9 +62,11 @@ class Host(Protocol):
 
     def detach(self, link: AgentLink) -> None: ...
 
+    def lost_hold(self, link: AgentLink, job_id: str) -> None: ...
+
     def attempt_lost(self, live: Live, why: str, notify: bool = True) -> None: ...
 
-    def retry(self, live: Live, code: str, message: str, delay_s: float | None = None) -> asyncio.Future[None]: ...
+    def retry(self, live: Live, code: str, message: str, delay_s: float | None = None) -> asyncio.Future[Any]: ...
 
     def finish(
         self,
@@ -75,7 +77,7 @@ class Host(Protocol):
         message: str | None,
         record_count: int,
         sync_state: SyncState | None = None,
-    ) -> asyncio.Future[None]: ...
+    ) -> asyncio.Future[Any]: ...
 
 
 class AgentFrames:
@@ -162,10 +164,10 @@ class AgentFrames:
         live.acked_seq += len(fresh)
         ack = Ack(job_id=live.job_id, attempt=live.attempt, seq=live.acked_seq)
         self.dispatcher.metrics.records_received.inc(len(fresh))
-        self.dispatcher.durability.after(
-            self.dispatcher.store.append_records(live.job_id, live.attempt, first, [bytes(r) for r in fresh]),
-            lambda: link.send(ack),
+        appended = asyncio.ensure_future(
+            self.dispatcher.store.append_records(live.job_id, live.attempt, first, [bytes(r) for r in fresh])
         )
+        self.dispatcher.durability.after(appended, lambda: self._acknowledge(link, live.job_id, appended, ack))
 
     def _on_complete(self, link: AgentLink, message: Complete) -> None:
         ack = CompleteAck(job_id=message.job_id, attempt=message.attempt)
@@ -193,6 +195,7 @@ class AgentFrames:
                 link.name,
                 message.sync_state.name,
             )
+        job_id = live.job_id
         self.dispatcher.finish(
             live.job_id,
             live.attempt,
@@ -201,7 +204,17 @@ class AgentFrames:
             error.message if error else None,
             message.record_count,
             sync_state,
-        ).add_done_callback(lambda _f: link.send(ack))
+        ).add_done_callback(lambda ended: self._acknowledge(link, job_id, ended, ack))
+
+    def _acknowledge(self, link: AgentLink, job_id: str, write: asyncio.Future[Any], answer: Ack | CompleteAck) -> None:
+        """Send ``answer`` for a durable write, unless the store fenced it out (it says False:
+        another node holds the attempt now, see ``store.nodes``)."""
+        if write.cancelled() or write.exception() is not None:
+            return  # the store failed: the process is stopping (fail-stop)
+        if write.result() is False:
+            self.dispatcher.lost_hold(link, job_id)
+        else:
+            link.send(answer)
 
     async def _on_stale_complete(self, link: AgentLink, message: Complete) -> None:
         job = await self.dispatcher.store.get_job(message.job_id)

@@ -1,8 +1,11 @@
 """The dispatcher: the pure parts of this package wired to the store and the agents' links.
 
 Hot state lives here, in memory; every transition is written to the store before anyone
-is told of it (``durability``). One control-plane process owns its store (the PostgreSQL
-backend moves the claim into the database for several nodes).
+is told of it (``durability``). On SQLite one process owns the store and the queues are in
+memory (``queues``); on PostgreSQL (a ``NodeStore``) several nodes share it, jobs are claimed
+from the database (``bridgehead.control.nodes.claims``), and the nodes hear each other
+(``bridgehead.control.nodes.coordinator``): this node holds only the attempts of the agents
+connected to it, and every write about one is fenced by the node holding it.
 
 * A job is dispatched as an *attempt* (1, 2, ...) to an agent of its cluster that has
   credit and the plugin (``queues``); the attempt is on record before its offer is sent.
@@ -22,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,8 +37,12 @@ from bridgehead.control.dispatch.links import AgentLink
 from bridgehead.control.dispatch.queues import FairQueues
 from bridgehead.control.dispatch.waiters import Waiters
 from bridgehead.control.metrics import Metrics
+from bridgehead.control.nodes.claims import Claims
+from bridgehead.control.nodes.coordinator import Coordinator
 from bridgehead.control.store.base import JobRow, Store
+from bridgehead.control.store.nodes import NodeStore
 from bridgehead.protocol import Abandon, Cancel, Hello, Offer, ResumeJob, SyncState
+from bridgehead.protocol.errors import CLOSE_REPLACED
 from bridgehead.protocol.signing import OfferSigner
 
 log = logging.getLogger("bridgehead.control.dispatcher")
@@ -52,6 +58,7 @@ class Dispatcher:
         signer: OfferSigner | None = None,
         max_credit: int = 256,
         retry: RetryPolicy | None = None,
+        node_dead_after_s: float = 5.0,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -73,23 +80,49 @@ class Dispatcher:
         self.durability = Durability(lambda error: self.fail_stop(error))
         self._monitor: asyncio.Task[None] | None = None
         # Read at scrape time, so the hot path pays nothing for them.
-        metrics.jobs_queued.set_function(lambda: len(self.queues))
+        metrics.jobs_queued.set_function(self._queued)
         metrics.jobs_running.set_function(lambda: len(self.live))
         metrics.agents_connected.set_function(lambda: len(self.links))
         self.links_version = 0  # bumped whenever the set of live links changes
         # Called with (job id, state) once a job's end is durable (the sink runner listens).
         self.on_finished: list[Callable[[str, str], None]] = []
         self.frames = AgentFrames(self)
+        # Several nodes on one database: claims from it, and the other nodes' signals.
+        self.nodes = store if isinstance(store, NodeStore) else None
+        self.claims = Claims(self, self.nodes) if self.nodes is not None else None
+        self.coordinator = Coordinator(self, self.nodes, node_dead_after_s) if self.nodes is not None else None
+
+    def _queued(self) -> int:
+        """Jobs waiting: this process's queues, or the database's (several nodes, a second old)."""
+        return self.coordinator.queued if self.coordinator is not None else len(self.queues)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Rebuild queues and leases from the store; running attempts get a fresh lease so
         their agents have time to reconnect after a control-plane restart."""
+        if self.nodes is not None and self.coordinator is not None:
+            # The queue is the database's; the attempts this node held before it restarted are
+            # its own again (another node may have taken some over meanwhile: those stay there).
+            self.hold(await self.durability.after_value(self.nodes.take_over_node(self.nodes.node_id)), grace=True)
+            await self.coordinator.start()
+            self._monitor = asyncio.create_task(self._monitor_loop(), name="lease monitor")
+            log.info("dispatcher started as node %s: %d running here", self.nodes.node_id, len(self.live))
+            return
         for job in await self.store.jobs_in_state("queued"):
             self.queues.add(job)
+        self.hold(await self.store.jobs_in_state("running"), grace=True)
+        self._monitor = asyncio.create_task(self._monitor_loop(), name="lease monitor")
+        log.info("dispatcher started: %d queued, %d running", len(self.queues), len(self.live))
+
+    def hold(self, jobs: list[JobRow], grace: bool) -> None:
+        """Hold the running attempts of ``jobs`` here (as they are on record); ``grace``: the
+        agents get the restart grace to come back, else one lease."""
         now = time.monotonic()
-        for job in await self.store.jobs_in_state("running"):
+        for job in jobs:
+            held = self.live.get(job.id)
+            if held is not None and held.attempt == job.attempt:
+                continue
             self.live[job.id] = Live(
                 job_id=job.id,
                 cluster=job.cluster,
@@ -105,13 +138,13 @@ class Dispatcher:
                 cancel_requested=job.cancel_requested,
                 acked_seq=job.acked_seq,
                 offered=True,
-                lease_expires=now + self.restart_grace_s,
+                lease_expires=now + (self.restart_grace_s if grace else self.lease_s),
                 sync=sync_name(job.params),
             )
-        self._monitor = asyncio.create_task(self._monitor_loop(), name="lease monitor")
-        log.info("dispatcher started: %d queued, %d running", len(self.queues), len(self.live))
 
     async def stop(self) -> None:
+        if self.coordinator is not None:
+            await self.coordinator.stop()
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -120,9 +153,14 @@ class Dispatcher:
             link.close(1001, "control plane stopping")
 
     def fail_stop(self, error: BaseException) -> None:
+        """Stop at once: nothing more is acknowledged. On SQLite the process exits (70) for its
+        supervisor to start again; on PostgreSQL it waits for the database and re-executes
+        itself (``control.recovery``). Either way the next start rebuilds state from the store.
+        Never returns: it blocks the event loop, which is what stops everything else."""
+        from bridgehead.control.recovery import restart_or_exit  # (imported here: the one use)
+
         log.critical("a store write failed (%s): stopping so that a restart rebuilds state from the store", error)
-        logging.shutdown()
-        os._exit(70)
+        restart_or_exit()
 
     # --- the job API's side ------------------------------------------------------------------
 
@@ -141,13 +179,23 @@ class Dispatcher:
 
     def _queue_new(self, job: JobRow) -> None:
         self.metrics.jobs_submitted.inc()
-        self.queues.add(job)
+        if self.claims is None:
+            self.queues.add(job)
         self.dispatch(job.cluster)
 
     async def cancel(self, job: JobRow) -> JobRow:
         if job.terminal:
             return job
-        if self.queues.remove(job) or self.pending.pop(job.id, None) is not None:
+        if self.claims is not None and job.state == "queued":
+            # Whichever node ends it first: a claim racing with this cancel either finds it
+            # cancelled or moved its attempt on (then this write is fenced out, and the
+            # cancel goes to the attempt that runs, below).
+            await self.finish(job.id, job.attempt, "cancelled", "cancelled", "cancelled before it ran", 0)
+            current = await self.store.get_job(job.id)
+            if current is None or current.terminal:
+                return current or job
+            job = current
+        if self.claims is None and (self.queues.remove(job) or self.pending.pop(job.id, None) is not None):
             await self.finish(job.id, job.attempt, "cancelled", "cancelled", "cancelled before it ran", 0)
         else:
             await self.store.request_cancel(job.id)
@@ -163,12 +211,79 @@ class Dispatcher:
     async def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Wait until the job ends (return the fields its end changed, as stored) or
         ``timeout_s`` passes (return None)."""
-        return await self.waiters.wait(job_id, timeout_s)
+        if self.nodes is None:
+            return await self.waiters.wait(job_id, timeout_s)
+        # Another node may end it between the caller's read and this wait: look again once
+        # waiting, so its signal cannot fall between the two.
+        waiting = asyncio.ensure_future(self.waiters.wait(job_id, timeout_s))
+        await asyncio.sleep(0)
+        self.ended_elsewhere(job_id)
+        return await waiting
+
+    # --- what other nodes say (bridgehead.control.nodes.coordinator) -------------------------
+
+    def ended_elsewhere(self, job_id: str) -> None:
+        """Job ``job_id`` may have ended on another node: wake its waiters here if it did."""
+        if not self.waiters.waiting(job_id):
+            return
+
+        async def wake() -> None:
+            job = await self.store.get_job(job_id)
+            if job is not None and job.terminal:
+                self.waiters.finished(job_id, outcome_of(job))
+
+        self.durability.spawn(wake())
+
+    def cancel_asked(self, job_id: str) -> None:
+        live = self.live.get(job_id)
+        if live is None or live.cancel_requested:
+            return
+        live.cancel_requested = True
+        link = self.links.get(live.agent)
+        if link is not None and live.offered:
+            link.send(Cancel(job_id=live.job_id, attempt=live.attempt, reason="cancelled via the API"))
+
+    def agent_moved(self, name: str) -> None:
+        """The agent opened a session on another node, which holds its attempts now."""
+        link = self.links.pop(name, None)
+        if link is not None:
+            link.closed = True
+            link.close(CLOSE_REPLACED, "replaced by a newer session of the same agent on another node")
+            self.links_version += 1
+        for live in [v for v in self.live.values() if v.agent == name]:
+            self.release(live)
+
+    def lost_hold(self, link: AgentLink, job_id: str) -> None:
+        """A write about an attempt of ``link``'s agent was fenced out: another node holds it
+        now. The session is closed, so the agent reconnects and resumes where it is held."""
+        live = self.live.get(job_id)
+        if live is not None:
+            self.release(live)
+        if not link.closed:
+            log.warning("job %s moved to another node while agent %s was here: reconnecting it", job_id, link.name)
+            link.close(CLOSE_REPLACED, "its attempt is held by another node now; reconnect")
+            self.detach(link)
+
+    def claims_clusters(self) -> set[str]:
+        return self.claims.clusters() if self.claims is not None else set()
+
+    def claims_dispatch_all(self) -> None:
+        if self.claims is not None:
+            self.claims.dispatch_all()
+
+    async def prepare_attach(self, name: str) -> None:
+        """Before ``attach``: on several nodes, hold here every running attempt of the agent
+        (its session is here now), wherever it was held."""
+        if self.nodes is not None:
+            self.hold(await self.durability.after_value(self.nodes.adopt_agent_attempts(name)), grace=False)
 
     # --- offers ------------------------------------------------------------------------------
 
     def dispatch(self, cluster: str) -> None:
         """Offer queued jobs to the cluster's agents with credit, one each in turn."""
+        if self.claims is not None:
+            self.claims.dispatch(cluster)
+            return
 
         def takers() -> list[AgentLink]:
             return [link for link in self.links.values() if link.cluster == cluster and link.takes_offers]
@@ -195,8 +310,22 @@ class Dispatcher:
         else:
             self._offer(link, job, state)
 
-    def _offer(self, link: AgentLink, job: JobRow, sync_state: SyncState | None) -> None:
-        attempt = job.attempt + 1
+    def offer_claimed(self, link: AgentLink, job: JobRow) -> None:
+        """A job claimed from the database for ``link``'s agent: its attempt is on record."""
+        name = sync_name(job.params)
+        if name is None:
+            self._offer(link, job, None, claimed=True)
+            return
+
+        async def with_state() -> None:
+            state = await self.store.sync_state(name) or SyncState(name=name)
+            self._offer(link, job, state, claimed=True)
+
+        self.durability.spawn(with_state())
+
+    def _offer(self, link: AgentLink, job: JobRow, sync_state: SyncState | None, claimed: bool = False) -> None:
+        """Offer ``job`` as its next attempt, or (``claimed``) as the attempt a claim started."""
+        attempt = job.attempt if claimed else job.attempt + 1
         offer = Offer(
             job_id=job.id,
             attempt=attempt,
@@ -212,7 +341,8 @@ class Dispatcher:
             encoded = link.encode(offer)  # encodable and within the frame limit, before any state changes
         except Exception as exc:  # noqa: BLE001 - the job cannot be offered anywhere: it fails
             link.credit += 1
-            self.finish(job.id, job.attempt, "failed", "invalid_job", f"cannot be sent to an agent: {exc}", 0)
+            why = f"cannot be sent to an agent: {exc}"  # a claimed attempt is held here: its end is ours to write
+            self.finish(job.id, attempt if claimed else job.attempt, "failed", "invalid_job", why, 0)
             return
         now, wall = time.monotonic(), time.time()
         live = self.live[job.id] = Live(
@@ -237,6 +367,12 @@ class Dispatcher:
             if live.cancel_requested:  # cancelled while the offer waited for its commit
                 link.send(Cancel(job_id=live.job_id, attempt=live.attempt, reason="cancelled via the API"))
 
+        if claimed:  # the claim recorded it
+            if link.closed:  # the agent left while the claim was in flight
+                self.attempt_lost(live, f"agent {link.name} left before its offer was sent", notify=False)
+            else:
+                send_offer()
+            return
         # The attempt is on record before the agent hears of it, so a crash here fences it.
         self.durability.after(self.store.start_attempt(job.id, attempt, link.name, wall), send_offer)
 
@@ -281,7 +417,7 @@ class Dispatcher:
 
     # --- ends of attempts ----------------------------------------------------------------------
 
-    def retry(self, live: Live, code: str, message: str, delay_s: float | None = None) -> asyncio.Future[None]:
+    def retry(self, live: Live, code: str, message: str, delay_s: float | None = None) -> asyncio.Future[Any]:
         self.release(live)
         delay = self.retry_policy.delay_s(live.attempt) if delay_s is None else delay_s
         log.info("job %s attempt %d: %s (%s); retrying in %.1f s", live.job_id, live.attempt, code, message, delay)
@@ -289,13 +425,18 @@ class Dispatcher:
         async def requeue() -> None:
             if delay:
                 await asyncio.sleep(delay)
+            if self.claims is not None:
+                self.dispatch(live.cluster)
+                return
             current = await self.store.get_job(live.job_id)
             if current is not None and current.state == "queued" and current.id not in self.queues:
                 self.queues.add(current)
                 self.dispatch(current.cluster)
 
+        # On several nodes the backoff is on record too, so no other node claims it earlier.
+        not_before = time.time() + delay if self.claims is not None and delay else None
         return self.durability.after(
-            self.store.requeue_job(live.job_id, code, message), lambda: self.durability.spawn(requeue())
+            self.store.requeue_job(live.job_id, code, message, not_before), lambda: self.durability.spawn(requeue())
         )
 
     def attempt_lost(self, live: Live, why: str, notify: bool = True) -> None:
@@ -330,7 +471,7 @@ class Dispatcher:
         message: str | None,
         record_count: int,
         sync_state: SyncState | None = None,
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[Any]:
         live = self.live.get(job_id)
         if live is not None:
             self.release(live)
@@ -348,6 +489,8 @@ class Dispatcher:
             outcome |= {"agent": live.agent, "started_at": live.started_at, "acked_seq": live.acked_seq}
 
         def finished() -> None:
+            if ended.result() is False:  # fenced out: another node holds this attempt now
+                return
             self.metrics.jobs_finished.labels(state).inc()
             if started is not None:
                 self.metrics.job_duration.observe(time.monotonic() - started)
@@ -355,9 +498,10 @@ class Dispatcher:
             for listener in self.on_finished:
                 listener(job_id, state)
 
-        return self.durability.after(
-            self.store.finish_job(job_id, attempt, state, code, message, record_count, now, sync_state), finished
+        ended = asyncio.ensure_future(
+            self.store.finish_job(job_id, attempt, state, code, message, record_count, now, sync_state)
         )
+        return self.durability.after(ended, finished)
 
     # --- leases, silence and timeouts -------------------------------------------------------------
 
@@ -392,3 +536,18 @@ class Dispatcher:
                     f"no result {live.timeout_s:g} s (+{TIMEOUT_GRACE_S:g} s grace) after the attempt started",
                     live.acked_seq,
                 )
+
+
+def outcome_of(job: JobRow) -> dict[str, Any]:
+    """The fields a job's end changed, as a waiter is given them (``Dispatcher.finish``)."""
+    return {
+        "state": job.state,
+        "attempt": job.attempt,
+        "error_code": job.error_code,
+        "error_message": job.error_message,
+        "record_count": job.record_count,
+        "finished_at": job.finished_at,
+        "agent": job.agent,
+        "started_at": job.started_at,
+        "acked_seq": job.acked_seq,
+    }

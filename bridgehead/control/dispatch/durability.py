@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger("bridgehead.control.dispatcher")
 
@@ -23,9 +25,10 @@ class Durability:
         self._fail_stop = fail_stop
         self._background: set[asyncio.Task[None]] = set()
 
-    def after(self, write: Awaitable[Any], then: Callable[[], None] | None = None) -> asyncio.Future[None]:
-        """Run ``then`` once ``write`` is durable; the returned future resolves after it."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def after(self, write: Awaitable[Any], then: Callable[[], None] | None = None) -> asyncio.Future[Any]:
+        """Run ``then`` once ``write`` is durable; the returned future resolves after it, to
+        the write's own result (a fenced write on several nodes says False: ``store.nodes``)."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def on_write(future: asyncio.Future[Any]) -> None:
             if future.cancelled():
@@ -40,10 +43,18 @@ class Durability:
                 if then is not None:
                     then()
             finally:
-                done.set_result(None)
+                done.set_result(future.result())
 
         asyncio.ensure_future(write).add_done_callback(on_write)
         return done
+
+    async def after_value(self, write: Awaitable[T]) -> T:
+        """The write's result once durable; a failed write stops the process, as in ``after``."""
+        try:
+            return await write
+        except Exception as exc:
+            self._fail_stop(exc)
+            raise
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background, kept referenced until it ends; failures are logged."""

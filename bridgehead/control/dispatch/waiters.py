@@ -25,6 +25,9 @@ class Waiters:
                 if not waiters:
                     del self._waiters[job_id]
 
+    def waiting(self, job_id: str) -> bool:
+        return job_id in self._waiters
+
     def finished(self, job_id: str, outcome: dict[str, Any]) -> None:
         for future in self._waiters.pop(job_id, ()):
             if not future.done():

@@ -11,6 +11,7 @@ from bridgehead.control.gateway import agent_endpoint
 from bridgehead.control.http.access import Access
 from bridgehead.control.http.agents import AgentRoutes
 from bridgehead.control.http.jobs import JobRoutes
+from bridgehead.control.http.nodes import NodeRoutes
 from bridgehead.control.http.releases import ReleaseRoutes
 from bridgehead.control.http.responses import json_response
 from bridgehead.control.http.schedules import ScheduleRoutes
@@ -29,6 +30,7 @@ def routes(control: ControlPlane) -> list[BaseRoute]:
     schedules = ScheduleRoutes(config, access, control.schedules)
     servicenow = ServiceNowRoutes(config, access, control.store)
     releases = ReleaseRoutes(config, access, control.releases)
+    nodes = NodeRoutes(access, control.nodes, lambda: control.node_url)
 
     async def metrics(request: Request) -> Response:
         if not config.server.metrics_public:
@@ -50,6 +52,7 @@ def routes(control: ControlPlane) -> list[BaseRoute]:
         Route("/api/v1/jobs/{job_id}/sync/errors", jobs.sync_errors, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}/sync/retry", jobs.retry_sync, methods=["POST"]),
         Route("/api/v1/agents", agents.list, methods=["GET"]),
+        Route("/api/v1/nodes", nodes.list, methods=["GET"]),
         Route("/api/v1/agents/{name}", agents.revoke, methods=["DELETE"]),
         Route("/api/v1/ca", agents.ca_certificate, methods=["GET"]),
         Route("/api/v1/syncs", jobs.list_syncs, methods=["GET"]),

@@ -17,6 +17,15 @@ One lock serialises every run and every change of a schedule (run, enable, disab
 delete in ``schedules.service`` take it too), so the "previous run still going?" check and
 the job it allows cannot interleave with another's. Jobs are made through the job service,
 with the same checks as any submission; a refusal is recorded as the run's error.
+
+**Several nodes.** Control planes sharing a PostgreSQL database each run a scheduler, and an
+occurrence is handled once among them: a node claims it in the store first (the others,
+finding it claimed, leave it), and records it only while it is still the schedule's next
+occurrence, so ``runs`` and ``skipped_overlaps`` count it once. A node that dies holding a
+claim holds it for CLAIM_S; another then handles the occurrence, and the idempotency key
+hands back any job already made. A schedule created, changed or deleted on another node is
+seen within CHANGES_POLL_S (the store counts other processes' commits: ``external_changes``),
+and every pass reads the schedules afresh, so a disabled or deleted one is never fired.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from datetime import UTC, datetime
 
 import msgspec
@@ -43,6 +54,12 @@ log = logging.getLogger("bridgehead.control.schedules")
 MAX_SLEEP_S = 30.0
 # After an unexpected failure of the loop, wait this long rather than spinning on it.
 ERROR_BACKOFF_S = 5.0
+# How often a sleeping scheduler looks whether another process changed the store (a schedule
+# created or changed on another node): a counter read, no query, unless it moved.
+CHANGES_POLL_S = 1.0
+# How long a node's claim on an occurrence keeps the other nodes off it: far longer than the
+# handling takes (a job submission), and the longest an occurrence waits when its node dies.
+CLAIM_S = 15.0
 
 
 def occurrence_key(name: str, occurrence: float) -> str:
@@ -56,9 +73,12 @@ def following(schedule: ScheduleRow, after: float) -> float:
 
 
 class Scheduler:
-    def __init__(self, store: Store, jobs: JobService) -> None:
+    def __init__(self, store: Store, jobs: JobService, node: str | None = None) -> None:
+        """``node``: this control plane's name among those sharing the database (claims of
+        occurrences are held in it; a random one per process if None)."""
         self.store = store
         self.jobs = jobs
+        self.node = node or f"scheduler-{secrets.token_hex(4)}"
         self.lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -85,8 +105,18 @@ class Scheduler:
             except Exception:  # noqa: BLE001 - the loop outlives a failed pass; the error is logged
                 log.exception("scheduler: a pass failed; trying again in %g s", ERROR_BACKOFF_S)
                 delay = ERROR_BACKOFF_S
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """``delay`` seconds, or less: a local change (``wake``) or another process's commit."""
+        deadline = time.monotonic() + delay
+        seen = self.store.external_changes()
+        while (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                await asyncio.wait_for(self._wake.wait(), min(left, CHANGES_POLL_S))
+                return
+            if self.store.external_changes() != seen:
+                return
 
     async def run_due(self, now: float) -> float:
         """Handle every schedule due at ``now``; seconds until the next one is due."""
@@ -101,29 +131,32 @@ class Scheduler:
     async def _occurrence(self, schedule: ScheduleRow, now: float) -> None:
         assert schedule.next_run_at is not None  # noqa: S101 - due_schedules selects only these
         occurrence = schedule.next_run_at
+        if not await self.store.claim_schedule(schedule.name, occurrence, self.node, now, now + CLAIM_S):
+            return  # another node handles it (or did: the occurrence is recorded)
         try:
             next_at: float | None = following(schedule, max(occurrence, now))
         except ScheduleSpecError as exc:
             # Only if the zone vanished from the system's database since creation: stop the
             # schedule (next_run_at None) and say why, rather than failing every pass.
             log.error("schedule %r: %s; it will not run again until it is re-created", schedule.name, exc.message)
-            await self.store.record_schedule_skip(schedule.name, None, False, ("invalid_schedule", exc.message))
+            error = ("invalid_schedule", exc.message)
+            await self.store.record_schedule_skip(schedule.name, None, False, error, occurrence)
             return
         if now - occurrence > 60:
             log.info("schedule %r: the run due at %s was missed; running it once now", schedule.name, _iso(occurrence))
         busy = await self.previous_run_busy(schedule)
         if busy is not None:
             log.warning("schedule %r: run due at %s skipped: %s", schedule.name, _iso(occurrence), busy)
-            await self.store.record_schedule_skip(schedule.name, next_at, True, None)
+            await self.store.record_schedule_skip(schedule.name, next_at, True, None, occurrence)
             return
         try:
             job, _created = await self.jobs.submit(self._submit(schedule, occurrence_key(schedule.name, occurrence)))
         except ServiceError as exc:  # the template no longer fits, e.g. its plugin left the cluster
             log.warning("schedule %r: run due at %s made no job: %s", schedule.name, _iso(occurrence), exc.message)
-            await self.store.record_schedule_skip(schedule.name, next_at, False, (exc.code, exc.message))
+            await self.store.record_schedule_skip(schedule.name, next_at, False, (exc.code, exc.message), occurrence)
             return
-        log.info("schedule %r: run due at %s is job %s", schedule.name, _iso(occurrence), job.id)
-        await self.store.record_schedule_run(schedule.name, job.id, now, next_at)
+        if await self.store.record_schedule_run(schedule.name, job.id, now, next_at, occurrence):
+            log.info("schedule %r: run due at %s is job %s", schedule.name, _iso(occurrence), job.id)
 
     async def run_now(self, name: str) -> JobRow:
         """``POST /api/v1/schedules/{name}/run``: a run outside the timetable (which it does

@@ -60,6 +60,22 @@ class Agent(msgspec.Struct):
     revoked: bool
 
 
+class Node(msgspec.Struct):
+    """A control-plane node sharing the store (``GET /api/v1/nodes``)."""
+
+    id: str
+    url: str
+    version: str
+    alive: bool  # not stopped, and heard from within node_dead_after_s
+    this: bool  # the node that answered
+    started_at: float
+    heartbeat_at: float
+    silent_s: float
+    stopped_at: float | None
+    agents_connected: int
+    running: int  # attempts it holds
+
+
 class ApiToken(msgspec.Struct):
     id: str  # public: the start of the token's hash
     name: str

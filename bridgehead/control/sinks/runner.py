@@ -10,6 +10,12 @@ names, batch by batch, from a durable cursor.
     each finished batch is one commit: its counts, its rejected records, the cursor
     retries, backoff and 429 pauses are the client's; a refused credential or retries run
     out mark the delivery failed with the reason, until POST /api/v1/jobs/ID/sync/retry
+
+Several control planes may share one database: a node claims a delivery with a lease before
+driving it (``store.deliveries``), renews the leases of all it drives on one timer (not per
+batch), and stops driving one whose lease it lost, or could not renew for a whole lease
+(another node may have it by then): its batch commits are fenced by the lease anyway. Another
+node's scan resumes a delivery whose lease lapsed (its node died) from the cursor.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
@@ -47,20 +54,42 @@ from bridgehead.core.redact import REDACTOR
 log = logging.getLogger("bridgehead.control.sinks")
 
 _SCAN_S = 2.0
+# A delivery's lease: how long after its node's last renewal another node may take it over
+# (the longest a dead node's deliveries wait), and how often it is renewed (a third of it,
+# so two renewals can fail before it lapses). Constants for now, not configuration: they
+# bound failover, and nothing in a deployment calls for other values yet.
+LEASE_S = 15.0
 MAX_REJECTED_KEPT = 10_000  # rejected records kept per job, with the instance's message
 _MAX_DELIVERIES = 8  # jobs delivering at once, all instances together
 _decode = msgspec.json.Decoder()
 
 
+class LeaseLost(Exception):
+    """Another node took the delivery over: this one stops driving it, writing nothing more."""
+
+
 class SinkRunner:
-    def __init__(self, store: Store, config: ControlConfig, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: ControlConfig,
+        metrics: Metrics,
+        node: str | None = None,
+        lease_s: float = LEASE_S,
+    ) -> None:
+        """``node``: this control plane's name among those sharing the database (a random
+        one if None: then a restart cannot resume its own deliveries before their leases lapse)."""
         self.store = store
         self.config = config
         self.metrics = metrics
+        self.node = node or f"sinks-{secrets.token_hex(4)}"
+        self.lease_s = lease_s
         self.clients: dict[str, InstanceClient] = {}
         self._active: dict[str, asyncio.Task[None]] = {}
+        self._held: set[str] = set()  # the active ones this node has claimed (their leases renewed)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[None] | None = None
 
     def client(self, name: str) -> InstanceClient:
         if name not in self.clients:
@@ -69,14 +98,19 @@ class SinkRunner:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="sink-runner")
+        self._renewing = asyncio.create_task(self._renew_loop(), name="sink-leases")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._active.values()) if t is not None]
+        driven = list(self._held)
+        tasks = [t for t in (self._task, self._renewing, *self._active.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Hand the leases back: another node resumes these at once rather than a lease later.
+        with contextlib.suppress(Exception):
+            await self.store.renew_deliveries(self.node, driven, 0.0)
         for client in self.clients.values():
             await client.close()
 
@@ -90,7 +124,8 @@ class SinkRunner:
             try:
                 room = _MAX_DELIVERIES - len(self._active)
                 if room > 0:
-                    for job_id in await self.store.deliveries_to_run(room + len(self._active)):
+                    due = await self.store.deliveries_to_run(room + len(self._active), self.node, time.time())
+                    for job_id in due:
                         if job_id not in self._active and len(self._active) < _MAX_DELIVERIES:
                             task = asyncio.create_task(self._deliver(job_id), name=f"sink-{job_id}")
                             self._active[job_id] = task
@@ -104,26 +139,58 @@ class SinkRunner:
 
     def _ended(self, job_id: str, _task: object) -> None:
         self._active.pop(job_id, None)
+        self._held.discard(job_id)
         self.metrics.sink_delivering.set(len(self._active))
         self._wake.set()  # room for the next one
+
+    async def _renew_loop(self) -> None:
+        """Every third of a lease, one write extends the leases of every delivery driven here;
+        one whose lease was lost, or may have lapsed unrenewed, stops being driven."""
+        renewed_at = time.monotonic()
+        while True:
+            await asyncio.sleep(self.lease_s / 3)  # two renewals may fail before a lease lapses
+            driven = list(self._held)
+            if not driven:
+                renewed_at = time.monotonic()
+                continue
+            try:
+                held = await self.store.renew_deliveries(self.node, driven, time.time() + self.lease_s)
+            except Exception:
+                log.exception("sink runner: renewing the deliveries' leases failed; trying again")
+                if time.monotonic() - renewed_at < self.lease_s:
+                    continue
+                held = set()  # a whole lease unrenewed: another node may drive them by now
+            else:
+                renewed_at = time.monotonic()
+            for job_id in driven:
+                task = self._active.get(job_id)
+                if job_id not in held and task is not None:
+                    log.warning("job %s: this node no longer holds its delivery; it stops driving it", job_id)
+                    task.cancel()
 
     async def _deliver(self, job_id: str) -> None:
         job = await self.store.get_job(job_id)
         if job is None or job.sink is None:
             return
+        problem: str | None = None
         try:
             spec = parse_sink(job.sink)
             if spec.servicenow not in self.config.servicenow:
                 raise TargetRefused(f"no [servicenow.{spec.servicenow}] in the control plane's configuration")
             # Checked at submit too; this catches a job stored before the configuration changed.
             problem = refusal(spec.servicenow, self.config.servicenow[spec.servicenow], spec)
-            if problem is not None:
-                raise TargetRefused(problem)
         except (ValueError, TargetRefused) as exc:
-            await self._fail(job, "invalid_sink", str(exc))
+            problem = str(exc)
+        # Claimed before anything is written, a failure included (0: a batch size not fixed yet).
+        batch_size = 0 if problem is not None else self.config.servicenow[spec.servicenow].batch_size
+        now = time.time()
+        delivery = await self.store.start_delivery(job_id, batch_size, now, self.node, now + self.lease_s)
+        if delivery is None:
+            return  # another node drives it, or it ended meanwhile
+        self._held.add(job_id)
+        if problem is not None:
+            await self._fail(job, "invalid_sink", problem)
             return
-        instance = self.config.servicenow[spec.servicenow]
-        delivery = await self.store.start_delivery(job_id, instance.batch_size, time.time())
         try:
             await Delivery(self, job, spec, delivery.batch_size).run()
         except AuthFailed as exc:
@@ -134,13 +201,17 @@ class SinkRunner:
             await self._fail(job, "invalid_target", str(exc))
         except TargetRefused as exc:
             await self._fail(job, "refused", str(exc))
+        except LeaseLost:
+            log.warning("job %s: another node took its delivery over; this one stops", job_id)
         except asyncio.CancelledError:
-            raise  # stopping: the delivery stays "delivering" and resumes at the next start
+            raise  # stopping, or the lease lost: the delivery stays "delivering", to be resumed
         except Exception as exc:
             log.exception("delivery of job %s failed", job_id)
             await self._fail(job, "internal", f"{type(exc).__name__}: {exc}")
         else:
-            await self.store.end_delivery(job_id, "done", None, None, time.time())
+            if not await self.store.end_delivery(job_id, "done", None, None, time.time(), self.node):
+                log.warning("job %s: another node took its delivery over as it ended", job_id)
+                return
             self.metrics.sink_deliveries.labels(spec.servicenow, "done").inc()
             counts = await self.store.delivery_counts(job_id)
             log.info("job %s: delivered to servicenow %s: %s", job_id, spec.servicenow, counts)
@@ -149,8 +220,8 @@ class SinkRunner:
         message = REDACTOR.redact(message)  # an instance may echo the credential it refused
         log.error("job %s: delivery failed (%s): %s", job.id, code, message)
         instance = job.sink.get("servicenow") if isinstance(job.sink, dict) else None
-        self.metrics.sink_deliveries.labels(str(instance or "?"), "failed").inc()
-        await self.store.end_delivery(job.id, "failed", code, message, time.time())
+        if await self.store.end_delivery(job.id, "failed", code, message, time.time(), self.node):
+            self.metrics.sink_deliveries.labels(str(instance or "?"), "failed").inc()
 
 
 class Delivery:
@@ -229,7 +300,8 @@ class Delivery:
         # The rejected records kept for GET .../sync/errors are bounded; the count never is.
         rejected = rejected[: max(0, self.room_for_rejected)]
         self.room_for_rejected -= len(rejected)
-        await self.store.finish_batch(job.id, first, done, counts, rejected, time.time())
+        if not await self.store.finish_batch(job.id, first, done, counts, rejected, time.time(), self.runner.node):
+            raise LeaseLost(job.id)
         for outcome, n in counts.items():
             if n:
                 self.runner.metrics.sink_records.labels(self.spec.servicenow, outcome).inc(n)

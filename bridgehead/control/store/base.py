@@ -16,7 +16,7 @@ The rows they take and return are plain dataclasses (``store.rows``), re-exporte
 
 Backends: ``SqliteStore`` (``store.sqlite``, embedded, one process owns the file),
 ``PostgresStore`` (``store.postgres``, asyncpg: one write connection with the same group
-commit, a read pool, a LISTEN connection; one node per database until claims come) and
+commit, a read pool, a LISTEN connection; several nodes share one database: ``store.nodes``) and
 ``MemoryStore`` (``store.memory``, for tests, shipped like httpx's MockTransport).
 ``tests/unit/store`` runs one contract suite against each. Callers hold a ``Store``, never a
 backend type. The real backends number their schema versions and migrate on open, refusing a

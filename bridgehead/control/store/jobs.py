@@ -93,9 +93,13 @@ class JobStore(abc.ABC):
         unless another run replaced the state this one started from (its ``version``)."""
 
     @abc.abstractmethod
-    def requeue_job(self, job_id: str, error_code: str | None, error_message: str | None) -> Awaitable[object]:
+    def requeue_job(
+        self, job_id: str, error_code: str | None, error_message: str | None, not_before: float | None = None
+    ) -> Awaitable[object]:
         """Back to ``queued``, no agent, not accepted (the next dispatch is a new attempt); the
-        reason is kept; ``queue_seq`` stays."""
+        reason is kept; ``queue_seq`` stays. ``not_before`` (wall clock): no node claims it
+        earlier (a retry's backoff; stores whose one process keeps the queue in memory, as
+        SQLite's and the memory store's, leave the wait to it)."""
 
     @abc.abstractmethod
     def request_cancel(self, job_id: str) -> Awaitable[object]:

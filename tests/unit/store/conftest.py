@@ -12,55 +12,29 @@ No two workers share a schema, and no two tests of one worker run at once.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from bridgehead_testing.postgres import POSTGRES_URL, postgres_admin
-from store_contract import Reopen
+from store_contract import Reopen, empty_schema, give_back, made_schemas
 
 from bridgehead.control.store.base import Store
 from bridgehead.control.store.memory import MemoryState, MemoryStore
 from bridgehead.control.store.postgres import PostgresStore
 from bridgehead.control.store.sqlite import SqliteStore
 
-_emptied: list[str] = []  # this worker's schemas, migrated and empty, for the next test
-_made: list[str] = []  # every schema this worker made (dropped at its end)
-
-
-async def empty_schema(admin: asyncpg.Connection) -> str:
-    if _emptied:
-        return _emptied.pop()
-    schema = f"bh_test_{secrets.token_hex(6)}"
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    _made.append(schema)
-    return schema
-
-
-async def give_back(admin: asyncpg.Connection, schema: str) -> None:
-    """Empty the schema for the next test: as a new one, but for its migrated tables."""
-    async with admin.transaction():
-        for (table,) in await admin.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname=$1 AND tablename <> 'schema_version'", schema
-        ):
-            await admin.execute(f"DELETE FROM {schema}.{table}")  # noqa: S608 - names from the catalog
-        for (sequence,) in await admin.fetch("SELECT sequencename FROM pg_sequences WHERE schemaname=$1", schema):
-            await admin.execute("SELECT setval($1::regclass, 1, false)", f"{schema}.{sequence}")
-    _emptied.append(schema)
-
 
 @pytest.fixture(scope="session", autouse=True)
 def drop_postgres_schemas() -> Iterator[None]:
     yield
-    if not _made:
+    if not made_schemas:
         return
 
     async def drop() -> None:
         admin = await postgres_admin()
         try:
-            for schema in _made:
+            for schema in made_schemas:
                 await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         finally:
             await admin.close()

@@ -28,27 +28,51 @@ def _delivery(d: SinkDelivery) -> Delivery:
     )
 
 
+def _claimable(d: SinkDelivery, node: str, now: float) -> bool:
+    return d.node is None or d.node == node or d.lease_until < now
+
+
+def _holds(d: SinkDelivery | None, node: str) -> bool:
+    return d is not None and d.state == "delivering" and d.node == node
+
+
 class DeliveryTables(MemoryWrites):
     def queue_delivery(self, job_id: str, attempt: int, now: float) -> Awaitable[bool]:
         return self._write(lambda: queue_delivery_now(self.state, job_id, attempt, now))
 
-    async def deliveries_to_run(self, limit: int) -> list[str]:
-        due = [d.job_id for d in self.state.deliveries.values() if d.state in ("pending", "delivering")]
-        return due[: limit if limit >= 0 else None]
+    async def deliveries_to_run(self, limit: int, node: str, now: float) -> list[str]:
+        due = [
+            d.job_id
+            for d in self.state.deliveries.values()
+            if d.state in ("pending", "delivering") and _claimable(d, node, now)
+        ]
+        return due[: max(limit, 0)]
 
-    async def start_delivery(self, job_id: str, batch_size: int, now: float) -> Delivery:
-        def op() -> None:
+    async def start_delivery(
+        self, job_id: str, batch_size: int, now: float, node: str, until: float
+    ) -> Delivery | None:
+        def op() -> bool:
             d = self.state.deliveries.get(job_id)
-            if d is None:
-                return
+            if d is None or d.state not in ("pending", "delivering") or not _claimable(d, node, now):
+                return False
             if d.batch_size == 0:
                 d.started_at, d.batch_size = now, batch_size
             d.state, d.error_code, d.error_message, d.updated_at = "delivering", None, None, now
+            d.node, d.lease_until = node, until
+            return True
 
-        await self._write(op)
-        delivery = await self.delivery(job_id)
-        assert delivery is not None  # noqa: S101 - queued with the job's end, before any start
-        return delivery
+        if not await self._write(op):
+            return None
+        return await self.delivery(job_id)
+
+    async def renew_deliveries(self, node: str, job_ids: Sequence[str], until: float) -> set[str]:
+        def op() -> set[str]:
+            held = {job_id for job_id in job_ids if _holds(self.state.deliveries.get(job_id), node)}
+            for job_id in held:
+                self.state.deliveries[job_id].lease_until = until
+            return held
+
+        return await self._write(op)
 
     async def delivery(self, job_id: str) -> Delivery | None:
         d = self.state.deliveries.get(job_id)
@@ -66,30 +90,34 @@ class DeliveryTables(MemoryWrites):
         counts: dict[str, int],
         rejected: Sequence[Rejected],
         now: float,
-    ) -> Awaitable[None]:
+        node: str,
+    ) -> Awaitable[bool]:
         kept = {c: counts.get(c, 0) for c in COUNTS}
         rejected = copied(list(rejected))
 
-        def op() -> None:
-            # SQLite keeps a batch without its delivery too; nothing reads it then.
+        def op() -> bool:
             d = self.state.deliveries.get(job_id)
-            if d is None:
-                return
+            if d is None or not _holds(d, node):
+                return False
             d.batches[first_seq] = (last_seq, kept)
             d.rejected.update((r.seq, r) for r in rejected)
             d.rejected = dict(sorted(d.rejected.items()))
             d.updated_at = now
+            return True
 
         return self._write(op)
 
     def end_delivery(
-        self, job_id: str, state: str, error_code: str | None, error_message: str | None, now: float
-    ) -> Awaitable[None]:
-        def op() -> None:
+        self, job_id: str, state: str, error_code: str | None, error_message: str | None, now: float, node: str
+    ) -> Awaitable[bool]:
+        def op() -> bool:
             d = self.state.deliveries.get(job_id)
-            if d is not None:
-                d.state, d.error_code, d.error_message, d.updated_at = state, error_code, error_message, now
-                d.finished_at = now if state in ("done", "failed") else None
+            if d is None or d.node != node:
+                return False
+            d.state, d.error_code, d.error_message, d.updated_at = state, error_code, error_message, now
+            d.finished_at = now if state in ("done", "failed") else None
+            d.node, d.lease_until = None, 0.0
+            return True
 
         return self._write(op)
 

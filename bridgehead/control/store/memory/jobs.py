@@ -162,7 +162,9 @@ class JobTables(MemoryWrites):
             state.version,
         )
 
-    def requeue_job(self, job_id: str, error_code: str | None, error_message: str | None) -> Awaitable[None]:
+    def requeue_job(
+        self, job_id: str, error_code: str | None, error_message: str | None, not_before: float | None = None
+    ) -> Awaitable[None]:
         def op() -> None:
             job = self.state.jobs.get(job_id)
             if job is not None:

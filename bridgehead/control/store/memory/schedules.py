@@ -51,7 +51,11 @@ class ScheduleTables(MemoryWrites):
         return min(times) if times else None
 
     async def delete_schedule(self, name: str) -> bool:
-        return await self._write(lambda: self.state.schedules.pop(name, None) is not None)
+        def op() -> bool:
+            self.state.schedule_claims.pop(name, None)
+            return self.state.schedules.pop(name, None) is not None
+
+        return await self._write(op)
 
     async def set_schedule_enabled(self, name: str, enabled: bool, next_run_at: float | None) -> bool:
         def op() -> bool:
@@ -59,30 +63,61 @@ class ScheduleTables(MemoryWrites):
             if schedule is None:
                 return False
             schedule.enabled, schedule.next_run_at = enabled, next_run_at
+            self.state.schedule_claims.pop(name, None)
             return True
 
         return await self._write(op)
 
-    def record_schedule_run(self, name: str, job_id: str, now: float, next_run_at: float | None) -> Awaitable[None]:
-        def op() -> None:
+    async def claim_schedule(self, name: str, occurrence: float, node: str, now: float, until: float) -> bool:
+        def op() -> bool:
             schedule = self.state.schedules.get(name)
-            if schedule is not None:
-                schedule.last_job_id, schedule.last_run_at, schedule.next_run_at = job_id, now, next_run_at
-                schedule.runs += 1
-                schedule.last_error_code = schedule.last_error_message = None
+            holder, held_until = self.state.schedule_claims.get(name, (node, 0.0))
+            if schedule is None or not schedule.enabled or schedule.next_run_at != occurrence:
+                return False
+            if holder != node and held_until >= now:
+                return False
+            self.state.schedule_claims[name] = (node, until)
+            return True
+
+        return await self._write(op)
+
+    def _recordable(self, name: str, occurrence: float | None) -> ScheduleRow | None:
+        schedule = self.state.schedules.get(name)
+        if schedule is None or (occurrence is not None and schedule.next_run_at != occurrence):
+            return None
+        self.state.schedule_claims.pop(name, None)
+        return schedule
+
+    def record_schedule_run(
+        self, name: str, job_id: str, now: float, next_run_at: float | None, occurrence: float | None = None
+    ) -> Awaitable[bool]:
+        def op() -> bool:
+            schedule = self._recordable(name, occurrence)
+            if schedule is None:
+                return False
+            schedule.last_job_id, schedule.last_run_at, schedule.next_run_at = job_id, now, next_run_at
+            schedule.runs += 1
+            schedule.last_error_code = schedule.last_error_message = None
+            return True
 
         return self._write(op)
 
     def record_schedule_skip(
-        self, name: str, next_run_at: float | None, overlap: bool, error: tuple[str, str] | None
-    ) -> Awaitable[None]:
-        def op() -> None:
-            schedule = self.state.schedules.get(name)
+        self,
+        name: str,
+        next_run_at: float | None,
+        overlap: bool,
+        error: tuple[str, str] | None,
+        occurrence: float | None = None,
+    ) -> Awaitable[bool]:
+        def op() -> bool:
+            schedule = self._recordable(name, occurrence)
             if schedule is None:
-                return
+                return False
             schedule.next_run_at = next_run_at
             schedule.skipped_overlaps += int(overlap)
             if error is not None:
                 schedule.last_error_code, schedule.last_error_message = error
+            return True
 
         return self._write(op)

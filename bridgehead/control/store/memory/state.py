@@ -75,6 +75,8 @@ class SinkDelivery:
     finished_at: float | None = None
     batches: dict[int, tuple[int, dict[str, int]]] = field(default_factory=dict)  # first seq: last, counts
     rejected: dict[int, Rejected] = field(default_factory=dict)
+    node: str | None = None  # the node driving it (store.deliveries: its lease)
+    lease_until: float = 0.0
 
 
 @dataclass
@@ -90,6 +92,7 @@ class MemoryState:
     api_tokens: dict[str, ApiToken] = field(default_factory=dict)
     audit: list[AuditRow] = field(default_factory=list)
     schedules: dict[str, ScheduleRow] = field(default_factory=dict)
+    schedule_claims: dict[str, tuple[str, float]] = field(default_factory=dict)  # name: (node, until)
     deliveries: dict[str, SinkDelivery] = field(default_factory=dict)
     refresh_tokens: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     releases: dict[str, ReleaseRow] = field(default_factory=dict)

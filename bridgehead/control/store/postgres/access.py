@@ -85,7 +85,7 @@ class AccessTables(GroupCommit):
         return self._write(op)
 
     def audit(self, actor: Actor, action: str, detail: dict[str, Any], now: float) -> Awaitable[Any]:
-        return self._write(lambda db: audit_now(db, actor, action, detail, now))
+        return self._write(lambda db: audit_now(db, actor, action, detail, now), quiet=True)
 
     async def audit_log(
         self,

@@ -1,4 +1,9 @@
-"""The PostgreSQL store's jobs: submission, attempts, the end of a job, requeue and cancel."""
+"""The PostgreSQL store's jobs: submission, attempts, the end of a job, requeue and cancel.
+
+Every write about a running attempt is fenced by the attempt *and the node* holding it
+(``jobs.node``, this store's ``node_id``): a node that lost an attempt to another (its agent
+moved there, or it was declared dead) changes nothing of it. Writes that queue a job signal
+``q:CLUSTER`` and writes that end one ``f:JOB`` to the other nodes (``writer``)."""
 
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ def _values(job: JobRow) -> tuple[Any, ...]:
 
 
 class JobTables(GroupCommit):
+    node_id: str
     # Queue positions: [_seq_next, _seq_end) of a block reserved from job_queue_blocks, and the
     # next block once reserved (QUEUE_BLOCK jobs ahead: the reservation is a round trip).
     _seq_next: int
@@ -86,7 +92,7 @@ class JobTables(GroupCommit):
             )
             return job_row(row) if row is not None else None
 
-        existing = await self._write(op)
+        existing = await self._write(op, signal=f"q:{job.cluster}")
         if existing is not None:
             return existing, False
         return job, True
@@ -100,7 +106,7 @@ class JobTables(GroupCommit):
         async def op(db: asyncpg.Connection) -> None:
             await db.execute(_INSERT, *values)
 
-        return self._write(op)
+        return self._write(op, signal=f"q:{job.cluster}")
 
     async def get_job(self, job_id: str) -> JobRow | None:
         row = await (await self._reads()).fetchrow(
@@ -151,27 +157,29 @@ class JobTables(GroupCommit):
         async def op(db: asyncpg.Connection) -> None:
             await db.execute(
                 "UPDATE jobs SET state='running', attempt=$1, agent=$2, accepted=false, safe_to_repeat=false, "
-                "acked_seq=0, record_count=0, started_at=$3 WHERE id=$4",
+                "acked_seq=0, record_count=0, started_at=$3, node=$5 WHERE id=$4",
                 attempt,
                 agent,
                 now,
                 job_id,
+                self.node_id,
             )
             if attempt > 1:
                 await db.execute("DELETE FROM record_batches WHERE job_id=$1 AND attempt<$2", job_id, attempt)
 
-        return self._write(op)
+        return self._write(op, quiet=True)
 
     def mark_accepted(self, job_id: str, attempt: int, safe_to_repeat: bool) -> Awaitable[Any]:
         async def op(db: asyncpg.Connection) -> None:
             await db.execute(
-                "UPDATE jobs SET accepted=true, safe_to_repeat=$1 WHERE id=$2 AND attempt=$3",
+                "UPDATE jobs SET accepted=true, safe_to_repeat=$1 WHERE id=$2 AND attempt=$3 AND node=$4",
                 safe_to_repeat,
                 job_id,
                 attempt,
+                self.node_id,
             )
 
-        return self._write(op)
+        return self._write(op, quiet=True)
 
     def finish_job(
         self,
@@ -184,10 +192,13 @@ class JobTables(GroupCommit):
         now: float,
         sync_state: SyncState | None = None,
     ) -> Awaitable[Any]:
-        async def op(db: asyncpg.Connection) -> None:
+        async def op(db: asyncpg.Connection) -> bool:
+            # A queued job (no node) is ended by whichever node cancels it; a claim racing
+            # with that changes its attempt first, or finds it ended: the row decides.
             ended = await db.fetchval(
                 "UPDATE jobs SET state=$1, error_code=$2, error_message=$3, record_count=$4, finished_at=$5 "
-                "WHERE id=$6 AND attempt=$7 RETURNING 1",
+                "WHERE id=$6 AND attempt=$7 AND (node=$8 OR (node IS NULL AND state='queued')) "
+                "AND state IN ('queued', 'running') RETURNING 1",
                 state,
                 error_code,
                 error_message,
@@ -195,30 +206,39 @@ class JobTables(GroupCommit):
                 now,
                 job_id,
                 attempt,
+                self.node_id,
             )
             if not ended:
-                return  # a stale attempt's end (fenced): it keeps no sync state either
+                return False  # a stale attempt's end (fenced): it keeps no sync state either
             if sync_state is not None and state == "succeeded":
                 await keep_sync_state(db, sync_state, job_id, now)
             if state == "succeeded":
                 await queue_delivery_now(db, job_id, attempt, now)  # in the same commit: never lost
+            return True
 
-        return self._write(op)
+        return self._write(op, signal=f"f:{job_id}")
 
-    def requeue_job(self, job_id: str, error_code: str | None, error_message: str | None) -> Awaitable[Any]:
-        async def op(db: asyncpg.Connection) -> None:
-            await db.execute(
-                "UPDATE jobs SET state='queued', agent=NULL, accepted=false, error_code=$1, error_message=$2 "
-                "WHERE id=$3",
+    def requeue_job(
+        self, job_id: str, error_code: str | None, error_message: str | None, not_before: float | None = None
+    ) -> Awaitable[Any]:
+        async def op(db: asyncpg.Connection) -> str | None:
+            cluster: str | None = await db.fetchval(
+                "UPDATE jobs SET state='queued', agent=NULL, node=NULL, accepted=false, error_code=$1, "
+                "error_message=$2, not_before=$5 WHERE id=$3 AND node=$4 AND state='running' RETURNING cluster",
                 error_code,
                 error_message,
                 job_id,
+                self.node_id,
+                not_before,
             )
+            return cluster
 
-        return self._write(op)
+        # The signal names no cluster (it is read in the commit): other nodes poll every queue
+        # they serve on a bare ``q:``; a retry is rare beside submissions.
+        return self._write(op, signal="q:")
 
     def request_cancel(self, job_id: str) -> Awaitable[Any]:
         async def op(db: asyncpg.Connection) -> None:
             await db.execute("UPDATE jobs SET cancel_requested=true WHERE id=$1", job_id)
 
-        return self._write(op)
+        return self._write(op, signal=f"c:{job_id}")

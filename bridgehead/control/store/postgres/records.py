@@ -14,34 +14,43 @@ from bridgehead.control.store.sqlite.records import pack_sizes, unpack_sizes
 
 
 class RecordTables(GroupCommit):
-    def append_records(self, job_id: str, attempt: int, first_seq: int, records: Sequence[bytes]) -> Awaitable[None]:
+    node_id: str
+
+    def append_records(self, job_id: str, attempt: int, first_seq: int, records: Sequence[bytes]) -> Awaitable[bool]:
         last_seq = first_seq + len(records) - 1
         sizes = pack_sizes([len(data) for data in records])
         data = b"".join(records)
 
-        async def op(db: asyncpg.Connection) -> None:
+        async def op(db: asyncpg.Connection) -> bool:
             # The dispatcher passes only records past the attempt's acked_seq, so batches never
             # overlap; DO NOTHING keeps a replayed one (same last_seq) from failing the commit.
             # A stale attempt's batch lands under that attempt, where nothing reads it, and
             # moves no acked_seq (fencing), as in SQLite.
+            # Fenced by the node too: a batch still buffered on a node that lost the attempt
+            # to another (its agent moved) must not land beside the batches the other stores.
             await db.execute(
                 "INSERT INTO record_batches (job_id, attempt, last_seq, first_seq, sizes, data) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                "SELECT $1::text, $2::integer, $3::bigint, $4::bigint, $5::bytea, $6::bytea "
+                "WHERE EXISTS (SELECT 1 FROM jobs WHERE id=$1 AND attempt=$2 AND node=$7 AND state='running') "
+                "ON CONFLICT DO NOTHING",
                 job_id,
                 attempt,
                 last_seq,
                 first_seq,
                 sizes,
                 data,
+                self.node_id,
             )
-            await db.execute(
-                "UPDATE jobs SET acked_seq=greatest(acked_seq, $1) WHERE id=$2 AND attempt=$3",
+            held = await db.fetchval(
+                "UPDATE jobs SET acked_seq=greatest(acked_seq, $1) WHERE id=$2 AND attempt=$3 AND node=$4 RETURNING 1",
                 last_seq,
                 job_id,
                 attempt,
+                self.node_id,
             )
+            return held is not None  # False: fenced out, so no ack may follow
 
-        return self._write(op)
+        return self._write(op, quiet=True)
 
     async def records(
         self, job_id: str, attempt: int, after: int, limit: int, max_bytes: int | None = None

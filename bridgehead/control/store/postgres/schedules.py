@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 
@@ -89,7 +89,8 @@ class ScheduleTables(GroupCommit):
         async def op(db: asyncpg.Connection) -> bool:
             return bool(
                 await db.fetchval(
-                    "UPDATE schedules SET enabled=$1, next_run_at=$2 WHERE name=$3 RETURNING 1",
+                    "UPDATE schedules SET enabled=$1, next_run_at=$2, claimed_by=NULL, claimed_until=0 "
+                    "WHERE name=$3 RETURNING 1",
                     enabled,
                     next_run_at,
                     name,
@@ -98,34 +99,67 @@ class ScheduleTables(GroupCommit):
 
         return await self._write(op)
 
-    def record_schedule_run(self, name: str, job_id: str, now: float, next_run_at: float | None) -> Awaitable[Any]:
-        async def op(db: asyncpg.Connection) -> None:
-            await db.execute(
-                "UPDATE schedules SET last_job_id=$1, last_run_at=$2, next_run_at=$3, runs=runs+1, "
-                "last_error_code=NULL, last_error_message=NULL WHERE name=$4",
-                job_id,
-                now,
-                next_run_at,
-                name,
+    async def claim_schedule(self, name: str, occurrence: float, node: str, now: float, until: float) -> bool:
+        async def op(db: asyncpg.Connection) -> bool:
+            # Two nodes claiming at once: the second waits for the first's row lock, then finds
+            # the claim taken (or the occurrence recorded, next_run_at moved on).
+            return bool(
+                await db.fetchval(
+                    "UPDATE schedules SET claimed_by=$1, claimed_until=$2 WHERE name=$3 AND enabled "
+                    "AND next_run_at=$4 AND (claimed_by IS NULL OR claimed_by=$1 OR claimed_until<$5) RETURNING 1",
+                    node,
+                    until,
+                    name,
+                    occurrence,
+                    now,
+                )
+            )
+
+        return await self._write(op)
+
+    def record_schedule_run(
+        self, name: str, job_id: str, now: float, next_run_at: float | None, occurrence: float | None = None
+    ) -> Awaitable[bool]:
+        async def op(db: asyncpg.Connection) -> bool:
+            return bool(
+                await db.fetchval(
+                    "UPDATE schedules SET last_job_id=$1, last_run_at=$2, next_run_at=$3, runs=runs+1, "
+                    "last_error_code=NULL, last_error_message=NULL, claimed_by=NULL, claimed_until=0 "
+                    "WHERE name=$4 AND ($5::double precision IS NULL OR next_run_at=$5) RETURNING 1",
+                    job_id,
+                    now,
+                    next_run_at,
+                    name,
+                    occurrence,
+                )
             )
 
         return self._write(op)
 
     def record_schedule_skip(
-        self, name: str, next_run_at: float | None, overlap: bool, error: tuple[str, str] | None
-    ) -> Awaitable[Any]:
+        self,
+        name: str,
+        next_run_at: float | None,
+        overlap: bool,
+        error: tuple[str, str] | None,
+        occurrence: float | None = None,
+    ) -> Awaitable[bool]:
         code, message = error if error is not None else (None, None)
 
-        async def op(db: asyncpg.Connection) -> None:
-            await db.execute(
-                "UPDATE schedules SET next_run_at=$1, skipped_overlaps=skipped_overlaps+$2, "
-                "last_error_code=coalesce($3, last_error_code), last_error_message=coalesce($4, last_error_message) "
-                "WHERE name=$5",
-                next_run_at,
-                int(overlap),
-                code,
-                message,
-                name,
+        async def op(db: asyncpg.Connection) -> bool:
+            return bool(
+                await db.fetchval(
+                    "UPDATE schedules SET next_run_at=$1, skipped_overlaps=skipped_overlaps+$2, "
+                    "last_error_code=coalesce($3, last_error_code), "
+                    "last_error_message=coalesce($4, last_error_message), claimed_by=NULL, claimed_until=0 "
+                    "WHERE name=$5 AND ($6::double precision IS NULL OR next_run_at=$6) RETURNING 1",
+                    next_run_at,
+                    int(overlap),
+                    code,
+                    message,
+                    name,
+                    occurrence,
+                )
             )
 
         return self._write(op)

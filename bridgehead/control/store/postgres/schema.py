@@ -5,16 +5,19 @@ advisory lock (two nodes starting at once migrate once), the store reads the hig
 refuses a database newer than ``LATEST`` (``SchemaTooNew``), and applies the missing
 migrations, each in that one transaction.
 
-Claims come next (several nodes on one database): the queue is ``jobs`` by
-``(cluster, state, queue_seq)``, so a node will claim with ``SELECT ... WHERE cluster=$1 AND
-state='queued' ORDER BY queue_seq FOR UPDATE SKIP LOCKED LIMIT n``; deliveries likewise by
-``(state, seq)``. Nothing here holds a lease yet: one node owns the database for now.
+Several nodes share one database (``store.nodes``): a node claims queued jobs with ``SELECT
+... WHERE cluster=$1 AND state='queued' ORDER BY queue_seq FOR UPDATE SKIP LOCKED LIMIT n``
+(migration 2), deliveries and schedule occurrences under leases (migration 3); migration 4
+holds the control plane's identity.
 """
 
 from __future__ import annotations
 
 import asyncpg
 
+from bridgehead.control.store.postgres.schema_deliveries import V3
+from bridgehead.control.store.postgres.schema_identity import V4
+from bridgehead.control.store.postgres.schema_nodes import V2
 from bridgehead.control.store.versions import SchemaTooNew
 
 # A job's queue position comes from this sequence in blocks of QUEUE_BLOCK: a node reserves
@@ -195,7 +198,8 @@ CREATE INDEX agent_updates_by_agent ON agent_updates (agent, at);
 """
 
 # Version N is MIGRATIONS[N - 1]; append, never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (V1,)
+# V2 and later live in modules of their own (schema_*.py), one per capability.
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
 LATEST = len(MIGRATIONS)
 
 

@@ -35,29 +35,51 @@ class SinkTables(GroupCommit):
     def queue_delivery(self, job_id: str, attempt: int, now: float) -> Awaitable[bool]:
         return self._write(lambda db: queue_delivery_now(db, job_id, attempt, now))
 
-    async def deliveries_to_run(self, limit: int) -> list[str]:
+    async def deliveries_to_run(self, limit: int, node: str, now: float) -> list[str]:
         rows = await (await self._reads()).fetch(
-            "SELECT job_id FROM sink_deliveries WHERE state IN ('pending', 'delivering') ORDER BY seq LIMIT $1",
+            "SELECT job_id FROM sink_deliveries WHERE state IN ('pending', 'delivering') "
+            "AND (node IS NULL OR node=$2 OR lease_until<$3) ORDER BY seq LIMIT $1",
             max(limit, 0),
+            node,
+            now,
         )
         return [r[0] for r in rows]
 
-    async def start_delivery(self, job_id: str, batch_size: int, now: float) -> Delivery:
+    async def start_delivery(
+        self, job_id: str, batch_size: int, now: float, node: str, until: float
+    ) -> Delivery | None:
         async def op(db: asyncpg.Connection) -> asyncpg.Record | None:
+            # The claim and the start in one statement: of two nodes claiming at once, the
+            # second waits for the first's row lock, then finds the lease taken.
             # The batch size is fixed the first time, for good: a resumed delivery cuts the same batches.
             return await db.fetchrow(
                 "UPDATE sink_deliveries SET started_at = CASE WHEN batch_size = 0 THEN $1 ELSE started_at END, "  # noqa: S608 - fixed column list
                 "batch_size = CASE WHEN batch_size = 0 THEN $2 ELSE batch_size END, "
-                f"state='delivering', error_code=NULL, error_message=NULL, updated_at=$1 WHERE job_id=$3 "
+                "state='delivering', error_code=NULL, error_message=NULL, updated_at=$1, node=$4, lease_until=$5 "
+                "WHERE job_id=$3 AND state IN ('pending', 'delivering') "
+                "AND (node IS NULL OR node=$4 OR lease_until<$1) "
                 f"RETURNING {_DELIVERY}",
                 now,
                 batch_size,
                 job_id,
+                node,
+                until,
             )
 
         row = await self._write(op)
-        assert row is not None  # noqa: S101 - queued with the job's end, before any start
-        return Delivery(*row)
+        return Delivery(*row) if row is not None else None
+
+    async def renew_deliveries(self, node: str, job_ids: Sequence[str], until: float) -> set[str]:
+        async def op(db: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await db.fetch(
+                "UPDATE sink_deliveries SET lease_until=$1 WHERE job_id = ANY($2::text[]) AND node=$3 "
+                "AND state='delivering' RETURNING job_id",
+                until,
+                list(job_ids),
+                node,
+            )
+
+        return {r[0] for r in await self._write(op)} if job_ids else set()
 
     async def delivery(self, job_id: str) -> Delivery | None:
         row = await (await self._reads()).fetchrow(
@@ -78,44 +100,55 @@ class SinkTables(GroupCommit):
         counts: dict[str, int],
         rejected: Sequence[Rejected],
         now: float,
-    ) -> Awaitable[Any]:
-        async def op(db: asyncpg.Connection) -> None:
-            await db.execute(
+        node: str,
+    ) -> Awaitable[bool]:
+        async def op(db: asyncpg.Connection) -> bool:
+            # Fenced in the same statement: the batch is written only while ``node`` holds
+            # the delivery, and the delivery's row stays locked to the commit (a node claiming
+            # it meanwhile waits, then reads a cursor with this batch in it).
+            written = await db.fetchval(
+                "WITH held AS (UPDATE sink_deliveries SET updated_at=$9 WHERE job_id=$1 AND node=$10 "
+                "AND state='delivering' RETURNING job_id) "
                 "INSERT INTO sink_batches (job_id, first_seq, last_seq, inserted, updated, ignored, skipped, errors) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, first_seq) DO UPDATE SET "
+                "SELECT job_id, $2, $3, $4, $5, $6, $7, $8 FROM held ON CONFLICT (job_id, first_seq) DO UPDATE SET "
                 "last_seq=excluded.last_seq, inserted=excluded.inserted, updated=excluded.updated, "
-                "ignored=excluded.ignored, skipped=excluded.skipped, errors=excluded.errors",
+                "ignored=excluded.ignored, skipped=excluded.skipped, errors=excluded.errors RETURNING 1",
                 job_id,
                 first_seq,
                 last_seq,
                 *(counts.get(c, 0) for c in COUNTS),
+                now,
+                node,
             )
-            if rejected:
+            if written and rejected:
                 await db.executemany(
                     "INSERT INTO sink_errors (job_id, seq, status, message, record) VALUES ($1, $2, $3, $4, $5) "
                     "ON CONFLICT (job_id, seq) DO UPDATE SET status=excluded.status, message=excluded.message, "
                     "record=excluded.record",
                     [(job_id, r.seq, r.status, r.message, json.dumps(r.record)) for r in rejected],
                 )
-            await db.execute("UPDATE sink_deliveries SET updated_at=$1 WHERE job_id=$2", now, job_id)
+            return bool(written)
 
         return self._write(op)
 
     def end_delivery(
-        self, job_id: str, state: str, error_code: str | None, error_message: str | None, now: float
-    ) -> Awaitable[Any]:
+        self, job_id: str, state: str, error_code: str | None, error_message: str | None, now: float, node: str
+    ) -> Awaitable[bool]:
         finished = now if state in ("done", "failed") else None
 
-        async def op(db: asyncpg.Connection) -> None:
-            await db.execute(
-                "UPDATE sink_deliveries SET state=$1, error_code=$2, error_message=$3, updated_at=$4, "
-                "finished_at=$5 WHERE job_id=$6",
-                state,
-                error_code,
-                error_message,
-                now,
-                finished,
-                job_id,
+        async def op(db: asyncpg.Connection) -> bool:
+            return bool(
+                await db.fetchval(
+                    "UPDATE sink_deliveries SET state=$1, error_code=$2, error_message=$3, updated_at=$4, "
+                    "finished_at=$5, node=NULL, lease_until=0 WHERE job_id=$6 AND node=$7 RETURNING 1",
+                    state,
+                    error_code,
+                    error_message,
+                    now,
+                    finished,
+                    job_id,
+                    node,
+                )
             )
 
         return self._write(op)

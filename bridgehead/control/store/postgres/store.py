@@ -9,10 +9,7 @@ use, on the caller's loop (``writer.GroupCommit``).
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine
-from typing import Any
+import secrets
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -20,7 +17,9 @@ import asyncpg
 from bridgehead.control.store.base import Store
 from bridgehead.control.store.postgres.access import AccessTables
 from bridgehead.control.store.postgres.agents import AgentTables
+from bridgehead.control.store.postgres.identity import IdentityTables
 from bridgehead.control.store.postgres.jobs import JobTables
+from bridgehead.control.store.postgres.nodes import NodeTables
 from bridgehead.control.store.postgres.records import RecordTables
 from bridgehead.control.store.postgres.releases import ReleaseTables
 from bridgehead.control.store.postgres.schedules import ScheduleTables
@@ -28,6 +27,7 @@ from bridgehead.control.store.postgres.schema import QUEUE_BLOCK, migrate
 from bridgehead.control.store.postgres.sinks import SinkTables
 from bridgehead.control.store.postgres.syncs import SyncTables
 from bridgehead.core.errors import BridgeheadError
+from bridgehead.core.eventloop import run_apart
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -45,14 +45,28 @@ def display_url(url: str) -> str:
 
 
 class PostgresStore(
-    JobTables, RecordTables, SyncTables, AgentTables, AccessTables, ScheduleTables, SinkTables, ReleaseTables, Store
+    JobTables,
+    RecordTables,
+    SyncTables,
+    AgentTables,
+    AccessTables,
+    ScheduleTables,
+    SinkTables,
+    ReleaseTables,
+    NodeTables,
+    IdentityTables,
+    Store,
 ):
-    def __init__(self, url: str, password: str | None = None, schema: str = "public") -> None:
+    def __init__(
+        self, url: str, password: str | None = None, schema: str = "public", node_id: str | None = None
+    ) -> None:
         """``url``: ``postgresql://user@host:port/database``; ``password`` apart (read from a
-        secret by the caller); ``schema``: where the tables are (one per test, say)."""
+        secret by the caller); ``schema``: where the tables are (one per test, say);
+        ``node_id``: this node's name among those sharing the database (a random one if None)."""
         super().__init__(url, password, schema)
+        self.node_id = node_id or f"store-{secrets.token_hex(4)}"
         self.url = display_url(url)
-        first_block = _in_thread(self._prepare())
+        first_block = run_apart(self._prepare, "bridgehead-store-open")
         self._seq_next, self._seq_end = first_block, first_block + QUEUE_BLOCK
 
     async def _prepare(self) -> int:
@@ -71,23 +85,3 @@ class PostgresStore(
             return max(block, highest + 1)
         finally:
             await conn.close()
-
-
-def _in_thread(work: Coroutine[Any, Any, int]) -> int:
-    """Run the coroutine ``work`` to its end on a loop of its own in a worker thread: the caller
-    may be a running loop's thread (an async test, a CLI command), which must not be re-entered."""
-    outcome: list[int] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            outcome.append(asyncio.run(work))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="bridgehead-store-open")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]

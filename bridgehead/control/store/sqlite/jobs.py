@@ -160,7 +160,9 @@ class JobTables(GroupCommit):
 
         return self._write(op)
 
-    def requeue_job(self, job_id: str, error_code: str | None, error_message: str | None) -> Awaitable[Any]:
+    def requeue_job(
+        self, job_id: str, error_code: str | None, error_message: str | None, not_before: float | None = None
+    ) -> Awaitable[Any]:
         return self._write(
             lambda: self.db.execute(
                 "UPDATE jobs SET state='queued', agent=NULL, accepted=0, error_code=?, error_message=? WHERE id=?",

@@ -6,6 +6,10 @@ commit with its counts and rejected records. After a restart, delivery resumes w
 batches not in it; a batch that was in flight when the control plane died is sent again,
 which the sink's coalesce keys make harmless. Counts are sums over finished batches, so a
 batch sent twice is counted once.
+
+Deliveries are claimed with a lease as on PostgreSQL (``store.deliveries``), but the leases
+live with the store, not in the file: one control-plane process drives a data dir's
+deliveries, so after a restart none is held by anyone, which is the truth.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from bridgehead.control.store.rows import COUNTS, Delivery, Rejected
 from bridgehead.control.store.sqlite.writer import GroupCommit
+from bridgehead.core.wal_sync import WalSync
 
 SINK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sink_deliveries (
@@ -82,34 +87,59 @@ def queue_delivery_now(db: sqlite3.Connection, job_id: str, attempt: int, now: f
 
 
 class SinkTables(GroupCommit):
+    def __init__(self, db: sqlite3.Connection, wal_sync: WalSync | None = None) -> None:
+        super().__init__(db, wal_sync)
+        self._leases: dict[str, tuple[str, float]] = {}  # job id: (node, until)
+
+    def _claimable(self, job_id: str, node: str, now: float) -> bool:
+        holder, until = self._leases.get(job_id, (node, 0.0))
+        return holder == node or until < now
+
+    def _holds(self, job_id: str, node: str) -> bool:
+        return self._leases.get(job_id, ("", 0.0))[0] == node
+
     # --- deliveries ----------------------------------------------------------------------
 
     def queue_delivery(self, job_id: str, attempt: int, now: float) -> Awaitable[bool]:
         return self._write(lambda: queue_delivery_now(self.db, job_id, attempt, now))
 
-    async def deliveries_to_run(self, limit: int) -> list[str]:
-        """Deliveries pending, or cut short by a restart (still ``delivering``)."""
+    async def deliveries_to_run(self, limit: int, node: str, now: float) -> list[str]:
+        """Deliveries pending, or cut short (still ``delivering``) and not held by another node."""
         rows = self.db.execute(
-            "SELECT job_id FROM sink_deliveries WHERE state IN ('pending', 'delivering') ORDER BY rowid LIMIT ?",
-            (limit,),
+            "SELECT job_id FROM sink_deliveries WHERE state IN ('pending', 'delivering') ORDER BY rowid"
         ).fetchall()
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if self._claimable(r[0], node, now)][: max(limit, 0)]
 
-    async def start_delivery(self, job_id: str, batch_size: int, now: float) -> Delivery:
-        """The queued delivery (``queue_delivery``), started: its batch size is fixed the first
-        time, for good (so a resumed delivery cuts the same batches, whatever the configuration
-        says by then)."""
-        await self._write(
-            lambda: self.db.execute(
+    async def start_delivery(
+        self, job_id: str, batch_size: int, now: float, node: str, until: float
+    ) -> Delivery | None:
+        """The queued delivery (``queue_delivery``), claimed and started: its batch size is
+        fixed the first time, for good (so a resumed delivery cuts the same batches, whatever
+        the configuration says by then)."""
+
+        def op() -> bool:
+            if not self._claimable(job_id, node, now):
+                return False
+            claimed = self.db.execute(
                 "UPDATE sink_deliveries SET started_at = CASE WHEN batch_size = 0 THEN ? ELSE started_at END, "
                 "batch_size = CASE WHEN batch_size = 0 THEN ? ELSE batch_size END, "
-                "state='delivering', error_code=NULL, error_message=NULL, updated_at=? WHERE job_id=?",
+                "state='delivering', error_code=NULL, error_message=NULL, updated_at=? "
+                "WHERE job_id=? AND state IN ('pending', 'delivering')",
                 (now, batch_size, now, job_id),
-            )
-        )
-        delivery = await self.delivery(job_id)
-        assert delivery is not None  # noqa: S101 - queued with the job's end, before any start
-        return delivery
+            ).rowcount
+            if claimed:
+                self._leases[job_id] = (node, until)
+            return bool(claimed)
+
+        if not await self._write(op):
+            return None
+        return await self.delivery(job_id)
+
+    async def renew_deliveries(self, node: str, job_ids: Sequence[str], until: float) -> set[str]:
+        held = {job_id for job_id in job_ids if self._holds(job_id, node)}
+        for job_id in held:
+            self._leases[job_id] = (node, until)
+        return held
 
     async def delivery(self, job_id: str) -> Delivery | None:
         row = self.db.execute(
@@ -131,10 +161,13 @@ class SinkTables(GroupCommit):
         counts: dict[str, int],
         rejected: Sequence[Rejected],
         now: float,
-    ) -> Awaitable[Any]:
+        node: str,
+    ) -> Awaitable[bool]:
         """One batch's outcome, counts and rejected records in one commit: the cursor moves."""
 
-        def op() -> None:
+        def op() -> bool:
+            if not self._holds(job_id, node):
+                return False
             self.db.execute(
                 "INSERT OR REPLACE INTO sink_batches (job_id, first_seq, last_seq, inserted, updated, ignored, "
                 "skipped, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -145,19 +178,25 @@ class SinkTables(GroupCommit):
                 [(job_id, r.seq, r.status, r.message, json.dumps(r.record)) for r in rejected],
             )
             self.db.execute("UPDATE sink_deliveries SET updated_at=? WHERE job_id=?", (now, job_id))
+            return True
 
         return self._write(op)
 
     def end_delivery(
-        self, job_id: str, state: str, error_code: str | None, error_message: str | None, now: float
-    ) -> Awaitable[Any]:
-        return self._write(
-            lambda: self.db.execute(
+        self, job_id: str, state: str, error_code: str | None, error_message: str | None, now: float, node: str
+    ) -> Awaitable[bool]:
+        def op() -> bool:
+            if not self._holds(job_id, node):
+                return False
+            del self._leases[job_id]
+            self.db.execute(
                 "UPDATE sink_deliveries SET state=?, error_code=?, error_message=?, updated_at=?, finished_at=? "
                 "WHERE job_id=?",
                 (state, error_code, error_message, now, now if state in ("done", "failed") else None, job_id),
             )
-        )
+            return True
+
+        return self._write(op)
 
     def retry_delivery(self, job_id: str, now: float) -> Awaitable[Any]:
         return self._write(
