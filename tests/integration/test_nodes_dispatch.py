@@ -48,6 +48,10 @@ def test_a_job_submitted_on_one_node_runs_on_an_agent_of_the_other(
     api_a = a.api()
     nodes = api_a.request("GET", "/api/v1/nodes")[1]["nodes"]
     assert sorted(n["alive"] for n in nodes) == [True, True], nodes
+    # Node a lists the agent as connected, on node b.
+    [node_b] = [n["id"] for n in b.api().request("GET", "/api/v1/nodes")[1]["nodes"] if n["this"]]
+    [listed] = api_a.request("GET", "/api/v1/agents")[1]
+    assert (listed["name"], listed["connected"], listed["node"]) == ("agent-b", True, node_b)
     start = time.monotonic()
     status, job = api_a.request(
         "POST", "/api/v1/jobs?wait=10", {"plugin": "echo", "params": {"records": [{"n": 1}, {"n": 2}]}}

@@ -94,7 +94,9 @@ def test_a_partitioned_node_loses_its_agents_to_the_other_and_nothing_doubles(
                 agent.start()
 
             def on_node(api: Api) -> set[str]:
-                return {x["name"] for x in api.request("GET", "/api/v1/agents")[1] if x["connected"]}
+                """The agents with a session on this very node (not on another: ``node``)."""
+                agents = api.request("GET", "/api/v1/agents")[1]
+                return {x["name"] for x in agents if x["connected"] and x["node"] is None}
 
             wait_until(lambda: on_node(api_a) == {"agent-1", "agent-2"}, scaled(30), "both agents on node A")
             wait_until(lambda: done_count(api_b) >= 20, scaled(60), "some jobs done")

@@ -93,6 +93,7 @@ class AgentFrames:
         old = self.dispatcher.links.get(link.name)
         if old is not None:
             old.close(4004, "replaced by a newer session of the same agent")
+            old.replaced = True
             self.dispatcher.detach(old)
         verdicts = [self._verdict(link, held) for held in hello.jobs]
         held_keys = {(h.job_id, h.attempt) for h in hello.jobs}

@@ -398,6 +398,8 @@ class Dispatcher:
         link.closed = True
         if self.links.get(link.name) is link:
             del self.links[link.name]
+            if self.nodes is not None and not link.replaced:  # its session here ended
+                self.durability.after(self.nodes.agent_left(link.name))
             for live in self.live.values():
                 if live.agent == link.name:
                     live.lease_expires = self.leases.lapse_after(link)

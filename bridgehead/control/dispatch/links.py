@@ -33,6 +33,7 @@ class AgentLink:
     last_seen: float = field(default_factory=time.monotonic)
     draining: bool = False
     closed: bool = False
+    replaced: bool = False  # a newer session of the same agent took its place on this node
     version: str = ""
     running: set[str] = field(default_factory=set)
     heartbeat_pending: bool = False  # an answer to a heartbeat is queued, not yet written

@@ -18,6 +18,7 @@ from bridgehead.control.services.requests import EnrollmentTokenRequest, EnrollR
 from bridgehead.control.services.views import agent_view
 from bridgehead.control.signing_keys import SigningKeys
 from bridgehead.control.store.base import Store
+from bridgehead.control.store.nodes import NodeStore
 from bridgehead.control.store.rows import Actor, AgentRow, EnrollmentGrant, EnrollmentRefused
 
 # The store says why it refused an enrolment with the status it would answer; its class here.
@@ -46,7 +47,11 @@ class AgentService:
     async def list(self, after: str, limit: int) -> list[dict[str, Any]]:
         """Enrolled agents by name; a full page may have more (ask with after=<last name>)."""
         agents = await self.store.list_agents(after, limit)
-        return [agent_view(a, self.dispatcher.links.get(a.name)) for a in agents]
+        # Several nodes: an agent whose session is on another live node is connected too.
+        elsewhere: dict[str, str] = {}
+        if isinstance(self.store, NodeStore):
+            elsewhere = await self.store.agents_elsewhere(self.config.server.node_dead_after_s)
+        return [agent_view(a, self.dispatcher.links.get(a.name), elsewhere.get(a.name)) for a in agents]
 
     async def revoke(self, name: str, actor: Actor) -> dict[str, Any]:
         """Refuse an agent from now on and end its session at once (it may be enrolled again)."""

@@ -58,6 +58,7 @@ class Agent(msgspec.Struct):
     last_seen: float | None
     certificate_expires_at: float | None
     revoked: bool
+    node: str | None = None  # with several nodes: the other node its session is on
 
 
 class Node(msgspec.Struct):

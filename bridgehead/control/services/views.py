@@ -74,12 +74,14 @@ def sync_view(delivery: Delivery | None, counts: dict[str, int], state: str, rec
     }
 
 
-def agent_view(agent: AgentRow, link: LiveAgent | None) -> dict[str, Any]:
-    """An enrolled agent, with its live session's state when it has one."""
+def agent_view(agent: AgentRow, link: LiveAgent | None, elsewhere: str | None = None) -> dict[str, Any]:
+    """An enrolled agent, with its live session's state when it has one here; ``elsewhere``:
+    the other node its session is on (several nodes), whose details this node does not hold."""
     return {
         "name": agent.name,
         "cluster": agent.cluster,
-        "connected": link is not None,
+        "connected": link is not None or elsewhere is not None,
+        "node": elsewhere,
         "version": link.version if link else agent.version,
         "plugins": sorted(link.plugins) if link else [p["name"] for p in agent.plugins],
         "running": len(link.running) if link else 0,

@@ -81,6 +81,15 @@ class NodeStore(abc.ABC):
         """Every node on record, by id."""
 
     @abc.abstractmethod
+    def agent_left(self, agent: str) -> Awaitable[object]:
+        """The agent's session on this node ended (and no newer one replaced it here)."""
+
+    @abc.abstractmethod
+    async def agents_elsewhere(self, dead_after_s: float) -> dict[str, str]:
+        """Agents with a session on another node that is alive (heard from within
+        ``dead_after_s``): name -> node."""
+
+    @abc.abstractmethod
     async def queued_jobs(self) -> int:
         """How many jobs are queued, on every node (the queue is the database's)."""
 

@@ -22,6 +22,8 @@ _AGENT = (
 
 
 class AgentTables(GroupCommit):
+    node_id: str
+
     async def enroll_agent(self, grant: EnrollmentGrant, now: float) -> AgentRow | EnrollmentRefused:
         agent = grant.agent
 
@@ -117,12 +119,13 @@ class AgentTables(GroupCommit):
     ) -> Awaitable[Any]:
         async def op(db: asyncpg.Connection) -> None:
             await db.execute(
-                "UPDATE agents SET last_seen=$1, version=$2, plugins=$3, connections=$4 WHERE name=$5",
+                "UPDATE agents SET last_seen=$1, version=$2, plugins=$3, connections=$4, node=$6 WHERE name=$5",
                 now,
                 version,
                 json.dumps(plugins),
                 json.dumps(connections),
                 name,
+                self.node_id,  # its session is on this node now
             )
 
         return self._write(op)

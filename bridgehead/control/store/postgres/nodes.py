@@ -131,6 +131,21 @@ class NodeTables(GroupCommit, NodeStore):
             for row in rows
         ]
 
+    def agent_left(self, agent: str) -> Awaitable[Any]:
+        async def op(db: asyncpg.Connection) -> None:
+            await db.execute("UPDATE agents SET node=NULL WHERE name=$1 AND node=$2", agent, self.node_id)
+
+        return self._write(op, quiet=True)
+
+    async def agents_elsewhere(self, dead_after_s: float) -> dict[str, str]:
+        rows = await (await self._reads()).fetch(
+            "SELECT a.name, a.node FROM agents a JOIN nodes n ON n.id = a.node WHERE a.node <> $1 "
+            "AND n.stopped_at IS NULL AND n.heartbeat_at >= extract(epoch FROM clock_timestamp()) - $2",
+            self.node_id,
+            dead_after_s,
+        )
+        return {row[0]: row[1] for row in rows}
+
     async def queued_jobs(self) -> int:
         return int(await (await self._reads()).fetchval("SELECT count(*) FROM jobs WHERE state = 'queued'"))
 

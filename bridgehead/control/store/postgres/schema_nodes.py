@@ -13,6 +13,8 @@ CREATE TABLE nodes (
     stopped_at double precision
 );
 ALTER TABLE jobs ADD COLUMN node text;
+-- The node an agent's session is on (NULL once it ended there), for /api/v1/agents on any node.
+ALTER TABLE agents ADD COLUMN node text;
 -- A retried job waits out its backoff: no node claims it before (wall clock, seconds).
 ALTER TABLE jobs ADD COLUMN not_before double precision;
 CREATE INDEX jobs_running_on ON jobs (node) WHERE state = 'running';
