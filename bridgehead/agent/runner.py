@@ -119,7 +119,7 @@ class Runner:
         attempt = Attempt(offer.job_id, offer.attempt, offer.plugin, self.new_stream(offer.job_id, offer.attempt))
         self.attempts[key] = attempt
         attempt.task = asyncio.create_task(
-            self._run(attempt, plugin, params, profile, credential, offer.timeout_s, offer.sync_state),
+            self._run(attempt, plugin, params, profile, credential, offer.timeout_s, offer.sync_state, not safe),
             name=f"job {offer.job_id}#{offer.attempt}",
         )
         # Whether it ends, fails, is cancelled or abandoned, its slot frees when the task ends.
@@ -171,7 +171,12 @@ class Runner:
         credential: Credential | None,
         timeout_s: float,
         previous_sync_state: SyncState | None = None,
+        journaled_first: bool = False,
     ) -> None:
+        """Run the attempt to its end. ``journaled_first`` (a run not safe to repeat): only once
+        its acceptance is durable in the journal, so that a crash or power loss before then
+        leaves a run that never started, not one the agent forgot and the control plane
+        offers again. A job safe to repeat starts at once (a lost journal reruns it, harmlessly)."""
         job_log = logging.LoggerAdapter(log, {"job_id": attempt.offer_job_id, "attempt": attempt.attempt})
         ctx: JobContext[Any] = JobContext(
             job_id=attempt.offer_job_id,
@@ -188,6 +193,8 @@ class Runner:
         status: JobStatus = "succeeded"
         error: ErrorInfo | None = None
         try:
+            if journaled_first:
+                await self.journal.make_durable()
             async with asyncio.timeout(timeout_s):
                 await plugin.run(ctx, params)
         except TimeoutError:

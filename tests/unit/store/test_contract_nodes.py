@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from bridgehead_testing.postgres import POSTGRES_URL, postgres_admin
 from store_contract import empty_schema, give_back, job
 
 from bridgehead.control.store.postgres import PostgresStore
+from bridgehead.control.store.postgres.nodes import CLAIM
 from bridgehead.control.store.rows import Actor
 
 Nodes = tuple[PostgresStore, PostgresStore]
@@ -167,3 +169,19 @@ async def test_only_changes_others_may_cache_count_as_external_changes(nodes: No
     assert n2.external_changes() == before
     await n1.add_api_token("h" * 64, "viewer", "ci", 100.0, None)
     await asyncio.wait_for(_until(lambda: n2.external_changes() > before), 5)
+
+
+async def test_a_claim_neither_waits_for_nor_takes_what_another_nodes_open_claim_holds(nodes: Nodes) -> None:
+    """Node 1's claim is still in its transaction (uncommitted) when node 2 claims: node 2
+    skips the rows it holds, at once, and the two never share a job."""
+    n1, n2 = nodes
+    ids = await queue(n1, 6)
+    held = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": n1._schema})  # noqa: SLF001
+    try:
+        async with held.transaction():
+            rows = await held.fetch(CLAIM, "c", ["sql"], "a1", "n1", 100.0, 3)
+            first = sorted(row[0] for row in rows)
+            second = await asyncio.wait_for(n2.claim_jobs("c", {"sql"}, "a2", 3, 100.0), 5)
+            assert sorted(j.id for j in second) == sorted(set(ids) - set(first))
+    finally:
+        await held.close()

@@ -16,7 +16,7 @@ from bridgehead.control.store.sql_rows import JOB_COLUMNS, job_row
 _JOB_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 # The inner SELECT is served by the partial index jobs_queued; SKIP LOCKED passes over rows
 # another node's claim holds, so nodes never wait on each other here.
-_CLAIM = (
+CLAIM = (
     "UPDATE jobs j SET state='running', attempt=j.attempt + 1, agent=$3, node=$4, accepted=false, "  # noqa: S608
     "safe_to_repeat=false, acked_seq=0, record_count=0, started_at=$5, not_before=NULL "
     "FROM (SELECT id FROM jobs WHERE state='queued' AND cluster=$1 AND plugin = ANY($2::text[]) "
@@ -35,7 +35,7 @@ class NodeTables(GroupCommit, NodeStore):
 
         async def op(db: asyncpg.Connection) -> list[JobRow]:
             rows = await db.fetch(
-                _CLAIM,
+                CLAIM,
                 cluster,
                 names,
                 agent,
