@@ -61,7 +61,7 @@ from bridgehead.agent.enroll import split_token
 from bridgehead.agent.identity import Identity, pem_sha256
 
 GOAL_RSS_MB = 2048
-GC_PAUSE = re.compile(r"bench-gc: generation \d pause (\d+) ms")  # from _server_hooks/sitecustomize.py
+GC_PAUSE = re.compile(r"bench-gc: generation (\d) pause (\d+) ms")  # from _server_hooks/sitecustomize.py
 GOAL_P99_MS = 100.0
 DEFAULT_STEPS = [1000, 2500, 5000, 10_000]
 # Lines of the control plane's log that mean an agent's session ended or was refused.
@@ -115,6 +115,7 @@ class Row:
     gen_cpu: float = 0.0
     machine_cpu: float = 0.0  # cores busy on the whole machine (other load included)
     gc_pauses: list[float] = field(default_factory=list)  # the control plane's, >= 20 ms (ms)
+    gc_hold: dict[str, str] = field(default_factory=dict)  # per generation, in the hold: "count x max ms"
     jobs_done: int = 0
     jobs_submitted: int = 0
     session_ends: dict[str, int] = field(default_factory=dict)
@@ -157,6 +158,7 @@ class Bench:
             raise SystemExit("the enrolment token does not pin this control plane's certificate")
         self.log_offset = 0
         self.gc_pauses: list[float] = []
+        self.gc_generations: list[int] = []  # of each pause in gc_pauses
         self.gate = asyncio.Semaphore(args.connect_concurrency)
         self.probe: subprocess.Popen[str] | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="bench-io")
@@ -212,7 +214,9 @@ class Bench:
             text = log.read().decode(errors="replace")
             self.log_offset = log.tell()
         found: dict[str, int] = {}
-        self.gc_pauses = [float(m) for m in GC_PAUSE.findall(text)]
+        found_pauses = GC_PAUSE.findall(text)
+        self.gc_pauses = [float(ms) for _gen, ms in found_pauses]
+        self.gc_generations = [int(gen) for gen, _ms in found_pauses]
         for line in text.splitlines():
             for sign, pattern in LOG_SIGNS.items():
                 if pattern.search(line):
@@ -364,6 +368,9 @@ class Bench:
         hold_signs = self._scan_log()
         row.log_signs = {k: ramp_signs.get(k, 0) + hold_signs.get(k, 0) for k in {*ramp_signs, *hold_signs}}
         row.gc_pauses = ramp_gc + self.gc_pauses
+        for generation in sorted(set(self.gc_generations)):
+            pauses = [ms for gen, ms in zip(self.gc_generations, self.gc_pauses, strict=True) if gen == generation]
+            row.gc_hold[f"gen{generation}"] = f"{len(pauses)} x max {max(pauses):.0f} ms"
         return row
 
     async def _blocking(self, call: Any, *args: Any) -> Any:
@@ -410,6 +417,7 @@ def print_row(row: Row) -> None:
         "generator_rss_mb": round(row.gen_rss_mb),
         "server_gc_pauses_over_20ms": len(row.gc_pauses),
         "server_gc_max_ms": max(row.gc_pauses, default=0),
+        "server_gc_pauses_in_hold": row.gc_hold,
     }
     for name in ("session_ends", "connect_failures", "log_signs"):
         if getattr(row, name):

@@ -34,7 +34,7 @@ from typing import TypeVar
 import msgspec
 
 from bridgehead import __version__
-from bridgehead.control import recovery, service_install
+from bridgehead.control import gc_policy, recovery, service_install
 from bridgehead.control.auth import API_TOKEN_PREFIX, ROLES, new_enrollment_token, new_token, token_hash
 from bridgehead.control.config import ControlConfig, StoreSection, load_control_config
 from bridgehead.control.releases.commands import add_release_commands
@@ -79,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--insecure-http", "", f"plain HTTP is only for loopback addresses, not {host}: drop it to serve HTTPS"
         )
     configure_logging(config.server.log_level, config.server.log_format)
+    gc_policy.tune()  # thousands of sessions: young collections less often (gc_policy.py)
     data_dir = Path(args.data_dir)
     # On PostgreSQL, a database that is away is waited for (docs/operations.md, "When
     # PostgreSQL goes away"): here before the port is bound, so that nothing connects to a node
