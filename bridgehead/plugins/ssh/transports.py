@@ -38,6 +38,7 @@ _KEEPALIVE_S = 30
 # How long a refused session open is retried (see _open_session), and the refusals that mean
 # "no room now": OpenSSH answers MaxSessions with CONNECT_FAILED; others use RESOURCE_SHORTAGE.
 _ROOM_WAIT_S = 2.0
+_REFUSAL_LOST_IN_A_RACE = "Unable to open channel."  # paramiko's words (see _open_session)
 _REFUSED_FOR_ROOM = (paramiko.common.OPEN_FAILED_CONNECT_FAILED, paramiko.common.OPEN_FAILED_RESOURCE_SHORTAGE)
 
 
@@ -231,7 +232,14 @@ class HostTransports:
                         f"opening a session on {where}: the server refused it ({exc}); its MaxSessions may be "
                         f"below the profile's max_sessions = {self.profile.max_sessions}"
                     ) from None
-            except (paramiko.SSHException, OSError, EOFError) as exc:
+            except paramiko.SSHException as exc:
+                # paramiko keeps one "last refusal" per transport: when two threads are
+                # refused at once, one takes both and the other gets this bare message. It
+                # is a refusal all the same (a CI run met it), so it is waited out too.
+                refused = str(exc) == _REFUSAL_LOST_IN_A_RACE and transport.is_active()
+                if not wait_for_room or not refused or time.monotonic() + delay > deadline:
+                    raise SourceUnavailable(f"opening a session on {where}: {exc}") from None
+            except (OSError, EOFError) as exc:
                 raise SourceUnavailable(f"opening a session on {where}: {exc}") from None
             time.sleep(delay)
             delay *= 2
