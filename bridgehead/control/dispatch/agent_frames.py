@@ -107,10 +107,6 @@ class AgentFrames:
         live = self.dispatcher.live.get(held.job_id)
         if live is not None and is_current(live, link.name, held.attempt):
             if held.state == "lost":
-                # It was in the agent's journal, so the agent took it and its run may have
-                # begun, even if the acceptance never arrived here: whether it may run again is
-                # what its plugin said in that acceptance (not safe, if it never came).
-                live.accepted = True
                 self.dispatcher.attempt_lost(live, f"agent {link.name} restarted while the attempt ran", notify=False)
             else:
                 link.running.add(live.job_id)

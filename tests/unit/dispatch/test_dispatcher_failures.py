@@ -133,22 +133,3 @@ async def test_a_restart_rebuilds_queues_and_leases_from_the_store(dispatcher: D
         assert "queued" == (await back.next(Offer)).job_id
     finally:
         await restarted.stop()
-
-
-async def test_an_agent_that_restarted_holding_an_attempt_it_never_acknowledged_is_not_given_it_again(
-    dispatcher: Dispatcher,
-) -> None:
-    """The agent journaled the attempt (its run may have begun) but died before its acceptance
-    arrived: it says so in its hello (``lost``). The attempt counts as accepted, and with no
-    word that it is safe to repeat, the job fails rather than run a second time."""
-    agent = FakeAgent(dispatcher, "a")
-    ends = Ends(dispatcher)
-    agent.connect(credit=1)
-    await dispatcher.submit(new_job("j1", max_attempts=3))
-    offer = await agent.next(Offer)  # no accept: it never arrived
-    dispatcher.detach(agent.link)  # the session ends (the agent died)
-    again = FakeAgent(dispatcher, "a")
-    again.connect(credit=1, jobs=[HeldJob(job_id="j1", attempt=offer.attempt, state="lost")])
-    job = await ends.of("j1")
-    assert ("failed", "agent_lost", 1) == (job.state, job.error_code, job.attempt)
-    assert [] == again.of(Offer)
