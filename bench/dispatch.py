@@ -100,6 +100,9 @@ def measure(args: argparse.Namespace, tls: bool, synchronous: str = "full") -> F
     )
     print(f"  jobs/s against raw HTTP req/s: {jobs[0] / raw[0]:.2f}x;  goal >= 2,000 jobs/s and p50 <= 5 ms")
     print(f"  check: jobs not succeeded among the newest 1000 of each state: {bad or 'none'}")
+    errors = re.search(r"ERRORS (\d+) (\d+)", jobs[3])
+    if errors is not None and errors.group(0) != "ERRORS 0 0":  # a stall: wrk gives up after 2 s
+        print(f"  check: wrk saw {errors.group(1)} answers other than 2xx and {errors.group(2)} timeouts")
     return figures
 
 

@@ -43,6 +43,9 @@ class Attempt:
     stream: OutboundStream
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None  # "cancel" | "abandon" | "shutdown"
+    # Set once the control plane has the attempt durably: at once for most offers, on
+    # ``Confirm`` (or a welcome that continues it) for one sent with ``confirm_follows``.
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -117,6 +120,8 @@ class Runner:
             return Reject(job_id=offer.job_id, attempt=offer.attempt, error=error)
         self.journal.add_job(offer.job_id, offer.attempt, offer.plugin, time.time())
         attempt = Attempt(offer.job_id, offer.attempt, offer.plugin, self.new_stream(offer.job_id, offer.attempt))
+        if not offer.confirm_follows:
+            attempt.confirmed.set()
         self.attempts[key] = attempt
         attempt.task = asyncio.create_task(
             self._run(attempt, plugin, params, profile, credential, offer.timeout_s, offer.sync_state, not safe),
@@ -176,7 +181,9 @@ class Runner:
         """Run the attempt to its end. ``journaled_first`` (a run not safe to repeat): only once
         its acceptance is durable in the journal, so that a crash or power loss before then
         leaves a run that never started, not one the agent forgot and the control plane
-        offers again. A job safe to repeat starts at once (a lost journal reruns it, harmlessly)."""
+        offers again; and only once the attempt is durable on the control plane (``confirmed``),
+        so that a power loss there cannot forget an attempt that ran and offer the job again.
+        A job safe to repeat starts at once (a lost journal reruns it, harmlessly)."""
         job_log = logging.LoggerAdapter(log, {"job_id": attempt.offer_job_id, "attempt": attempt.attempt})
         ctx: JobContext[Any] = JobContext(
             job_id=attempt.offer_job_id,
@@ -195,6 +202,7 @@ class Runner:
         try:
             if journaled_first:
                 await self.journal.make_durable()
+                await attempt.confirmed.wait()
             async with asyncio.timeout(timeout_s):
                 await plugin.run(ctx, params)
         except TimeoutError:

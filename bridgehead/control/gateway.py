@@ -28,6 +28,7 @@ from bridgehead.control.dispatch import AgentLink, Flooding
 from bridgehead.control.pki import AgentCert, PkiError, agent_identity
 from bridgehead.core.crash_points import armed, crash_point
 from bridgehead.protocol import (
+    FEATURE_CONFIRM,
     SUBPROTOCOL,
     Ack,
     Certificate,
@@ -193,8 +194,11 @@ async def agent_endpoint(ws: WebSocket) -> None:
             encode=encode,
             send_encoded=queue,
             version=hello.version,
+            confirms=FEATURE_CONFIRM in hello.features,
         )
         control.schemas.publish(hello.agent, hello.plugins)
+        # Awaited: once durable, so is every attempt committed before it, and the welcome's
+        # "continue" doubles as the ``Confirm`` of an attempt offered at its commit.
         await control.store.agent_seen(
             hello.agent,
             time.time(),

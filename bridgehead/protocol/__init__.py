@@ -3,6 +3,7 @@
 from bridgehead.protocol.codec import decode_agent_frame, decode_server_frame, encode, pack
 from bridgehead.protocol.errors import MessageTooLarge, ProtocolError, UnexpectedMessage
 from bridgehead.protocol.messages import (
+    FEATURE_CONFIRM,
     PROTOCOL_VERSION,
     SUBPROTOCOL,
     Abandon,
@@ -14,6 +15,7 @@ from bridgehead.protocol.messages import (
     Challenge,
     Complete,
     CompleteAck,
+    Confirm,
     Credit,
     Drain,
     Error,
@@ -53,10 +55,12 @@ __all__ = [
     "Challenge",
     "Complete",
     "CompleteAck",
+    "Confirm",
     "Credit",
     "Drain",
     "Error",
     "ErrorInfo",
+    "FEATURE_CONFIRM",
     "FetchRelease",
     "HeldJob",
     "Heartbeat",

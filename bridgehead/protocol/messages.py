@@ -139,6 +139,13 @@ class Offer(msgspec.Struct, tag="offer", frozen=True):
     ``sync_state``: for a job whose params name a sync (``params.sync``), the state its run
     starts from (an agent older than this field ignores it and refuses such an offer, whose
     signature then does not verify for it).
+
+    ``confirm_follows``: the attempt was committed but not yet flushed to stable storage on
+    the control plane when the offer left (sent at commit, so that the control plane's flush
+    and the agent's run in parallel). A power loss there could forget the attempt and offer
+    the job again, so a run *not* safe to repeat waits for ``Confirm`` (or for a welcome that
+    continues the attempt) before it starts; a run safe to repeat starts at once. Offered
+    only to agents whose hello lists the ``confirm`` feature.
     """
 
     job_id: JobId
@@ -152,6 +159,16 @@ class Offer(msgspec.Struct, tag="offer", frozen=True):
     key_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
     signature: Annotated[str, msgspec.Meta(max_length=256)] = ""
     sync_state: SyncState | None = None
+    confirm_follows: bool = False
+
+
+class Confirm(msgspec.Struct, tag="confirm", frozen=True):
+    """The attempt of an offer sent with ``confirm_follows`` is now durable on the control
+    plane: a run not safe to repeat may start. Sent only for attempts accepted as not safe to
+    repeat, once both the acceptance has arrived and the attempt is durable."""
+
+    job_id: JobId
+    attempt: Attempt
 
 
 class Ack(msgspec.Struct, tag="ack", frozen=True):
@@ -240,6 +257,8 @@ class Hello(msgspec.Struct, tag="hello", frozen=True):
     ``signature`` covers the nonce, the agent's name and cluster and the SHA-256 of the server
     certificate the agent saw (``bridgehead.protocol.signing.hello_bytes``): a relay that forwards
     the challenge holds another certificate, so the signature it passes on does not verify.
+    ``features``: what this agent understands beyond the base protocol, so that a newer control
+    plane talks to an older agent in the old way (``confirm``: offers with ``confirm_follows``).
     """
 
     agent: Name
@@ -250,6 +269,11 @@ class Hello(msgspec.Struct, tag="hello", frozen=True):
     plugins: Annotated[list[PluginInfo], msgspec.Meta(max_length=1000)] = []
     connections: Annotated[list[Name], msgspec.Meta(max_length=10_000)] = []
     jobs: Annotated[list[HeldJob], msgspec.Meta(max_length=MAX_LISTED)] = []
+    features: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=64)] = []
+
+
+# The feature an agent lists in its hello when it holds a run not safe to repeat for ``Confirm``.
+FEATURE_CONFIRM = "confirm"
 
 
 class Renew(msgspec.Struct, tag="renew", frozen=True):
@@ -344,6 +368,7 @@ ServerMessage = (
     Challenge
     | Welcome
     | Offer
+    | Confirm
     | Ack
     | CompleteAck
     | Cancel

@@ -32,6 +32,7 @@ from bridgehead.protocol.messages import Offer, SigningKey
 
 _canonical = msgspec.json.Encoder(order="sorted")
 OFFER_CONTEXT = "bridgehead.offer.v1"
+CONFIRM_FOLLOWS = "confirm_follows"  # appended to what an offer with that flag signs
 HELLO_CONTEXT = "bridgehead.hello.v1"
 KEY_CONTEXT = "bridgehead.signing-key.v1"
 
@@ -51,6 +52,8 @@ def offer_bytes(offer: Offer) -> bytes:
     ``sync_state`` is appended only when present, so an offer without one signs exactly as
     before the field existed (agents that predate it verify those); one with it does not
     verify for such an agent, which refuses it rather than run a sync from the wrong state.
+    ``confirm_follows`` likewise, only when set: an agent that would not wait for the
+    confirmation refuses the offer rather than run it early.
     """
     signed: list[object] = [
         OFFER_CONTEXT,
@@ -66,6 +69,8 @@ def offer_bytes(offer: Offer) -> bytes:
     ]
     if offer.sync_state is not None:
         signed.append(offer.sync_state)
+    if offer.confirm_follows:  # likewise: an agent that predates it refuses such an offer
+        signed.append(CONFIRM_FOLLOWS)
     return _canonical.encode(signed)
 
 

@@ -11,15 +11,21 @@ after that write ended and ended before the acknowledgement's socket write began
 Each datum is found by bytes only it has: records padded to a length unique to their job, a
 failure message that only the completion writes; a test that finds no such write fails
 (the trace did not show what it was meant to prove), it does not pass vacuously.
+
+One job is not safe to repeat (a REST ``POST`` to a local HTTP server): its offer leaves at
+the commit of its attempt (``confirm_follows``), and the ``confirm`` its run waits for must
+leave only after a flush that covers that commit.
 """
 
 from __future__ import annotations
 
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -63,6 +69,8 @@ class Traces:
     control: list[Call]
     agent: list[Call]
     jobs: list[Job]
+    unsafe_job: str  # the id of the job not safe to repeat
+    posts: list[str]  # the paths the local HTTP server was posted to
 
     def control_sent(self) -> list[Sent]:
         return sent_messages(self.control)
@@ -71,15 +79,38 @@ class Traces:
         return sent_messages(self.agent)
 
 
+class PostTarget(BaseHTTPRequestHandler):
+    """A local HTTP server noting each POST (what a job not safe to repeat changes)."""
+
+    posts: list[str]
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.posts.append(self.path)
+        self.send_response(201)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+        pass
+
+
 @pytest.fixture(scope="module")
 def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traces]:
     assert shutil.which("strace"), "strace is not installed (scripts/test installs it)"
     workdir = tmp_path_factory.mktemp("durability")
     control = ControlPlane(workdir, tls=False, heartbeat_s=5.0)
     control.wrapper = strace_command(workdir / "control.trace")
-    agent = Agent(workdir, "traced-agent", [control.url])
+    posts: list[str] = []
+    handler = type("Handler", (PostTarget,), {"posts": posts})
+    target = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    profile = f'[connections.target]\nplugin = "rest"\nbase_url = "http://127.0.0.1:{target.server_port}"\n'
+    agent = Agent(workdir, "traced-agent", [control.url], extra=profile)
     agent.wrapper = strace_command(workdir / "agent.trace")
     jobs: list[Job] = []
+    unsafe_job = ""
     try:
         control.start()
         agent.enroll(control.enrollment_token())
@@ -104,12 +135,18 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traces]:
         with ThreadPoolExecutor(CONCURRENT_JOBS) as pool:
             first = SEQUENTIAL_JOBS + 1
             jobs += list(pool.map(run, range(first, first + CONCURRENT_JOBS)))
+        post = api.submit("rest", {"connection": "target", "method": "POST", "path": "/unsafe", "json": {}})
+        assert api.wait_done(post["id"], timeout=120)["state"] == "succeeded"
+        unsafe_job = post["id"]
     finally:
+        target.shutdown()
+        target.server_close()
         if agent.proc is not None:
             stop_traced(agent.proc, 30)
         if control.proc is not None:
             stop_traced(control.proc, 30)
-    yield Traces(parse((workdir / "control.trace").read_text()), parse((workdir / "agent.trace").read_text()), jobs)
+    control_calls = parse((workdir / "control.trace").read_text())
+    yield Traces(control_calls, parse((workdir / "agent.trace").read_text()), jobs, unsafe_job, posts)
 
 
 def _late(ack: Sent, data: Call, wal: str, calls: list[Call]) -> str | None:
@@ -173,11 +210,12 @@ def test_the_control_plane_acks_a_completion_only_after_it_is_flushed(traces: Tr
 
 def test_the_agent_accepts_a_job_only_after_its_journal_is_flushed(traces: Traces) -> None:
     accepts = {s.message["job_id"]: s for s in traces.agent_sent() if s.message.get("type") == "accept"}
-    assert set(accepts) == {job.id for job in traces.jobs}, "the trace lacks some accepts"
+    ids = [job.id for job in traces.jobs] + [traces.unsafe_job]
+    assert set(accepts) == set(ids), "the trace lacks some accepts"
     late = []
-    for job in traces.jobs:
-        journaled = first_write(traces.agent, AGENT_WAL, job.id.encode())
-        if (why := _late(accepts[job.id], journaled, AGENT_WAL, traces.agent)) is not None:
+    for job_id in ids:
+        journaled = first_write(traces.agent, AGENT_WAL, job_id.encode())
+        if (why := _late(accepts[job_id], journaled, AGENT_WAL, traces.agent)) is not None:
             late.append(why)
     assert late == []
 
@@ -190,3 +228,24 @@ def test_the_agent_reports_a_completion_only_after_its_journal_is_flushed(traces
     ]
     why = _late(complete, journaled, AGENT_WAL, traces.agent)
     assert why is None, why
+
+
+def test_the_control_plane_confirms_a_run_not_safe_to_repeat_only_after_its_attempt_is_flushed(
+    traces: Traces,
+) -> None:
+    job = traces.unsafe_job
+    assert traces.posts == ["/unsafe"], "the job not safe to repeat did not run exactly once"
+    sent = [s for s in traces.control_sent() if s.message.get("job_id") == job]
+    (offer,) = [s for s in sent if s.message.get("type") == "offer"]
+    assert offer.message.get("confirm_follows") is True, "premise: the offer left at its attempt's commit"
+    # The attempt's commit: the last write of the job's row to the WAL before its offer left.
+    rows = [c for c in traces.control if c.path.endswith(CONTROL_WAL) and job.encode() in c.data]
+    attempt = [c for c in rows if c.exit < offer.call.entry]
+    assert attempt, f"no write of job {job}'s attempt before its offer: the premise did not happen"
+    (confirm,) = [s for s in sent if s.message.get("type") == "confirm"]
+    why = _late(confirm, attempt[-1], CONTROL_WAL, traces.control)
+    assert why is None, why
+    # What made the confirm due: the agent accepted the job as not safe to repeat (a run that
+    # waits for it; tests/unit/test_runner_confirm.py shows the agent's side of the wait).
+    (accept,) = [s for s in traces.agent_sent() if s.message.get("type") == "accept" and s.message["job_id"] == job]
+    assert accept.message.get("safe_to_repeat") is False

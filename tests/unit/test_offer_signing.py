@@ -106,8 +106,10 @@ def test_an_offer_with_a_bad_signature_is_refused(key: Ed25519PrivateKey, verifi
         {"plugin": "sql"},
         {"timeout_s": 3000.0},
         {"expires_at": int(NOW) + 10 * TTL},
+        # Unset, a run not safe to repeat would start before the attempt is durable.
+        {"confirm_follows": True},
     ],
-    ids=["params", "nested-params", "attempt", "job_id", "plugin", "timeout", "expiry"],
+    ids=["params", "nested-params", "attempt", "job_id", "plugin", "timeout", "expiry", "confirm_follows"],
 )
 def test_a_tampered_offer_is_refused(
     key: Ed25519PrivateKey, verifier: OfferVerifier, change: dict[str, object]

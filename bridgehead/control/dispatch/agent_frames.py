@@ -60,6 +60,8 @@ class Host(Protocol):
 
     def dispatch(self, cluster: str) -> None: ...
 
+    def confirm(self, live: Live) -> None: ...
+
     def detach(self, link: AgentLink) -> None: ...
 
     def lost_hold(self, link: AgentLink, job_id: str) -> None: ...
@@ -110,6 +112,9 @@ class AgentFrames:
                 self.dispatcher.attempt_lost(live, f"agent {link.name} restarted while the attempt ran", notify=False)
             else:
                 link.running.add(live.job_id)
+                # The welcome that continues it confirms it: it follows a durable write (the
+                # gateway's ``agent_seen``), and the attempt was committed before this session.
+                live.confirm_due = False
         return resume_verdict(live, link.name, held, live.acked_seq if live is not None else 0)
 
     def handle(self, link: AgentLink, message: Any) -> None:
@@ -129,6 +134,7 @@ class AgentFrames:
                 self.dispatcher.durability.after(
                     self.dispatcher.store.mark_accepted(live.job_id, live.attempt, message.safe_to_repeat)
                 )
+                self.dispatcher.confirm(live)  # a run not safe to repeat waits for it
         elif isinstance(message, Reject):
             self._on_reject(link, message)
         elif isinstance(message, Progress):

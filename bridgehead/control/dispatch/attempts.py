@@ -31,6 +31,10 @@ class Live:
     started: float  # monotonic
     started_at: float  # wall clock, as stored
     offered: bool = False  # the offer frame is queued on the link (after its attempt was stored)
+    # Offered at its commit (``Offer.confirm_follows``): the attempt's durability, and whether
+    # the ``Confirm`` a run not safe to repeat waits for is still to be sent.
+    durable: bool = True
+    confirm_due: bool = False
     accepted: bool = False
     safe_to_repeat: bool = False
     cancel_requested: bool = False

@@ -41,7 +41,7 @@ from bridgehead.control.nodes.claims import Claims
 from bridgehead.control.nodes.coordinator import Coordinator
 from bridgehead.control.store.base import JobRow, Store
 from bridgehead.control.store.nodes import NodeStore
-from bridgehead.protocol import Abandon, Cancel, Hello, Offer, ResumeJob, SyncState
+from bridgehead.protocol import Abandon, Cancel, Confirm, Hello, Offer, ResumeJob, SyncState
 from bridgehead.protocol.errors import CLOSE_REPLACED
 from bridgehead.protocol.signing import OfferSigner
 
@@ -324,8 +324,15 @@ class Dispatcher:
         self.durability.spawn(with_state())
 
     def _offer(self, link: AgentLink, job: JobRow, sync_state: SyncState | None, claimed: bool = False) -> None:
-        """Offer ``job`` as its next attempt, or (``claimed``) as the attempt a claim started."""
+        """Offer ``job`` as its next attempt, or (``claimed``) as the attempt a claim started.
+
+        The attempt is on record before the agent hears of it, so a crash fences it. Where a
+        commit comes before its flush (SQLite, power-loss safe), the offer leaves at the commit,
+        ``confirm_follows``: the agent journals and accepts it while the flush runs, and a run
+        not safe to repeat waits for ``Confirm`` (``confirm``), so a power loss that takes the
+        attempt with it leaves nothing run twice. Elsewhere the offer waits for the write."""
         attempt = job.attempt if claimed else job.attempt + 1
+        early = link.confirms and not claimed and self.store.commits_before_durable
         offer = Offer(
             job_id=job.id,
             attempt=attempt,
@@ -334,6 +341,7 @@ class Dispatcher:
             timeout_s=job.timeout_s,
             agent=link.name,
             sync_state=sync_state,
+            confirm_follows=early,
         )
         if self.signer is not None:
             offer = self.signer.sign(offer, time.time())
@@ -358,6 +366,8 @@ class Dispatcher:
             cancel_requested=job.cancel_requested,
             lease_expires=now + self.lease_s,
             sync=sync_state.name if sync_state is not None else None,
+            durable=not early,
+            confirm_due=early,
         )
         link.running.add(job.id)
 
@@ -373,8 +383,28 @@ class Dispatcher:
             else:
                 send_offer()
             return
-        # The attempt is on record before the agent hears of it, so a crash here fences it.
-        self.durability.after(self.store.start_attempt(job.id, attempt, link.name, wall), send_offer)
+        written = self.store.start_attempt(job.id, attempt, link.name, wall)
+        if not early:
+            self.durability.after(written, send_offer)
+            return
+
+        def durable() -> None:
+            live.durable = True
+            self.confirm(live)
+
+        self.store.when_committed(send_offer)
+        self.durability.after(written, durable)
+
+    def confirm(self, live: Live) -> None:
+        """Tell the agent that an attempt offered at its commit is durable, once it is and the
+        agent has accepted it as not safe to repeat (a run safe to repeat never waits)."""
+        if not (live.confirm_due and live.durable and live.accepted) or live.safe_to_repeat:
+            return
+        link = self.links.get(live.agent)
+        if self.live.get(live.job_id) is not live or link is None or link.closed:
+            return  # ended, or its agent left: a welcome that continues it confirms it
+        live.confirm_due = False
+        link.send(Confirm(job_id=live.job_id, attempt=live.attempt))
 
     # --- the gateway's side (see agent_frames) -----------------------------------------------
 

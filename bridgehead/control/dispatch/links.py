@@ -35,6 +35,7 @@ class AgentLink:
     closed: bool = False
     replaced: bool = False  # a newer session of the same agent took its place on this node
     version: str = ""
+    confirms: bool = False  # the agent holds a run not safe to repeat for ``Confirm`` (its hello says)
     running: set[str] = field(default_factory=set)
     heartbeat_pending: bool = False  # an answer to a heartbeat is queued, not yet written
     beats: int = 0  # heartbeats received since ``beats_since`` (monotonic)

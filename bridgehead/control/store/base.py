@@ -56,6 +56,7 @@ transaction:* see ``AgentStore``.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 from bridgehead.control.store.access import TOKEN_ID_CHARS, AccessStore
 from bridgehead.control.store.agents import AgentStore
@@ -122,3 +123,21 @@ class Store(JobStore, AgentStore, AccessStore, ScheduleStore, DeliveryStore, Rel
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    # A commit that survives a crash of the process can come well before the flush that makes
+    # it survive a power loss (SQLite's group commit waits for an fdatasync). A caller whose
+    # next step needs only the former (an offer that the agent holds until told the attempt
+    # is durable) acts at the commit and keeps the flush off its path. Backends whose commit
+    # is the flush (PostgreSQL's synchronous_commit) keep these defaults.
+
+    @property
+    def commits_before_durable(self) -> bool:
+        """Whether ``when_committed`` can tell a commit apart from durability."""
+        return False
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the event loop, once) right after the commit that holds every
+        write issued so far, before that commit is durable; never if the commit fails (its
+        writes fail, and their callers stop the process). Only where
+        ``commits_before_durable``; elsewhere a write's own resolution is the moment to act."""
+        raise NotImplementedError("this store commits and flushes as one step")

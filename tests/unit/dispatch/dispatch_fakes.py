@@ -35,7 +35,15 @@ WAIT_S = 2.0  # a missing frame fails the test this fast; a present one arrives 
 class FakeAgent:
     """One agent session: what the dispatcher sends it, and frames it sends back."""
 
-    def __init__(self, dispatcher: Dispatcher, name: str, cluster: str = "c1", plugins: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        name: str,
+        cluster: str = "c1",
+        plugins: set[str] | None = None,
+        confirms: bool = False,
+    ) -> None:
+        """``confirms``: the agent's hello lists the ``confirm`` feature (offers at commit)."""
         self.dispatcher = dispatcher
         self.name = name
         self.sent: list[Any] = []
@@ -51,6 +59,7 @@ class FakeAgent:
             close=self._close,
             encode=self._encode,
             send_encoded=self._send_encoded,
+            confirms=confirms,
         )
 
     def _send(self, message: ServerMessage) -> None:

@@ -75,7 +75,7 @@ async def test_an_offer_leaves_only_once_its_attempt_is_durable(dispatcher: Disp
     assert [] == agent.of(Offer), "the offer left before its attempt was durable"
     store.release_durability()
     offer = await agent.next(Offer)
-    assert (offer.job_id, offer.attempt) == ("j1", 1)
+    assert (offer.job_id, offer.attempt, offer.confirm_follows) == ("j1", 1, False)
 
 
 async def test_a_submission_returns_only_once_the_job_is_durable(dispatcher: Dispatcher, store: MemoryStore) -> None:

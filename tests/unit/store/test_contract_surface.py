@@ -36,10 +36,11 @@ def test_a_backend_adds_no_public_method_to_the_contract(backend: type[Store]) -
 
 
 def test_every_read_is_async_but_external_changes() -> None:
+    # (``when_committed`` is no read: it registers a callback for the next commit.)
     sync = {
         name
         for name in public_methods(Store)
         if not inspect.iscoroutinefunction(getattr(Store, name))
         and "Awaitable" not in str(inspect.signature(getattr(Store, name)).return_annotation)
     }
-    assert {"external_changes"} == sync
+    assert {"external_changes", "when_committed"} == sync

@@ -114,6 +114,18 @@ class MemoryWrites:
         # the SQLite store waits for, held open by tests so that they can see that nothing is
         # acknowledged before its write is durable. None: every commit is durable at once.
         self._not_durable: list[tuple[asyncio.Future[Any], Any, BaseException | None]] | None = None
+        self._on_commit: list[Callable[[], None]] = []
+
+    @property
+    def commits_before_durable(self) -> bool:
+        """While durability is held, a commit comes before its flush, as on SQLite."""
+        return self._not_durable is not None
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        if self._not_durable is None:
+            raise NotImplementedError("durability is not held: a commit is all there is")
+        self._on_commit.append(callback)
+        self._schedule_flush()
 
     def hold_durability(self) -> None:
         """From now on, commits apply but their writes resolve only at ``release_durability``."""
@@ -129,15 +141,21 @@ class MemoryWrites:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((op, future))
+        self._schedule_flush()
+        return future
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
+        committed, self._on_commit = self._on_commit, []
         if not batch:
+            for callback in committed:
+                callback()
             return
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for op, future in batch:
@@ -151,6 +169,8 @@ class MemoryWrites:
             self._not_durable += outcomes
         else:
             _settle(outcomes)
+        for callback in committed:
+            callback()
 
     async def close(self) -> None:
         if self._pending:

@@ -21,6 +21,7 @@ commit made meanwhile), so every acknowledgement built on a write survives a pow
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 from bridgehead.core.wal_sync import WalSync
 
 T = TypeVar("T")
+log = logging.getLogger("bridgehead.control.store")
 Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
@@ -40,7 +42,19 @@ class GroupCommit:
         self.db = db
         self._wal_sync = wal_sync
         self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = []
+        self._on_commit: list[Callable[[], None]] = []  # run right after the next commit
         self._flush_scheduled = False
+
+    @property
+    def commits_before_durable(self) -> bool:
+        return self._wal_sync is not None
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """``callback`` right after this turn's commit, before its flush (``store.base``)."""
+        if self._wal_sync is None:
+            raise NotImplementedError("synchronous = normal: a commit is all there is")
+        self._on_commit.append(callback)
+        self._schedule_flush()
 
     async def close(self) -> None:
         if self._pending:
@@ -59,15 +73,20 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((op, future, isolated))
+        self._schedule_flush()
+        return future
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
+        committed, self._on_commit = self._on_commit, []
         if not batch:
+            _run_all(committed)  # what they wait for was committed by an earlier turn
             return
         outcomes: list[Outcome] = []
         try:
@@ -97,6 +116,16 @@ class GroupCommit:
             _resolve(outcomes)
         else:
             self._wal_sync.after_sync(lambda error: _resolve(outcomes, error))
+            _run_all(committed)
+
+
+def _run_all(callbacks: list[Callable[[], None]]) -> None:
+    """Commit callbacks, each on its own: one that fails is logged and spoils no other."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - a caller's bug; the commit stands
+            log.exception("a callback after a commit failed")
 
 
 def _resolve(outcomes: list[Outcome], sync_error: BaseException | None = None) -> None:
