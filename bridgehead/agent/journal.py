@@ -18,6 +18,7 @@ before it is on disk.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -125,6 +126,18 @@ class Journal:
         self.commit()
         if self._wal_sync is not None:
             await self._wal_sync.sync()
+
+    def durable_soon(self) -> asyncio.Future[None]:
+        """Commit now; the future resolves once that commit is on stable storage (at once
+        with ``synchronous = "normal"``). Unlike ``make_durable`` the caller need not wait:
+        it may commit more meanwhile, and the next flush covers that too."""
+        self.commit()
+        flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._wal_sync is None:
+            flushed.set_result(None)
+        else:
+            self._wal_sync.after_sync(lambda error: _settle(flushed, error))
+        return flushed
 
     def offer_seen(self, job_id: str, attempt: int) -> bool:
         row = self.db.execute("SELECT 1 FROM offers_seen WHERE job_id=? AND attempt=?", (job_id, attempt)).fetchone()
@@ -261,3 +274,12 @@ class Journal:
             "SELECT COALESCE(MAX(seq), 0) FROM spool WHERE job_id=? AND attempt=?", (job_id, attempt)
         ).fetchone()
         return int(last)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

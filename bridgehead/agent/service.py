@@ -32,7 +32,7 @@ from bridgehead.agent.credentials import Credentials
 from bridgehead.agent.dialing import SessionEnded, describe, expect, websocket_url
 from bridgehead.agent.identity import Identity
 from bridgehead.agent.journal import Journal
-from bridgehead.agent.outbox import FRAME_OVERHEAD, take_pass
+from bridgehead.agent.outbox import FRAME_OVERHEAD, Pass, take_pass
 from bridgehead.agent.plugin_loader import AnyPlugin, params_schema
 from bridgehead.agent.runner import Attempt, Key, Runner
 from bridgehead.agent.stream import SpoolBudget
@@ -461,15 +461,36 @@ class AgentService:
             raise SessionEnded(f"{message.code}: {message.message}")
 
     async def _writer(self, ws: ClientConnection, session: AgentSession) -> None:
-        """Send what is ready (``outbox.take_pass``), packed into as few frames as the size
-        limit allows; the journal is committed first when a pass promises durability."""
+        """Take what is ready (``outbox.take_pass``) and hand it to ``_sender``, in order. A
+        pass that promises durability commits the journal and asks for a flush, and its frames
+        leave once that flush is done; the writer does not wait for it, so the next pass
+        commits while the flush runs and the flush after it starts at once, with no turn of
+        the event loop between the two."""
         limits = self.limits
         max_bytes = min(limits.max_message_bytes, session.max_message_bytes)
         batch_bytes = max_bytes - FRAME_OVERHEAD
         yields = WRITER_YIELDS if self.config.agent.synchronous == "full" else 0
+        passes: asyncio.Queue[tuple[asyncio.Future[None] | None, Pass]] = asyncio.Queue()
+        sender = asyncio.create_task(self._sender(ws, passes, max_bytes), name="sender")
+        try:
+            await self._take_passes(session, passes, batch_bytes, yields, sender)
+        finally:
+            sender.cancel()
+
+    async def _take_passes(
+        self,
+        session: AgentSession,
+        passes: asyncio.Queue[tuple[asyncio.Future[None] | None, Pass]],
+        batch_bytes: int,
+        yields: int,
+        sender: asyncio.Task[None],
+    ) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if sender.done():  # it wakes the writer as it ends: a failed flush or socket ends the session
+                sender.result()
+                raise SessionEnded("the sender stopped")
             # With power-loss-safe commits, a turn of the loop first (WRITER_YIELDS): a job admitted
             # by this wake-up that ends at once (a no-op, a cached answer) then has its
             # records and completion in the same flush as its acceptance, not one after it.
@@ -478,15 +499,28 @@ class AgentService:
             busy = True
             while busy:
                 ready = take_pass(
-                    self._control, list(self.runner.attempts.values()), session, limits.batch_records, batch_bytes
+                    self._control, list(self.runner.attempts.values()), session, self.limits.batch_records, batch_bytes
                 )
                 busy = ready.busy
-                if ready.durable:
-                    await self.journal.make_durable()  # persist, then acknowledge
+                flushed = self.journal.durable_soon() if ready.durable else None  # persist, then acknowledge
+                passes.put_nowait((flushed, ready))
+
+    async def _sender(
+        self, ws: ClientConnection, passes: asyncio.Queue[tuple[asyncio.Future[None] | None, Pass]], max_bytes: int
+    ) -> None:
+        """Send each pass, in the order taken, once the flush it waits for is done, packed
+        into as few frames as the size limit allows."""
+        try:
+            while True:
+                flushed, ready = await passes.get()
+                if flushed is not None:
+                    await flushed
                 if ready.completes:
                     crash_point("agent.before_complete_sent")  # tests: a finished job survives
                 for frame in pack(ready.parts, max_bytes):
                     await ws.send(frame)
+        finally:
+            self._wake()  # the writer sees that this ended, and why
 
     async def _heartbeat(self, interval_s: float, url: str) -> None:
         while True:
