@@ -132,11 +132,10 @@ class Journal:
         with ``synchronous = "normal"``). Unlike ``make_durable`` the caller need not wait:
         it may commit more meanwhile, and the next flush covers that too."""
         self.commit()
+        if self._wal_sync is not None:
+            return self._wal_sync.flushed()
         flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._wal_sync is None:
-            flushed.set_result(None)
-        else:
-            self._wal_sync.after_sync(lambda error: _settle(flushed, error))
+        flushed.set_result(None)
         return flushed
 
     def offer_seen(self, job_id: str, attempt: int) -> bool:
@@ -274,12 +273,3 @@ class Journal:
             "SELECT COALESCE(MAX(seq), 0) FROM spool WHERE job_id=? AND attempt=?", (job_id, attempt)
         ).fetchone()
         return int(last)
-
-
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)

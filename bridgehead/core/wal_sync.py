@@ -78,6 +78,11 @@ class WalSync:
 
     async def sync(self) -> None:
         """Return once every commit made before the call is on stable storage."""
+        await self.flushed()
+
+    def flushed(self) -> asyncio.Future[None]:
+        """A future that resolves once every commit made before the call is on stable
+        storage, or fails with the flush's error (``sync`` without the wait)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def resolve(error: BaseException | None) -> None:
@@ -89,7 +94,7 @@ class WalSync:
                 done.set_exception(error)
 
         self.after_sync(resolve)
-        await done
+        return done
 
     async def aclose(self) -> None:
         """``close``, from the event loop (it blocks for at most the flushes still asked for)."""
