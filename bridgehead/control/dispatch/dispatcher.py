@@ -77,6 +77,8 @@ class Dispatcher:
         self.links: dict[str, AgentLink] = {}
         self.progress: dict[str, dict[str, Any]] = {}
         self.waiters = Waiters()
+        # Ended here, the end written but not yet durable: its waiters wake once it is.
+        self.ending: set[str] = set()
         self.durability = Durability(lambda error: self.fail_stop(error))
         self._monitor: asyncio.Task[None] | None = None
         # Read at scrape time, so the hot path pays nothing for them.
@@ -211,14 +213,19 @@ class Dispatcher:
     async def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Wait until the job ends (return the fields its end changed, as stored) or
         ``timeout_s`` passes (return None)."""
-        if self.nodes is None:
-            return await self.waiters.wait(job_id, timeout_s)
-        # Another node may end it between the caller's read and this wait: look again once
-        # waiting, so its signal cannot fall between the two.
-        waiting = asyncio.ensure_future(self.waiters.wait(job_id, timeout_s))
-        await asyncio.sleep(0)
-        self.ended_elsewhere(job_id)
-        return await waiting
+        waiter = self.waiters.register(job_id)
+        # The job may have ended since the caller read it (a submission whose offer left at
+        # its commit can end before the submitter's own write resolves): with the waiter in
+        # place, look again, unless the job is known here to be on its way (then its end,
+        # once durable, wakes the waiter). On several nodes another node may end it.
+        if self.nodes is not None or not self._in_flight(job_id):
+            self.ended_elsewhere(job_id)
+        return await self.waiters.until(job_id, waiter, timeout_s)
+
+    def _in_flight(self, job_id: str) -> bool:
+        """Queued, offered, running or ending here (its end not durable yet): whatever becomes
+        of it, its end will call ``waiters.finished``."""
+        return job_id in self.live or job_id in self.queues or job_id in self.pending or job_id in self.ending
 
     # --- what other nodes say (bridgehead.control.nodes.coordinator) -------------------------
 
@@ -521,6 +528,7 @@ class Dispatcher:
             outcome |= {"agent": live.agent, "started_at": live.started_at, "acked_seq": live.acked_seq}
 
         def finished() -> None:
+            self.ending.discard(job_id)
             if ended.result() is False:  # fenced out: another node holds this attempt now
                 return
             self.metrics.jobs_finished.labels(state).inc()
@@ -530,6 +538,7 @@ class Dispatcher:
             for listener in self.on_finished:
                 listener(job_id, state)
 
+        self.ending.add(job_id)  # until its end is durable (a failed write stops the process)
         ended = asyncio.ensure_future(
             self.store.finish_job(job_id, attempt, state, code, message, record_count, now, sync_state)
         )
