@@ -6,14 +6,16 @@ plane and that either overflowed the in-memory window or belong to a finished at
 (so that a finished attempt's output survives an agent restart and is re-sent, rather than
 the job being run again). Rows leave the spool only when the control plane acknowledges them.
 
-Writes join one open transaction. The connection's writer calls ``make_durable()`` before it
-sends any frame that promises durability (``accept``, ``complete``): it commits, and by
-default (``agent.synchronous = "full"``) waits for a flush of the WAL that covers the commit,
-off the event loop (``bridgehead.core.wal_sync``), so an acknowledgement survives a power
-loss; with ``"normal"`` the commit alone (survives a crash of the agent process only). A
-timer also commits every second, bounding how long spooled records wait uncommitted. So one
-commit and one flush serve every job that changed in between, and nothing is acknowledged
-before it is on disk.
+Writes join one open transaction. The connection's writer commits before it sends a frame
+that says something is journaled (``accept``, ``complete``), and for an ``accept`` (and
+everything of a run not safe to repeat) waits for a flush of the WAL that covers the commit
+(``durable_soon``: by default, ``agent.synchronous = "full"``; off the event loop,
+``bridgehead.core.wal_sync``), so an acknowledgement survives a power loss; with
+``"normal"`` the commit alone (survives a crash of the agent process only). Which frames
+wait for the flush, and why a completion of a run safe to repeat does not, is
+``bridgehead.agent.outbox``'s. A timer also commits every second, bounding how long spooled
+records wait uncommitted. So one commit and one flush serve every job that changed in
+between, and nothing is acknowledged before it is on disk.
 """
 
 from __future__ import annotations

@@ -2,9 +2,21 @@
 
 Per pass: control frames first (accept, reject, credit, heartbeat), then one batch of
 records per attempt, progress, and completions whose records are all sent, so a job's
-records always precede its completion. The caller commits the journal before sending a
-pass that is ``durable`` (it carries an accept or a completion: both promise that something
-is on disk), then packs the parts into frames.
+records always precede its completion. Each part goes in one of two lanes:
+
+- ``gated`` leaves once the journal's flush that covers this pass is done (persist, then
+  acknowledge): accepts, and everything of a run that is not safe to repeat, so its records
+  and completion never overtake its accept (the control plane takes an attempt it has no
+  accept for as one that never ran, and may offer it again).
+- ``now`` leaves at once: other control frames, and the output of a run safe to repeat.
+
+A completion is not an acknowledgement: it asks for one (``complete_ack``, sent once the
+control plane's store has it durably). Sent before the agent's own flush, it is never worse
+off than sent after it: until one side has flushed it a power loss loses it either way, and
+for a run safe to repeat a lost completion means the job runs again, which is harmless. So
+a run safe to repeat does not wait for the agent's disk at all, and the control plane's
+flush is the only one on its path. The journal is still committed first (``commit``), so a
+crash of the agent process never forgets a completion it sent.
 """
 
 from __future__ import annotations
@@ -21,11 +33,18 @@ FRAME_OVERHEAD = 512
 
 
 @dataclass
-class Pass:
+class Lane:
     parts: list[bytes] = field(default_factory=list)
-    durable: bool = False  # commit the journal before sending
-    busy: bool = False  # more records are ready than one pass took: run another
     completes: bool = False  # carries a completion
+
+
+@dataclass
+class Pass:
+    now: Lane = field(default_factory=Lane)
+    gated: Lane = field(default_factory=Lane)
+    flush: bool = False  # an accept, or the completion of a run not safe to repeat: flush, then send ``gated``
+    commit: bool = False  # a completion: commit the journal before sending anything
+    busy: bool = False  # more records are ready than one pass took: run another
 
 
 def take_pass(
@@ -36,22 +55,17 @@ def take_pass(
     batch_bytes: int,
 ) -> Pass:
     out = Pass()
-    parts = out.parts
-    while control:
-        message = control.popleft()
-        # Of the control frames only an accept promises something on disk (the job is in
-        # the journal); credit, heartbeats, refusals and drains cost no flush.
-        out.durable = out.durable or isinstance(message, Accept)
-        parts.append(session.send(message))
+    ended: set[tuple[str, int]] = set()  # runs safe to repeat whose completion is in this pass
     for attempt in attempts:
         stream = attempt.stream
         if stream.closed:
             continue
+        lane = out.now if attempt.safe_to_repeat else out.gated
         batch = stream.take_batch(batch_records, batch_bytes)
         if batch is not None:
             first, arrays = batch
             bodies = [array.body for array in arrays]
-            parts.append(session.send_records(stream.job_id, stream.attempt, first, bodies))
+            lane.parts.append(session.send_records(stream.job_id, stream.attempt, first, bodies))
             out.busy = out.busy or stream.has_unsent()
         if stream.progress_dirty:
             stream.progress_dirty = False
@@ -59,9 +73,29 @@ def take_pass(
             progress = Progress(
                 job_id=stream.job_id, attempt=stream.attempt, done=done, total=total, message=text[:8000]
             )
-            parts.append(session.send(progress))
+            lane.parts.append(session.send(progress))
         if stream.completion is not None and stream.completion_ready():
             stream.completion_sent = True
-            out.durable = out.completes = True
-            parts.append(session.send(stream.completion))
+            out.commit = lane.completes = True
+            if attempt.safe_to_repeat:
+                ended.add(attempt.key)
+            else:
+                out.flush = True
+            lane.parts.append(session.send(stream.completion))
+    # Control frames go first in their lane. Of them only an accept promises something on
+    # disk (the job is in the journal); credit, heartbeats, refusals and drains cost no flush.
+    # A run safe to repeat that ends in this very pass is not accepted at all: its
+    # completion tells the control plane all an accept would, and then nothing of it waits
+    # for the agent's disk.
+    now: list[bytes] = []
+    gated: list[bytes] = []
+    while control:
+        message = control.popleft()
+        if not isinstance(message, Accept):
+            now.append(session.send(message))
+        elif (message.job_id, message.attempt) not in ended:
+            out.flush = out.commit = True
+            gated.append(session.send(message))
+    out.now.parts[:0] = now
+    out.gated.parts[:0] = gated
     return out

@@ -47,6 +47,9 @@ class Attempt:
     # ``Confirm`` (or a welcome that continues it) for one sent with ``confirm_follows``.
     confirmed: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
+    # As the plugin said at admission. False for an attempt of unknown kind (one found in
+    # the journal at start): its frames then keep behind any accept still to leave.
+    safe_to_repeat: bool = False
 
     @property
     def key(self) -> Key:
@@ -119,7 +122,8 @@ class Runner:
             error = make_error("plugin_crashed", f"{type(exc).__name__}: {exc}")
             return Reject(job_id=offer.job_id, attempt=offer.attempt, error=error)
         self.journal.add_job(offer.job_id, offer.attempt, offer.plugin, time.time())
-        attempt = Attempt(offer.job_id, offer.attempt, offer.plugin, self.new_stream(offer.job_id, offer.attempt))
+        stream = self.new_stream(offer.job_id, offer.attempt)
+        attempt = Attempt(offer.job_id, offer.attempt, offer.plugin, stream, safe_to_repeat=safe)
         if not offer.confirm_follows:
             attempt.confirmed.set()
         self.attempts[key] = attempt

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -32,7 +33,7 @@ from bridgehead.agent.credentials import Credentials
 from bridgehead.agent.dialing import SessionEnded, describe, expect, websocket_url
 from bridgehead.agent.identity import Identity
 from bridgehead.agent.journal import Journal
-from bridgehead.agent.outbox import FRAME_OVERHEAD, Pass, take_pass
+from bridgehead.agent.outbox import FRAME_OVERHEAD, Lane, take_pass
 from bridgehead.agent.plugin_loader import AnyPlugin, params_schema
 from bridgehead.agent.runner import Attempt, Key, Runner
 from bridgehead.agent.stream import SpoolBudget
@@ -76,12 +77,15 @@ from bridgehead.protocol.jobs import resume_from
 from bridgehead.protocol.signing import OfferVerifier
 from bridgehead.sdk import Profile
 
-# Loop turns the writer lets pass before a pass that may flush (see ``_writer``): measured on
-# bench/dispatch.py (offers at the control plane's commit, 2026-12-06), one turn lets a no-op
-# job's completion share its acceptance's flush; 0 and 3 turns measured 0.70-0.87x against
-# 0.92-0.93x for one.
+# Loop turns the writer lets pass before a pass that may flush (see ``_writer``): one turn lets
+# a job that ends at once (a no-op, a cached answer) end in the pass that would carry its
+# accept, and a run safe to repeat that ends there needs no accept and no flush at all
+# (``outbox``). Measured on bench/dispatch.py (2026-12-06, with completions still flushed):
+# 0 and 3 turns gave 0.70-0.87x against 0.92-0.93x for one.
 WRITER_YIELDS = 1
 log = logging.getLogger("bridgehead.agent")
+# What the sender sends, in order: a lane of frames, or the error of a flush (it stops).
+Outgoing = asyncio.Queue[Lane | BaseException]
 
 
 class AgentService:
@@ -461,39 +465,43 @@ class AgentService:
             raise SessionEnded(f"{message.code}: {message.message}")
 
     async def _writer(self, ws: ClientConnection, session: AgentSession) -> None:
-        """Take what is ready (``outbox.take_pass``) and hand it to ``_sender``, in order. A
-        pass that promises durability commits the journal and asks for a flush, and its frames
-        leave once that flush is done; the writer does not wait for it, so the next pass
-        commits while the flush runs and the flush after it starts at once, with no turn of
-        the event loop between the two."""
+        """Take what is ready (``outbox.take_pass``) and hand it to ``_sender``. A pass's
+        ``now`` lane goes at once; its ``gated`` lane (accepts, and whatever a run not safe
+        to repeat says) once the journal's flush covering the pass is done, in the order the
+        passes were taken. The writer does not wait for the flush, so the next pass commits
+        while it runs and the flush after it starts at once, with no turn of the event loop
+        between the two."""
         limits = self.limits
         max_bytes = min(limits.max_message_bytes, session.max_message_bytes)
         batch_bytes = max_bytes - FRAME_OVERHEAD
         yields = WRITER_YIELDS if self.config.agent.synchronous == "full" else 0
-        passes: asyncio.Queue[tuple[asyncio.Future[None] | None, Pass]] = asyncio.Queue()
-        sender = asyncio.create_task(self._sender(ws, passes, max_bytes), name="sender")
+        outgoing: Outgoing = asyncio.Queue()
+        sender = asyncio.create_task(self._sender(ws, outgoing, max_bytes), name="sender")
         try:
-            await self._take_passes(session, passes, batch_bytes, yields, sender)
+            await self._take_passes(session, outgoing, batch_bytes, yields, sender)
         finally:
             sender.cancel()
 
     async def _take_passes(
         self,
         session: AgentSession,
-        passes: asyncio.Queue[tuple[asyncio.Future[None] | None, Pass]],
+        outgoing: Outgoing,
         batch_bytes: int,
         yields: int,
         sender: asyncio.Task[None],
     ) -> None:
+        # The flush the newest gated lane waits for; a gated lane of a pass that asks for no
+        # flush of its own waits for the same one, so gated lanes leave in the order taken.
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        gate.set_result(None)
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             if sender.done():  # it wakes the writer as it ends: a failed flush or socket ends the session
                 sender.result()
                 raise SessionEnded("the sender stopped")
-            # With power-loss-safe commits, a turn of the loop first (WRITER_YIELDS): a job admitted
-            # by this wake-up that ends at once (a no-op, a cached answer) then has its
-            # records and completion in the same flush as its acceptance, not one after it.
+            # With power-loss-safe commits, a turn of the loop first (WRITER_YIELDS): jobs
+            # admitted by this wake-up share one flush of their acceptances.
             for _ in range(yields):
                 await asyncio.sleep(0)
             busy = True
@@ -502,22 +510,26 @@ class AgentService:
                     self._control, list(self.runner.attempts.values()), session, self.limits.batch_records, batch_bytes
                 )
                 busy = ready.busy
-                flushed = self.journal.durable_soon() if ready.durable else None  # persist, then acknowledge
-                passes.put_nowait((flushed, ready))
+                if ready.flush:
+                    gate = self.journal.durable_soon()  # persist, then acknowledge
+                elif ready.commit:
+                    self.journal.commit()
+                if ready.now.parts:
+                    outgoing.put_nowait(ready.now)
+                if ready.gated.parts:
+                    gate.add_done_callback(functools.partial(_release, outgoing, ready.gated))
 
-    async def _sender(
-        self, ws: ClientConnection, passes: asyncio.Queue[tuple[asyncio.Future[None] | None, Pass]], max_bytes: int
-    ) -> None:
-        """Send each pass, in the order taken, once the flush it waits for is done, packed
-        into as few frames as the size limit allows."""
+    async def _sender(self, ws: ClientConnection, outgoing: Outgoing, max_bytes: int) -> None:
+        """Send each lane in the order it was released, packed into as few frames as the
+        size limit allows; a failed flush ends the session (nothing it covers is sent)."""
         try:
             while True:
-                flushed, ready = await passes.get()
-                if flushed is not None:
-                    await flushed
-                if ready.completes:
+                lane = await outgoing.get()
+                if isinstance(lane, BaseException):
+                    raise lane
+                if lane.completes:
                     crash_point("agent.before_complete_sent")  # tests: a finished job survives
-                for frame in pack(ready.parts, max_bytes):
+                for frame in pack(lane.parts, max_bytes):
                     await ws.send(frame)
         finally:
             self._wake()  # the writer sees that this ended, and why
@@ -531,3 +543,11 @@ class AgentService:
             running = [JobRef(job_id=a.offer_job_id, attempt=a.attempt) for a in self.runner.attempts.values()]
             self._control.append(Heartbeat(running=running))
             self._wake()
+
+
+def _release(outgoing: Outgoing, lane: Lane, flushed: asyncio.Future[None]) -> None:
+    """A gated lane's flush is done: it may leave (or the flush failed: the sender stops)."""
+    if flushed.cancelled():
+        outgoing.put_nowait(asyncio.CancelledError())
+    else:
+        outgoing.put_nowait(flushed.exception() or lane)

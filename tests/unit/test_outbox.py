@@ -1,5 +1,6 @@
 """Unit tests of one pass of the agent's writer (bridgehead.agent.outbox): what goes out, in
-which order, and when the journal must be committed first."""
+which order, in which lane (at once, or once the journal's flush is done), and when the
+journal must be committed first."""
 
 from __future__ import annotations
 
@@ -46,31 +47,71 @@ def open_sessions() -> tuple[ServerSession, AgentSession]:
     return server, agent
 
 
-def attempt(journal: Journal, job_id: str) -> Attempt:
+def attempt(journal: Journal, job_id: str, safe_to_repeat: bool = True) -> Attempt:
     journal.add_job(job_id, 1, "echo", 0.0)
     stream = OutboundStream(
         job_id, 1, journal, SpoolBudget(MAX), window_records=100, window_bytes=MAX, wake=lambda: None
     )
-    return Attempt(job_id, 1, "echo", stream)
+    return Attempt(job_id, 1, "echo", stream, safe_to_repeat=safe_to_repeat)
 
 
 def received(server: ServerSession, parts: list[bytes]) -> list[AgentMessage]:
     return [message for part in parts for message in server.receive(part)]
 
 
-async def test_control_frames_then_records_then_the_completion(journal: Journal) -> None:
-    """Accepts and credit go first; a job's records precede its completion in the same pass."""
+async def test_a_run_not_safe_to_repeat_keeps_everything_behind_its_flushed_accept(journal: Journal) -> None:
+    """Its accept, records, progress and completion all wait for the flush, in that order
+    (the control plane takes an attempt it has no accept for as one that never ran); credit
+    goes at once."""
     server, session = open_sessions()
-    job = attempt(journal, "j1")
+    job = attempt(journal, "j1", safe_to_repeat=False)
     await job.stream.put_many([b'{"n":1}', b'{"n":2}'])
     job.stream.progress(1, 2, "half")
     job.stream.finish("succeeded", None)
     control: deque[AgentMessage] = deque([Accept(job_id="j1", attempt=1), Credit(n=1)])
     ready = take_pass(control, [job], session, batch_records=100, batch_bytes=MAX)
-    kinds = [type(m) for m in received(server, ready.parts)]
-    assert [Accept, Credit, Records, Progress, Complete] == kinds
-    assert ready.durable  # an accept and a completion: the journal is committed before sending
+    assert [Credit] == [type(m) for m in received(server, ready.now.parts)]
+    assert [Accept, Records, Progress, Complete] == [type(m) for m in received(server, ready.gated.parts)]
+    assert ready.flush and ready.commit and ready.gated.completes and not ready.now.completes
     assert not control
+
+
+async def test_a_run_safe_to_repeat_that_ends_in_its_accepts_pass_is_not_accepted(journal: Journal) -> None:
+    """Its completion says all the accept would: nothing of it waits for the disk, but the
+    journal is committed before it leaves."""
+    server, session = open_sessions()
+    job = attempt(journal, "j1")
+    await job.stream.put_many([b'{"n":1}', b'{"n":2}'])
+    job.stream.finish("succeeded", None)
+    control: deque[AgentMessage] = deque([Accept(job_id="j1", attempt=1), Credit(n=1)])
+    ready = take_pass(control, [job], session, batch_records=100, batch_bytes=MAX)
+    assert [Credit, Records, Complete] == [type(m) for m in received(server, ready.now.parts)]
+    assert [] == ready.gated.parts
+    assert ready.commit and not ready.flush and ready.now.completes
+
+
+async def test_a_run_safe_to_repeat_still_running_is_accepted_after_the_flush(journal: Journal) -> None:
+    server, session = open_sessions()
+    job = attempt(journal, "j1")
+    await job.stream.put_many([b'{"n":1}'])
+    ready = take_pass(deque([Accept(job_id="j1", attempt=1)]), [job], session, batch_records=100, batch_bytes=MAX)
+    assert [Accept] == [type(m) for m in received(server, ready.gated.parts)]
+    assert [Records] == [type(m) for m in received(server, ready.now.parts)]
+    assert ready.flush
+    job.stream.finish("succeeded", None)
+    later = take_pass(deque(), [job], session, batch_records=100, batch_bytes=MAX)
+    assert [Complete] == [type(m) for m in received(server, later.now.parts)]
+    assert later.commit and not later.flush, "a completion of a run safe to repeat waited for the disk"
+
+
+async def test_the_completion_of_a_run_not_safe_to_repeat_is_flushed_before_it_leaves(journal: Journal) -> None:
+    """In a pass of its own (its accept long sent): the flush is for the completion itself."""
+    server, session = open_sessions()
+    job = attempt(journal, "j1", safe_to_repeat=False)
+    job.stream.finish("succeeded", None)
+    ready = take_pass(deque(), [job], session, batch_records=100, batch_bytes=MAX)
+    assert [Complete] == [type(m) for m in received(server, ready.gated.parts)]
+    assert ready.flush and ready.commit and ready.gated.completes
 
 
 async def test_a_completion_waits_while_records_remain_unsent(journal: Journal) -> None:
@@ -80,29 +121,30 @@ async def test_a_completion_waits_while_records_remain_unsent(journal: Journal) 
     await job.stream.put_many([b'{"n":1}', b'{"n":2}', b'{"n":3}'])
     job.stream.finish("succeeded", None)
     first = take_pass(deque(), [job], session, batch_records=2, batch_bytes=MAX)
-    assert [Records] == [type(m) for m in received(server, first.parts)]
-    assert first.busy and not first.durable
+    assert [Records] == [type(m) for m in received(server, first.now.parts)]
+    assert first.busy and not first.commit
     second = take_pass(deque(), [job], session, batch_records=2, batch_bytes=MAX)
-    records, complete = received(server, second.parts)
+    records, complete = received(server, second.now.parts)
     assert isinstance(records, Records) and 3 == records.seq
     assert isinstance(complete, Complete) and 3 == complete.record_count
-    assert second.durable
+    assert second.commit
 
 
 async def test_a_pass_with_nothing_to_promise_needs_no_commit(journal: Journal) -> None:
     server, session = open_sessions()
-    job = attempt(journal, "j1")
+    job = attempt(journal, "j1", safe_to_repeat=False)
     await job.stream.put_many([b'{"n":1}'])
     ready = take_pass(deque(), [job], session, batch_records=100, batch_bytes=MAX)
-    assert [Records] == [type(m) for m in received(server, ready.parts)]
-    assert not ready.durable and not ready.busy
+    assert [Records] == [type(m) for m in received(server, ready.gated.parts)]
+    assert not ready.commit and not ready.flush and not ready.busy
 
 
-async def test_a_pass_with_an_accept_is_durable(journal: Journal) -> None:
+async def test_a_pass_with_an_accept_is_flushed(journal: Journal) -> None:
     """An accept promises the job is journaled: its pass is committed and flushed before it is sent."""
     _server, session = open_sessions()
     ready = take_pass(deque([Accept(job_id="j1", attempt=1)]), [], session, batch_records=100, batch_bytes=MAX)
-    assert ready.durable and not ready.completes
+    assert ready.flush and ready.commit and len(ready.gated.parts) == 1
+    assert not ready.gated.completes
 
 
 async def test_a_pass_of_credit_and_heartbeats_needs_no_flush(journal: Journal) -> None:
@@ -111,4 +153,4 @@ async def test_a_pass_of_credit_and_heartbeats_needs_no_flush(journal: Journal) 
     _server, session = open_sessions()
     control: deque[AgentMessage] = deque([Credit(n=1), Heartbeat(running=[])])
     ready = take_pass(control, [], session, batch_records=100, batch_bytes=MAX)
-    assert not ready.durable and len(ready.parts) == 2
+    assert not ready.flush and not ready.commit and len(ready.now.parts) == 2
