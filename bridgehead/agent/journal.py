@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT,                       -- succeeded | failed | cancelled, once done
     error BLOB,                        -- ErrorInfo as JSON, once done
     sync_state BLOB,                   -- SyncState as JSON: a sync job's state for its next run
+    safe_to_repeat INTEGER,            -- as the plugin said at admission (NULL: before this column)
     next_seq INTEGER NOT NULL DEFAULT 1,
     accepted_at REAL NOT NULL,
     PRIMARY KEY (job_id, attempt)
@@ -75,6 +76,7 @@ class JournaledJob:
     error: ErrorInfo | None
     next_seq: int
     sync_state: SyncState | None = None
+    safe_to_repeat: bool | None = None  # None: journaled before the agent kept it
 
 
 class Journal:
@@ -98,6 +100,8 @@ class Journal:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
         if "sync_state" not in columns:  # a journal from before sync jobs
             self.db.execute("ALTER TABLE jobs ADD COLUMN sync_state BLOB")
+        if "safe_to_repeat" not in columns:  # a journal from before the agent kept it
+            self.db.execute("ALTER TABLE jobs ADD COLUMN safe_to_repeat INTEGER")
         self._closed = False
         self._offers_since_prune = 0
         self.db.execute("DELETE FROM offers_seen WHERE forget_after < strftime('%s', 'now')")
@@ -156,11 +160,14 @@ class Journal:
             self._offers_since_prune = 0
             self.db.execute("DELETE FROM offers_seen WHERE forget_after < ?", (now,))
 
-    def add_job(self, job_id: str, attempt: int, plugin: str, now: float) -> None:
+    def add_job(self, job_id: str, attempt: int, plugin: str, now: float, safe_to_repeat: bool | None = None) -> None:
+        """``safe_to_repeat``: as the plugin said; after a restart the hello reports it with
+        the attempt, since its accept may never have reached the control plane."""
         self._begin()
         self.db.execute(
-            "INSERT OR REPLACE INTO jobs (job_id, attempt, plugin, state, accepted_at) VALUES (?, ?, ?, 'running', ?)",
-            (job_id, attempt, plugin, now),
+            "INSERT OR REPLACE INTO jobs (job_id, attempt, plugin, state, accepted_at, safe_to_repeat)"
+            " VALUES (?, ?, ?, 'running', ?, ?)",
+            (job_id, attempt, plugin, now, None if safe_to_repeat is None else int(safe_to_repeat)),
         )
 
     def finish_job(
@@ -215,7 +222,8 @@ class Journal:
         import msgspec  # local: only read at start
 
         rows = self.db.execute(
-            "SELECT job_id, attempt, plugin, state, status, error, next_seq, sync_state FROM jobs ORDER BY accepted_at"
+            "SELECT job_id, attempt, plugin, state, status, error, next_seq, sync_state, safe_to_repeat"
+            " FROM jobs ORDER BY accepted_at"
         ).fetchall()
         return [
             JournaledJob(
@@ -227,6 +235,7 @@ class Journal:
                 error=msgspec.json.decode(r[5], type=ErrorInfo) if r[5] else None,
                 next_seq=r[6],
                 sync_state=msgspec.json.decode(r[7], type=SyncState) if r[7] else None,
+                safe_to_repeat=None if r[8] is None else bool(r[8]),
             )
             for r in rows
         ]

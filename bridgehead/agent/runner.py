@@ -121,7 +121,7 @@ class Runner:
             )
             error = make_error("plugin_crashed", f"{type(exc).__name__}: {exc}")
             return Reject(job_id=offer.job_id, attempt=offer.attempt, error=error)
-        self.journal.add_job(offer.job_id, offer.attempt, offer.plugin, time.time())
+        self.journal.add_job(offer.job_id, offer.attempt, offer.plugin, time.time(), safe)
         stream = self.new_stream(offer.job_id, offer.attempt)
         attempt = Attempt(offer.job_id, offer.attempt, offer.plugin, stream, safe_to_repeat=safe)
         if not offer.confirm_follows:

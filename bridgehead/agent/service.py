@@ -105,7 +105,7 @@ class AgentService:
         self.journal = Journal(Path(config.agent.data_dir) / "journal.db", durable=config.agent.synchronous == "full")
         self.budget = SpoolBudget(self.limits.spool_max_bytes, self.journal.spool_bytes())
         self.runner = Runner(config, plugins, profiles, self.journal, self.budget, self._wake, self._slot_freed)
-        self.lost: set[Key] = set()
+        self.lost: dict[Key, bool | None] = {}  # attempt -> safe to repeat (None: not known)
         self.draining = False
         self.connected = False
         self._wakeup = asyncio.Event()
@@ -141,12 +141,13 @@ class AgentService:
                     error=job.error,
                     sync_state=job.sync_state,
                 )
-                self.runner.attempts[key] = Attempt(job.job_id, job.attempt, job.plugin, stream)
+                safe = bool(job.safe_to_repeat)
+                self.runner.attempts[key] = Attempt(job.job_id, job.attempt, job.plugin, stream, safe_to_repeat=safe)
                 log.info("job %s attempt %d finished before a restart; its output will be re-sent", *key)
             else:
                 # It was running when the agent died: its unsent output is gone, so it must not
                 # resume. The control plane runs it again (if safe) as a new attempt.
-                self.lost.add(key)
+                self.lost[key] = job.safe_to_repeat
                 log.warning("job %s attempt %d was interrupted by a restart; reporting it lost", *key)
 
     def held_jobs(self) -> list[HeldJob]:
@@ -156,10 +157,14 @@ class AgentService:
                 attempt=a.attempt,
                 state="done" if a.stream.completion is not None else "running",
                 next_seq=a.stream.next_seq,
+                safe_to_repeat=a.safe_to_repeat,
             )
             for a in self.runner.attempts.values()
         ]
-        held += [HeldJob(job_id=j, attempt=n, state="lost") for j, n in sorted(self.lost)]
+        held += [
+            HeldJob(job_id=j, attempt=n, state="lost", safe_to_repeat=safe)
+            for (j, n), safe in sorted(self.lost.items())
+        ]
         return held
 
     # --- callbacks from the runner -------------------------------------------------------

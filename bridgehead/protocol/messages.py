@@ -64,13 +64,17 @@ class HeldJob(msgspec.Struct, frozen=True):
     ``state`` is ``running`` (its task is alive: a reconnect within one agent process),
     ``done`` (finished; completion and possibly records not yet acknowledged) or ``lost``
     (the agent restarted while it ran, so its unsent output is gone and it must not resume).
-    ``next_seq`` is one past the last record the attempt produced.
+    ``next_seq`` is one past the last record the attempt produced. ``safe_to_repeat`` is what
+    the plugin said at admission (None: not known, from an older agent or journal): the
+    attempt's accept may never have reached the control plane, which would otherwise take
+    it for one that never ran.
     """
 
     job_id: JobId
     attempt: Attempt
     state: Literal["running", "done", "lost"]
     next_seq: Seq = 1
+    safe_to_repeat: bool | None = None
 
 
 class ResumeJob(msgspec.Struct, frozen=True):

@@ -108,6 +108,17 @@ class AgentFrames:
     def _verdict(self, link: AgentLink, held: HeldJob) -> ResumeJob:
         live = self.dispatcher.live.get(held.job_id)
         if live is not None and is_current(live, link.name, held.attempt):
+            if not live.accepted:
+                # Journaled there, so it may have started, whether or not its accept arrived
+                # (the agent may have died with it unsent): an attempt with no accept would
+                # count as one that never ran, and a lost one would run again even if it is
+                # not safe to repeat. The agent says which it is (an older one does not:
+                # then it counts as not safe to repeat).
+                live.accepted = True
+                live.safe_to_repeat = held.safe_to_repeat is True
+                self.dispatcher.durability.after(
+                    self.dispatcher.store.mark_accepted(live.job_id, live.attempt, live.safe_to_repeat)
+                )
             if held.state == "lost":
                 self.dispatcher.attempt_lost(live, f"agent {link.name} restarted while the attempt ran", notify=False)
             else:
