@@ -4,19 +4,23 @@ Per pass: control frames first (accept, reject, credit, heartbeat), then one bat
 records per attempt, progress, and completions whose records are all sent, so a job's
 records always precede its completion. Each part goes in one of two lanes:
 
-- ``gated`` leaves once the journal's flush that covers this pass is done (persist, then
-  acknowledge): accepts, and everything of a run that is not safe to repeat, so its records
-  and completion never overtake its accept (the control plane takes an attempt it has no
+- ``gated`` leaves after every gated lane before it, and once the journal's flush that
+  covers this pass is done if the pass carries an accept (persist, then acknowledge):
+  accepts, and everything of a run that is not safe to repeat, so its records and
+  completion never overtake its accept (the control plane takes an attempt it has no
   accept for as one that never ran, and may offer it again).
 - ``now`` leaves at once: other control frames, and the output of a run safe to repeat.
 
 A completion is not an acknowledgement: it asks for one (``complete_ack``, sent once the
 control plane's store has it durably). Sent before the agent's own flush, it is never worse
 off than sent after it: until one side has flushed it a power loss loses it either way, and
-for a run safe to repeat a lost completion means the job runs again, which is harmless. So
-a run safe to repeat does not wait for the agent's disk at all, and the control plane's
-flush is the only one on its path. The journal is still committed first (``commit``), so a
-crash of the agent process never forgets a completion it sent.
+the control plane's flush starts as soon as the frame arrives. So no completion waits for
+the agent's disk. That of a run not safe to repeat asks for a flush as it leaves (``sync``),
+so that the agent too holds it durably soon (a power loss then cannot turn a finished run
+into a lost one); that of a run safe to repeat does not even ask (lost, the job runs again,
+harmlessly), and the control plane's flush is the only one on its path. The journal is
+committed first (``commit``), so a crash of the agent process never forgets a completion it
+sent.
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ class Lane:
 class Pass:
     now: Lane = field(default_factory=Lane)
     gated: Lane = field(default_factory=Lane)
-    flush: bool = False  # an accept, or the completion of a run not safe to repeat: flush, then send ``gated``
+    flush: bool = False  # an accept: flush, then send ``gated``
+    # The completion of a run not safe to repeat: ask for a flush, but wait for none (below).
+    sync: bool = False
     commit: bool = False  # a completion: commit the journal before sending anything
     busy: bool = False  # more records are ready than one pass took: run another
 
@@ -80,7 +86,7 @@ def take_pass(
             if attempt.safe_to_repeat:
                 ended.add(attempt.key)
             else:
-                out.flush = True
+                out.sync = True
             lane.parts.append(session.send(stream.completion))
     # Control frames go first in their lane. Of them only an accept promises something on
     # disk (the job is in the journal); credit, heartbeats, refusals and drains cost no flush.

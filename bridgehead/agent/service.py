@@ -517,6 +517,8 @@ class AgentService:
                 busy = ready.busy
                 if ready.flush:
                     gate = self.journal.durable_soon()  # persist, then acknowledge
+                elif ready.sync:
+                    self.journal.durable_soon().add_done_callback(_consumed)  # waited on by no one
                 elif ready.commit:
                     self.journal.commit()
                 if ready.now.parts:
@@ -556,3 +558,10 @@ def _release(outgoing: Outgoing, lane: Lane, flushed: asyncio.Future[None]) -> N
         outgoing.put_nowait(asyncio.CancelledError())
     else:
         outgoing.put_nowait(flushed.exception() or lane)
+
+
+def _consumed(flushed: asyncio.Future[None]) -> None:
+    """A flush asked for and waited on by no one: its failure ends the session through the
+    next flush that someone waits for (a failed flush fails every later one)."""
+    if not flushed.cancelled():
+        flushed.exception()

@@ -72,7 +72,7 @@ async def test_a_run_not_safe_to_repeat_keeps_everything_behind_its_flushed_acce
     ready = take_pass(control, [job], session, batch_records=100, batch_bytes=MAX)
     assert [Credit] == [type(m) for m in received(server, ready.now.parts)]
     assert [Accept, Records, Progress, Complete] == [type(m) for m in received(server, ready.gated.parts)]
-    assert ready.flush and ready.commit and ready.gated.completes and not ready.now.completes
+    assert ready.flush and ready.sync and ready.commit and ready.gated.completes and not ready.now.completes
     assert not control
 
 
@@ -101,17 +101,21 @@ async def test_a_run_safe_to_repeat_still_running_is_accepted_after_the_flush(jo
     job.stream.finish("succeeded", None)
     later = take_pass(deque(), [job], session, batch_records=100, batch_bytes=MAX)
     assert [Complete] == [type(m) for m in received(server, later.now.parts)]
-    assert later.commit and not later.flush, "a completion of a run safe to repeat waited for the disk"
+    assert later.commit and not later.flush and not later.sync, "a run safe to repeat asked for the disk"
 
 
-async def test_the_completion_of_a_run_not_safe_to_repeat_is_flushed_before_it_leaves(journal: Journal) -> None:
-    """In a pass of its own (its accept long sent): the flush is for the completion itself."""
+async def test_the_completion_of_a_run_not_safe_to_repeat_asks_for_a_flush_and_waits_for_none(
+    journal: Journal,
+) -> None:
+    """In a pass of its own (its accept long sent): gated, so it keeps behind any accept still
+    to leave; a flush asked for, so the agent holds it durably soon."""
     server, session = open_sessions()
     job = attempt(journal, "j1", safe_to_repeat=False)
     job.stream.finish("succeeded", None)
     ready = take_pass(deque(), [job], session, batch_records=100, batch_bytes=MAX)
     assert [Complete] == [type(m) for m in received(server, ready.gated.parts)]
-    assert ready.flush and ready.commit and ready.gated.completes
+    assert ready.sync and ready.commit and ready.gated.completes
+    assert not ready.flush, "a completion waited for the agent's disk"
 
 
 async def test_a_completion_waits_while_records_remain_unsent(journal: Journal) -> None:
