@@ -103,6 +103,9 @@ class Journal:
         if "safe_to_repeat" not in columns:  # a journal from before the agent kept it
             self.db.execute("ALTER TABLE jobs ADD COLUMN safe_to_repeat INTEGER")
         self._closed = False
+        self._commits = 0  # commits made so far
+        self._flushed_at = -1  # ``_commits`` when the last flush was asked for
+        self._last_flush: asyncio.Future[None] | None = None
         self._offers_since_prune = 0
         self.db.execute("DELETE FROM offers_seen WHERE forget_after < strftime('%s', 'now')")
 
@@ -125,24 +128,33 @@ class Journal:
     def commit(self) -> None:
         if self.db.in_transaction:
             self.db.execute("COMMIT")
+            self._commits += 1
 
     async def make_durable(self) -> None:
         """Commit, then return once the commit is on stable storage (persist, then
         acknowledge). Other work of the event loop goes on while the disk flushes."""
-        self.commit()
-        if self._wal_sync is not None:
-            await self._wal_sync.sync()
+        # Shielded: the future may be shared (``durable_soon``), and a cancelled waiter
+        # (a cancelled job) must not cancel the flush others wait for.
+        await asyncio.shield(self.durable_soon())
 
     def durable_soon(self) -> asyncio.Future[None]:
         """Commit now; the future resolves once that commit is on stable storage (at once
         with ``synchronous = "normal"``). Unlike ``make_durable`` the caller need not wait:
-        it may commit more meanwhile, and the next flush covers that too."""
+        it may commit more meanwhile, and the next flush covers that too. With nothing
+        committed since the last flush asked for, that flush covers it all: its future is
+        returned rather than another flush asked for (a run not safe to repeat waits for
+        the flush its accept waits for, not for one more after it)."""
         self.commit()
-        if self._wal_sync is not None:
-            return self._wal_sync.flushed()
-        flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        flushed.set_result(None)
-        return flushed
+        if self._wal_sync is None:
+            flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            flushed.set_result(None)
+            return flushed
+        last = self._last_flush
+        if last is not None and self._flushed_at == self._commits and last.get_loop() is asyncio.get_running_loop():
+            return last
+        self._flushed_at = self._commits
+        self._last_flush = self._wal_sync.flushed()
+        return self._last_flush
 
     def offer_seen(self, job_id: str, attempt: int) -> bool:
         row = self.db.execute("SELECT 1 FROM offers_seen WHERE job_id=? AND attempt=?", (job_id, attempt)).fetchone()
