@@ -162,3 +162,19 @@ def new_job(job_id: str, plugin: str = "echo", cluster: str = "c1", **fields: An
     return JobRow(
         id=job_id, plugin=plugin, params=fields.pop("params", {}), cluster=cluster, created_at=time.time(), **fields
     )
+
+
+async def turns(n: int = 20) -> None:
+    """Let the event loop run everything that is ready (callbacks of resolved writes included)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def running_job(dispatcher: Dispatcher, safe_to_repeat: bool = False) -> tuple[FakeAgent, Offer]:
+    """Job j1, offered to agent "a", which accepted it."""
+    agent = FakeAgent(dispatcher, "a")
+    agent.connect(credit=1)
+    await dispatcher.submit(new_job("j1"))
+    offer = await agent.next(Offer)
+    agent.accept(offer, safe_to_repeat)
+    return agent, offer

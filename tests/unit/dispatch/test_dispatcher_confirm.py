@@ -13,18 +13,11 @@ on what was sent.
 
 from __future__ import annotations
 
-import asyncio
-
-from dispatch_fakes import FakeAgent, new_job
+from dispatch_fakes import FakeAgent, new_job, turns
 
 from bridgehead.control.dispatch import Dispatcher
 from bridgehead.control.store.memory import MemoryStore
 from bridgehead.protocol import CompleteAck, Confirm, HeldJob, Offer
-
-
-async def turns(n: int = 20) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def offered_at_commit(dispatcher: Dispatcher, store: MemoryStore) -> tuple[FakeAgent, Offer]:

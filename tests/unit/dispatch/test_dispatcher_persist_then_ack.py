@@ -11,26 +11,11 @@ from __future__ import annotations
 
 import asyncio
 
-from dispatch_fakes import FakeAgent, new_job
+from dispatch_fakes import FakeAgent, new_job, running_job, turns
 
 from bridgehead.control.dispatch import Dispatcher
 from bridgehead.control.store.memory import MemoryStore
 from bridgehead.protocol import Ack, CompleteAck, Offer
-
-
-async def turns(n: int = 20) -> None:
-    """Let the event loop run everything that is ready (callbacks of resolved writes included)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-async def running_job(dispatcher: Dispatcher) -> tuple[FakeAgent, Offer]:
-    agent = FakeAgent(dispatcher, "a")
-    agent.connect(credit=1)
-    await dispatcher.submit(new_job("j1"))
-    offer = await agent.next(Offer)
-    agent.accept(offer)
-    return agent, offer
 
 
 async def test_records_are_acknowledged_only_once_their_write_is_durable(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dispatch_fakes import FakeAgent, new_job
+from dispatch_fakes import FakeAgent, new_job, running_job, turns
 
 from bridgehead.control.dispatch import Dispatcher
 from bridgehead.control.store.memory import MemoryStore
@@ -24,17 +24,8 @@ from bridgehead.protocol import CompleteAck, Offer
 WAIT_S = 10.0
 
 
-async def turns(n: int = 20) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
 async def test_a_wait_that_begins_after_the_end_returns_the_end(dispatcher: Dispatcher, store: MemoryStore) -> None:
-    agent = FakeAgent(dispatcher, "a")
-    agent.connect(credit=1)
-    await dispatcher.submit(new_job("j1"))
-    offer = await agent.next(Offer)
-    agent.accept(offer, safe_to_repeat=True)
+    agent, offer = await running_job(dispatcher, safe_to_repeat=True)
     agent.complete(offer)
     await agent.next(CompleteAck)  # premise: the end is durable before anyone waits
     job = await store.get_job("j1")
@@ -67,11 +58,7 @@ async def test_a_job_that_ends_in_its_submissions_flush_wakes_the_submitter(
 
 
 async def test_a_wait_on_an_end_not_yet_durable_returns_once_it_is(dispatcher: Dispatcher, store: MemoryStore) -> None:
-    agent = FakeAgent(dispatcher, "a")
-    agent.connect(credit=1)
-    await dispatcher.submit(new_job("j1"))
-    offer = await agent.next(Offer)
-    agent.accept(offer, safe_to_repeat=True)
+    agent, offer = await running_job(dispatcher, safe_to_repeat=True)
     await turns()
     store.hold_durability()
     agent.complete(offer)
