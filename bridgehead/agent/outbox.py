@@ -49,8 +49,12 @@ class Pass:
     flush: bool = False  # an accept: flush, then send ``gated``
     # The completion of a run not safe to repeat: ask for a flush, but wait for none (below).
     sync: bool = False
-    commit: bool = False  # a completion: commit the journal before sending anything
     busy: bool = False  # more records are ready than one pass took: run another
+
+    @property
+    def commit(self) -> bool:
+        """It carries an accept or a completion: commit the journal before sending anything."""
+        return self.flush or self.now.completes or self.gated.completes
 
 
 def take_pass(
@@ -82,7 +86,7 @@ def take_pass(
             lane.parts.append(session.send(progress))
         if stream.completion is not None and stream.completion_ready():
             stream.completion_sent = True
-            out.commit = lane.completes = True
+            lane.completes = True
             if attempt.safe_to_repeat:
                 ended.add(attempt.key)
             else:
@@ -100,7 +104,7 @@ def take_pass(
         if not isinstance(message, Accept):
             now.append(session.send(message))
         elif (message.job_id, message.attempt) not in ended:
-            out.flush = out.commit = True
+            out.flush = True
             gated.append(session.send(message))
     out.now.parts[:0] = now
     out.gated.parts[:0] = gated

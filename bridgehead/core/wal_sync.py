@@ -76,13 +76,9 @@ class WalSync:
         if failed is not None:
             resolve(failed)
 
-    async def sync(self) -> None:
-        """Return once every commit made before the call is on stable storage."""
-        await self.flushed()
-
     def flushed(self) -> asyncio.Future[None]:
         """A future that resolves once every commit made before the call is on stable
-        storage, or fails with the flush's error (``sync`` without the wait)."""
+        storage, or fails with the flush's error."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def resolve(error: BaseException | None) -> None:

@@ -55,10 +55,10 @@ async def until(predicate: Callable[[], bool]) -> None:
 async def test_a_waiter_that_arrives_during_a_flush_waits_for_the_next_one(database: Path) -> None:
     flush = GatedFlush()
     wal = WalSync(database, flush)
-    first = asyncio.ensure_future(wal.sync())
+    first = wal.flushed()
     await until(lambda: flush.began == 1)
-    second = asyncio.ensure_future(wal.sync())  # its commit is not covered by the flush in flight
-    third = asyncio.ensure_future(wal.sync())
+    second = wal.flushed()  # its commit is not covered by the flush in flight
+    third = wal.flushed()
     flush.gate.release()
     await asyncio.wait_for(first, 5)
     await until(lambda: flush.began == 2)
@@ -72,21 +72,21 @@ async def test_a_waiter_that_arrives_during_a_flush_waits_for_the_next_one(datab
 async def test_a_failed_flush_fails_every_waiter_and_every_later_one(database: Path) -> None:
     flush = GatedFlush(fail=True)
     wal = WalSync(database, flush)
-    first = asyncio.ensure_future(wal.sync())
+    first = wal.flushed()
     await until(lambda: flush.began == 1)
-    second = asyncio.ensure_future(wal.sync())
+    second = wal.flushed()
     flush.gate.release()
     for waiter in (first, second):
         with pytest.raises(OSError, match="Input/output error"):
             await asyncio.wait_for(waiter, 5)
     # Never retried (after a failed fsync the data may be gone): a later waiter fails at once.
     with pytest.raises(OSError, match="Input/output error"):
-        await asyncio.wait_for(wal.sync(), 1)
+        await asyncio.wait_for(wal.flushed(), 1)
     assert flush.began == 1
     await wal.aclose()
 
 
 async def test_the_real_flush_returns_and_close_waits_for_it(database: Path) -> None:
     wal = WalSync(database)
-    await asyncio.wait_for(wal.sync(), 10)
+    await asyncio.wait_for(wal.flushed(), 10)
     await wal.aclose()

@@ -230,7 +230,8 @@ class Dispatcher:
     # --- what other nodes say (bridgehead.control.nodes.coordinator) -------------------------
 
     def ended_elsewhere(self, job_id: str) -> None:
-        """Job ``job_id`` may have ended on another node: wake its waiters here if it did."""
+        """Job ``job_id`` may have ended on another node, or before its waiters were in
+        place: wake them if the store says it did."""
         if not self.waiters.waiting(job_id):
             return
 
