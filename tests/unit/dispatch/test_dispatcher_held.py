@@ -66,3 +66,24 @@ async def test_a_held_attempt_is_stored_as_accepted(dispatcher: Dispatcher, stor
         await asyncio.sleep(0)
     job = await store.get_job("j1")
     assert job is not None and job.accepted and not job.safe_to_repeat
+
+
+async def test_an_agent_claiming_another_agents_attempt_changes_nothing(
+    dispatcher: Dispatcher, store: MemoryStore
+) -> None:
+    """A hostile (or confused) enrolled agent lists, in its hello, an attempt offered to
+    another agent, lost and "safe to repeat": the attempt stays the other agent's, running,
+    neither accepted nor retried, in memory and in the store."""
+    offer = await offered_not_accepted(dispatcher)
+    intruder = FakeAgent(dispatcher, "b")
+    [verdict] = intruder.connect(
+        credit=1, jobs=[HeldJob(job_id="j1", attempt=offer.attempt, state="lost", safe_to_repeat=True)]
+    )
+    assert verdict.action == "abandon"
+    for _ in range(20):
+        await asyncio.sleep(0)
+    live = dispatcher.live["j1"]
+    assert (live.agent, live.attempt, live.accepted) == ("a", 1, False)
+    job = await store.get_job("j1")
+    assert job is not None and (job.state, job.agent, job.attempt) == ("running", "a", 1)
+    assert [] == intruder.of(Offer)
